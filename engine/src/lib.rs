@@ -5,8 +5,9 @@
 //!   Pure: no I/O. The only module that knows byte offsets.
 //! - [`dev`]: the block device. The only module that does I/O.
 
-// pub mod dev;
+pub mod dev;
 pub mod error;
 pub mod format;
+pub mod mkfs;
 
 pub use error::{Error, Result};

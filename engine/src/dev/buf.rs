@@ -31,7 +31,9 @@ impl AlignedBuf {
         let layout = Self::layout(len);
         // SAFETY: layout has non-zero size.
         let raw = unsafe { alloc::alloc_zeroed(layout) };
-        let Some(ptr) = NonNull::new(raw) else { alloc::handle_alloc_error(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
         AlignedBuf { ptr, len }
     }
 

@@ -30,6 +30,8 @@ pub mod file;
 pub mod mem;
 pub mod record;
 pub mod sync;
+#[cfg(test)]
+mod tests;
 pub mod uring;
 
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use std::sync::Arc;
 use crate::Result;
 
 pub use buf::AlignedBuf;
-pub use file::{open_file, DeviceKind, OpenOptions};
+pub use file::{DeviceKind, OpenOptions, open_file};
 
 /// One read: fill `buf` from byte `offset` of the device.
 #[derive(Debug)]
@@ -88,12 +90,83 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
 /// Reads `len` bytes at `offset` into a fresh aligned buffer.
 pub fn read_at(dev: &dyn BlockDevice, offset: u64, len: usize) -> Result<AlignedBuf> {
     let mut buf = AlignedBuf::zeroed(len);
-    dev.read_batch(&mut [ReadRequest { offset, buf: &mut buf }])?;
+    dev.read_batch(&mut [ReadRequest {
+        offset,
+        buf: &mut buf,
+    }])?;
     Ok(buf)
 }
 
 /// Writes `data` at `offset` and waits for the write to complete (not a flush).
 pub fn write_at(dev: &dyn BlockDevice, offset: u64, data: AlignedBuf) -> Result<()> {
-    dev.submit_writes(vec![WriteRequest { offset, data: Arc::new(data) }])?;
+    dev.submit_writes(vec![WriteRequest {
+        offset,
+        data: Arc::new(data),
+    }])?;
     dev.wait_writes()
+}
+
+/// Checks that `len` bytes at `offset` lie inside a device of `size` bytes and respect
+/// `align` (offset and length both multiples of it). Every device validates a whole batch
+/// with this before it submits anything, so a malformed request never half-happens.
+pub(crate) fn check_range(size: u64, align: usize, offset: u64, len: usize) -> Result<()> {
+    let end = offset.checked_add(len as u64);
+    if end.is_none_or(|end| end > size) {
+        return Err(crate::Error::invalid(format!(
+            "{len} bytes at offset {offset} go past the end of the device ({size} bytes)"
+        )));
+    }
+    let align_u64 = align.max(1) as u64;
+    if !offset.is_multiple_of(align_u64) || !(len as u64).is_multiple_of(align_u64) {
+        return Err(crate::Error::invalid(format!(
+            "{len} bytes at offset {offset} are not aligned to {align} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The sticky failure state every writing device keeps (fail-stop, see the module doc).
+#[derive(Debug, Default)]
+pub(crate) struct FailStop {
+    /// The first error not yet reported by `wait_writes` or `flush`.
+    pending: Option<crate::Error>,
+    /// Set forever by the first write or flush error: what failed.
+    failed: Option<String>,
+}
+
+impl FailStop {
+    /// Records a write or flush error; only the first one is kept for reporting.
+    pub(crate) fn fail(&mut self, err: crate::Error) {
+        if self.failed.is_none() {
+            self.failed = Some(err.to_string());
+            self.pending = Some(err);
+        }
+    }
+
+    /// True once any write or flush has failed.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// Refuses new writes and flushes once the device has failed.
+    pub(crate) fn check(&self) -> Result<()> {
+        match &self.failed {
+            Some(what) => Err(crate::Error::DeviceFailed { what: what.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// What `wait_writes`/`flush` return: the first unreported error once, then
+    /// `DeviceFailed` on every later call.
+    pub(crate) fn report(&mut self) -> Result<()> {
+        match self.pending.take() {
+            Some(err) => Err(err),
+            None => self.check(),
+        }
+    }
+
+    /// Forgets the failure: only a simulated crash (a reboot) may do this.
+    pub(crate) fn reset(&mut self) {
+        *self = FailStop::default();
+    }
 }

@@ -65,11 +65,15 @@ pub const fn leaf_entry_cost(value_len: usize) -> usize {
     LEAF_SLOT_SIZE + value_len
 }
 
-/// Largest value any tree may store: two such entries must fit in one leaf so that a split
-/// always makes progress.
+/// Largest value any tree may store: one such entry must fit in an empty leaf. (A leaf that
+/// overflows on insert may then need a three-way split; the engine's B+tree handles that.)
 pub const fn value_max(block_size: u32) -> usize {
-    leaf_space(block_size) / 2 - LEAF_SLOT_SIZE
+    leaf_space(block_size) - LEAF_SLOT_SIZE
 }
+
+// The longest directory entry (a 255-byte name) fits in a leaf at the smallest block size.
+const _: () =
+    assert!(super::dirent::DIRENT_FIXED_SIZE + super::NAME_MAX <= value_max(super::BLOCK_SIZE_MIN));
 
 // At the smallest block size an interior node must still branch.
 const _: () = assert!(node_capacity(super::BLOCK_SIZE_MIN) >= 4);
@@ -401,9 +405,10 @@ mod tests {
     }
 
     #[test]
-    fn value_max_fits_twice() {
+    fn value_max_fits_once() {
         for bs in [512u32, 1024, 4096, 65536] {
-            assert!(2 * leaf_entry_cost(value_max(bs)) <= leaf_space(bs));
+            assert!(leaf_entry_cost(value_max(bs)) <= leaf_space(bs));
+            assert!(leaf_entry_cost(value_max(bs) + 1) > leaf_space(bs));
         }
     }
 }

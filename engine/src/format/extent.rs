@@ -12,7 +12,7 @@
 
 use bitflags::bitflags;
 
-use super::btree::value_max;
+use super::btree::{LEAF_SLOT_SIZE, leaf_space};
 use super::bytes::{get_u32, get_u64, put_u32, put_u64};
 use crate::{Error, Result};
 
@@ -30,9 +30,10 @@ bitflags! {
     }
 }
 
-/// Longest extent for `block_size`: bounded so that two extents fit in a leaf.
+/// Longest extent for `block_size`: bounded so that two maximal extents fit in one leaf.
 pub const fn max_extent_blocks(block_size: u32) -> u32 {
-    let fit = ((value_max(block_size) - EXTENT_FIXED_SIZE) / 4) as u32;
+    let half = leaf_space(block_size) / 2 - LEAF_SLOT_SIZE;
+    let fit = ((half - EXTENT_FIXED_SIZE) / 4) as u32;
     if fit < EXTENT_BLOCKS_CAP {
         fit
     } else {
@@ -56,9 +57,14 @@ impl Extent {
         self.crcs.len() as u64
     }
 
-    /// Encodes the extent.
-    pub fn encode(&self) -> Vec<u8> {
-        assert!(!self.crcs.is_empty() && self.crcs.len() <= EXTENT_BLOCKS_CAP as usize);
+    /// Encodes the extent for a filesystem of `block_size`.
+    pub fn encode(&self, block_size: u32) -> Vec<u8> {
+        let max = max_extent_blocks(block_size) as usize;
+        assert!(
+            !self.crcs.is_empty() && self.crcs.len() <= max,
+            "extent of {} blocks",
+            self.crcs.len()
+        );
         let mut b = vec![0u8; EXTENT_FIXED_SIZE];
         put_u64(&mut b, 0, self.phys);
         put_u32(&mut b, 8, self.crcs.len() as u32);
@@ -116,7 +122,7 @@ mod tests {
             flags: ExtentFlags::empty(),
             crcs: vec![1, 2, 3],
         };
-        let b = e.encode();
+        let b = e.encode(4096);
         assert_eq!(Extent::decode(&b, 9, 4096, 2..1000).expect("decodes"), e);
         assert!(Extent::decode(&b, 9, 4096, 2..102).is_err(), "past the end");
         for len in 0..b.len() {

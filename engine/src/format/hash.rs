@@ -7,7 +7,8 @@ pub const POS_SEQ_BITS: u32 = 8;
 /// Mask of the hash bits in a directory position: 55 bits, so positions stay below 2^63
 /// (FUSE readdir offsets are signed 64-bit).
 pub const POS_HASH_MASK: u64 = 0x7FFF_FFFF_FFFF_FF00;
-/// Entries one hash value can hold before the directory refuses a new name with it.
+/// Largest collision counter: one hash value holds at most POS_SEQ_MAX + 1 = 256 names
+/// before the directory refuses another name with that hash.
 pub const POS_SEQ_MAX: u64 = (1 << POS_SEQ_BITS) - 1;
 const _: () = assert!(POS_HASH_MASK & POS_SEQ_MAX == 0);
 

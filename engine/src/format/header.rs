@@ -126,9 +126,9 @@ impl BlockHeader {
     }
 
     /// Decodes and verifies the header of a block read from `blocknr`, expecting `kind`.
-    /// Checks, in order: length, magic, kind, reserved fields, own block number, filesystem
-    /// id (skipped when `fs_id` is `None`, as when reading a superblock to learn it), and
-    /// the checksum over the whole block.
+    /// Checks, in order: length, magic, kind, reserved fields, the checksum over the whole
+    /// block, its own block number, and the filesystem id (skipped when `fs_id` is `None`,
+    /// as when reading a superblock to learn it).
     pub fn decode(block: &[u8], blocknr: u64, kind: Kind, fs_id: Option<u64>) -> Result<Self> {
         let bad = |what: String| Error::corrupt(blocknr, what);
         let field = |v: Option<u64>| v.ok_or_else(|| bad("block shorter than its header".into()));

@@ -1,0 +1,397 @@
+//! Opening an image file or a block device as a [`BlockDevice`].
+//!
+//! [`open_file`] picks the implementation: io_uring when the kernel allows it, pread/pwrite
+//! otherwise ([`DeviceKind::Auto`]), or the one asked for. Both share a [`Backing`]: the open
+//! file, its size, and the alignment O_DIRECT imposes. The device's `Debug` output names the
+//! implementation and whether O_DIRECT is in force, so callers can log what they got.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::sync::SyncDevice;
+use super::uring::UringDevice;
+use super::{BlockDevice, check_range};
+use crate::{Error, Result};
+
+/// Which implementation [`open_file`] should use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceKind {
+    /// io_uring if a ring can be created, else pread/pwrite with a one-line notice.
+    #[default]
+    Auto,
+    /// io_uring or an error.
+    Uring,
+    /// pread/pwrite.
+    Sync,
+}
+
+/// How to open a device.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Open with O_DIRECT (falls back to buffered I/O, with a notice, where refused).
+    pub direct: bool,
+    /// io_uring requests kept in flight at most.
+    pub queue_depth: u32,
+    /// Which implementation to use.
+    pub kind: DeviceKind,
+    /// Refuse writes, flushes and discards.
+    pub read_only: bool,
+    /// Create the image file if it does not exist and grow it to at least this many bytes.
+    /// An existing larger file is left alone: shrinking would destroy data.
+    pub create_size: Option<u64>,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            direct: false,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            kind: DeviceKind::Auto,
+            read_only: false,
+            create_size: None,
+        }
+    }
+}
+
+/// Queue depth when none is given: enough to keep an NVMe drive or a virtio disk busy.
+pub const DEFAULT_QUEUE_DEPTH: u32 = 32;
+
+/// Alignment used under O_DIRECT for regular files. The file system's real requirement
+/// (usually its block size or the disk's sector) is at most a page on every target we have,
+/// so a page is always accepted.
+const FILE_DIRECT_ALIGN: usize = 4096;
+
+// Block-device ioctls from <linux/fs.h>; the libc crate does not export them.
+/// `_IOR(0x12, 114, size_t)`: device size in bytes.
+const BLKGETSIZE64: libc::Ioctl = 0x8008_1272_u32 as libc::Ioctl;
+/// `_IO(0x12, 104)`: logical sector size.
+const BLKSSZGET: libc::Ioctl = 0x1268;
+/// `_IO(0x12, 119)`: discard a byte range given as `[offset, len]`.
+const BLKDISCARD: libc::Ioctl = 0x1277;
+
+/// Opens `path` (a regular file or a block device) as a block device.
+pub fn open_file(path: &Path, opts: &OpenOptions) -> Result<Box<dyn BlockDevice>> {
+    let backing = Backing::open(path, opts)?;
+    match opts.kind {
+        DeviceKind::Sync => Ok(Box::new(SyncDevice::new(backing))),
+        DeviceKind::Uring => Ok(Box::new(UringDevice::new(backing, opts.queue_depth)?)),
+        DeviceKind::Auto => match UringDevice::probe(opts.queue_depth) {
+            Ok(()) => Ok(Box::new(UringDevice::new(backing, opts.queue_depth)?)),
+            Err(e) => {
+                eprintln!("tuxfs: io_uring unavailable ({e}); using pread/pwrite");
+                Ok(Box::new(SyncDevice::new(backing)))
+            }
+        },
+    }
+}
+
+/// An open image file or block device: what the uring and sync devices share.
+#[derive(Debug)]
+pub struct Backing {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    alignment: usize,
+    direct: bool,
+    is_block: bool,
+    read_only: bool,
+}
+
+impl Backing {
+    /// Opens `path`, creating or growing it as `opts.create_size` asks.
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<Backing> {
+        let (file, direct) = open_maybe_direct(path, opts)?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        let is_block = meta.file_type().is_block_device();
+        if !is_block && !opts.read_only {
+            grow_to(&file, path, meta.len(), opts.create_size)?;
+        }
+        let (size, sector) = if is_block {
+            block_geometry(&file, path)?
+        } else {
+            (file_len(&file, path)?, 1)
+        };
+        let alignment = match (direct, is_block) {
+            (false, _) => 1,
+            (true, true) => sector,
+            (true, false) => FILE_DIRECT_ALIGN,
+        };
+        let path = path.to_path_buf();
+        Ok(Backing {
+            file,
+            path,
+            size,
+            alignment,
+            direct,
+            is_block,
+            read_only: opts.read_only,
+        })
+    }
+
+    /// A backing over an already open `file`, trusting the caller about its mode. Tests
+    /// use it to hand a device a read-only descriptor, so that the kernel itself fails
+    /// every write (EBADF) and fail-stop can be checked against real errors.
+    #[cfg(test)]
+    pub(crate) fn from_open_file(file: File, path: &Path, size: u64) -> Backing {
+        let path = path.to_path_buf();
+        Backing {
+            file,
+            path,
+            size,
+            alignment: 1,
+            direct: false,
+            is_block: false,
+            read_only: false,
+        }
+    }
+
+    /// The open file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Its raw descriptor, for io_uring.
+    pub fn fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// The path it was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Size in bytes, fixed at open.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Alignment of offsets and lengths (1 without O_DIRECT).
+    pub fn alignment(&self) -> usize {
+        self.alignment
+    }
+
+    /// True when O_DIRECT is in force.
+    pub fn direct(&self) -> bool {
+        self.direct
+    }
+
+    /// Validates a read before anything is submitted.
+    pub fn check_read(&self, offset: u64, len: usize) -> Result<()> {
+        check_range(self.size, self.alignment, offset, len)
+    }
+
+    /// Validates a write (or discard) before anything is submitted.
+    pub fn check_write(&self, offset: u64, len: usize) -> Result<()> {
+        if self.read_only {
+            return Err(Error::invalid(format!(
+                "{} is open read-only",
+                self.path.display()
+            )));
+        }
+        check_range(self.size, self.alignment, offset, len)
+    }
+
+    /// Makes completed writes durable (fdatasync).
+    pub fn datasync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io(format!("fdatasync {}", self.path.display()), e))
+    }
+
+    /// Punches a hole (files) or discards the range (block devices). A device that cannot
+    /// do this (EOPNOTSUPP) is left as is: discarding is a hint, never needed for correctness.
+    pub fn discard(&self, offset: u64, len: u64) -> Result<()> {
+        let len_usize = usize::try_from(len).map_err(|_| Error::invalid("discard length"))?;
+        self.check_write(offset, len_usize)?;
+        let res = if self.is_block {
+            self.blk_discard(offset, len)
+        } else {
+            self.punch_hole(offset, len)
+        };
+        match res {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+            Err(e) => Err(Error::io(
+                format!("discarding {len} bytes at offset {offset}"),
+                e,
+            )),
+            Ok(()) => Ok(()),
+        }
+    }
+
+    fn punch_hole(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        let (off, len) = (to_off_t(offset)?, to_off_t(len)?);
+        // SAFETY: fallocate takes no pointers; the descriptor is owned by self.file.
+        let rc = unsafe { libc::fallocate(self.fd(), mode, off, len) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn blk_discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let range: [u64; 2] = [offset, len];
+        // SAFETY: BLKDISCARD reads two u64 through the pointer, which points at a live local.
+        let rc = unsafe { libc::ioctl(self.fd(), BLKDISCARD, range.as_ptr()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+fn to_off_t(v: u64) -> io::Result<libc::off_t> {
+    libc::off_t::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))
+}
+
+/// Opens with O_DIRECT when asked; a file system that refuses it (tmpfs: EINVAL) gets
+/// buffered I/O and a one-line notice rather than a failure, so tests run anywhere.
+fn open_maybe_direct(path: &Path, opts: &OpenOptions) -> Result<(File, bool)> {
+    let ctx = || format!("opening {}", path.display());
+    if !opts.direct {
+        return Ok((
+            open_flags(path, opts, 0).map_err(|e| Error::io(ctx(), e))?,
+            false,
+        ));
+    }
+    match open_flags(path, opts, libc::O_DIRECT) {
+        Ok(file) => Ok((file, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            eprintln!(
+                "tuxfs: O_DIRECT refused on {} ({e}); using buffered I/O",
+                path.display()
+            );
+            Ok((
+                open_flags(path, opts, 0).map_err(|e| Error::io(ctx(), e))?,
+                false,
+            ))
+        }
+        Err(e) => Err(Error::io(ctx(), e)),
+    }
+}
+
+fn open_flags(path: &Path, opts: &OpenOptions, flags: i32) -> io::Result<File> {
+    let create = opts.create_size.is_some() && !opts.read_only;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(!opts.read_only)
+        .create(create)
+        .custom_flags(flags)
+        .open(path)
+}
+
+fn grow_to(file: &File, path: &Path, len: u64, want: Option<u64>) -> Result<()> {
+    match want {
+        Some(want) if want > len => file
+            .set_len(want)
+            .map_err(|e| Error::io(format!("growing {} to {want} bytes", path.display()), e)),
+        _ => Ok(()),
+    }
+}
+
+fn file_len(file: &File, path: &Path) -> Result<u64> {
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    Ok(meta.len())
+}
+
+/// Size in bytes and logical sector size of a block device.
+fn block_geometry(file: &File, path: &Path) -> Result<(u64, usize)> {
+    let mut size: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which points at a live local.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut size as *mut u64) };
+    if rc != 0 {
+        return Err(Error::io(
+            format!("BLKGETSIZE64 on {}", path.display()),
+            io::Error::last_os_error(),
+        ));
+    }
+    let mut sector: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int through the pointer, which points at a live local.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKSSZGET, &mut sector as *mut libc::c_int) };
+    if rc != 0 {
+        return Err(Error::io(
+            format!("BLKSSZGET on {}", path.display()),
+            io::Error::last_os_error(),
+        ));
+    }
+    let sector = usize::try_from(sector).ok().filter(|s| s.is_power_of_two());
+    let sector =
+        sector.ok_or_else(|| Error::invalid(format!("{}: bad sector size", path.display())))?;
+    Ok((size, sector))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::{AlignedBuf, read_at, write_at};
+
+    #[test]
+    fn create_size_creates_and_grows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("img");
+        let opts = OpenOptions {
+            create_size: Some(1 << 20),
+            ..OpenOptions::default()
+        };
+        let dev = open_file(&path, &opts).expect("open");
+        assert_eq!(dev.size_bytes(), 1 << 20);
+        write_at(&*dev, 4096, AlignedBuf::from_slice(&[7; 4096])).expect("write");
+        dev.flush().expect("flush");
+        drop(dev);
+        let opts = OpenOptions {
+            kind: DeviceKind::Sync,
+            read_only: true,
+            ..OpenOptions::default()
+        };
+        let dev = open_file(&path, &opts).expect("reopen");
+        assert_eq!(read_at(&*dev, 4096, 4096).expect("read")[..], [7; 4096]);
+        assert!(
+            write_at(&*dev, 0, AlignedBuf::zeroed(512)).is_err(),
+            "read-only must refuse writes"
+        );
+    }
+
+    #[test]
+    fn debug_names_the_kind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("img");
+        for (kind, name) in [
+            (DeviceKind::Sync, "SyncDevice"),
+            (DeviceKind::Uring, "UringDevice"),
+        ] {
+            let opts = OpenOptions {
+                kind,
+                create_size: Some(65536),
+                ..OpenOptions::default()
+            };
+            let dev = open_file(&path, &opts).expect("open");
+            assert!(format!("{dev:?}").contains(name), "{dev:?}");
+        }
+    }
+
+    #[test]
+    fn discard_punches_a_hole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("img");
+        let opts = OpenOptions {
+            kind: DeviceKind::Sync,
+            create_size: Some(1 << 20),
+            ..OpenOptions::default()
+        };
+        let dev = open_file(&path, &opts).expect("open");
+        write_at(&*dev, 0, AlignedBuf::from_slice(&[9; 65536])).expect("write");
+        dev.discard(0, 65536).expect("discard");
+        let back = read_at(&*dev, 0, 65536).expect("read");
+        // A file system without hole punching keeps the data; both are correct.
+        assert!(back.iter().all(|&b| b == 0) || back.iter().all(|&b| b == 9));
+    }
+}

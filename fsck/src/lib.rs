@@ -1,0 +1,132 @@
+//! fsck.tuxfs as a library: checks an image through `engine::format` and `engine::dev` only,
+//! never through the mounted engine's caches, so it judges the engine independently.
+//!
+//! What is checked, in order:
+//! 1. both superblock slots (the newest valid one is used; a bad slot is reported, and
+//!    repaired from the good one with `-p` or `-y`);
+//! 2. every tree reachable from the superblock: block headers and checksums, node and leaf
+//!    structure, key order and key ranges, levels, and every value's codec;
+//! 3. the log chain after the last unify, block by block, until a block does not verify;
+//! 4. the free-space bitmap against every block something refers to (nothing used twice,
+//!    nothing in use marked free, nothing marked in use that nothing refers to);
+//! 5. inodes against directory entries: targets exist, types agree, link counts, parents,
+//!    the tree is connected, orphans are unlinked, block counts match extents;
+//! 6. with `--data`, the checksum of every data block.
+//!
+//! Exit codes follow fsck(8): 0 clean, 1 errors corrected, 4 errors left uncorrected,
+//! 8 operational error (not a tuxfs image, no valid superblock, unreadable, truncated).
+
+mod bitset;
+mod cross;
+mod report;
+mod superblock;
+mod walk;
+
+use std::time::{Duration, Instant};
+
+use tuxfs_engine::dev::BlockDevice;
+use tuxfs_engine::format::Superblock;
+
+pub use report::{render_human, render_json, render_json_error};
+
+/// How much fsck may change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `-n`: change nothing.
+    Check,
+    /// `-p`: fix only what is safe without asking.
+    Preen,
+    /// `-y`: fix everything fsck knows how to fix.
+    Yes,
+}
+
+/// What the caller asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub mode: Mode,
+    /// Verify the checksum of every data block too.
+    pub check_data: bool,
+}
+
+/// One problem found: the block it is about (when it is about one) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub block: Option<u64>,
+    pub what: String,
+    pub fixed: bool,
+}
+
+/// Counts of what was checked.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub blocks_read: u64,
+    pub tree_blocks: u64,
+    pub inodes: u64,
+    pub dirents: u64,
+    pub extents: u64,
+    pub data_blocks: u64,
+    pub data_blocks_verified: u64,
+    pub log_blocks: u64,
+    pub log_deltas: u64,
+    pub used_blocks: u64,
+    pub elapsed: Duration,
+}
+
+/// The outcome of a check that could run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub superblock: Superblock,
+    /// Slot the superblock was taken from.
+    pub slot: u64,
+    pub findings: Vec<Finding>,
+    /// Things worth saying that are not errors.
+    pub notes: Vec<String>,
+    pub stats: Stats,
+}
+
+impl Report {
+    /// The fsck(8) exit code for this report.
+    pub fn exit_code(&self) -> i32 {
+        if self.findings.is_empty() {
+            0
+        } else if self.findings.iter().all(|f| f.fixed) {
+            1
+        } else {
+            4
+        }
+    }
+}
+
+/// Why a check could not run at all (exit code 8).
+#[derive(Debug)]
+pub struct OperationalError(pub String);
+
+impl std::fmt::Display for OperationalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OperationalError {}
+
+/// Exit code for an operational error.
+pub const EXIT_OPERATIONAL: i32 = 8;
+
+/// Checks (and with `Preen`/`Yes` repairs) the filesystem on `dev`.
+pub fn check(dev: &dyn BlockDevice, opts: &Options) -> Result<Report, OperationalError> {
+    let start = Instant::now();
+    let chosen = superblock::select(dev, opts.mode)?;
+    let mut checker = walk::Checker::new(dev, chosen.superblock.clone(), *opts);
+    checker.findings.extend(chosen.findings);
+    checker.stats.blocks_read += chosen.blocks_read;
+    checker.run();
+    let mut stats = checker.stats;
+    stats.elapsed = start.elapsed();
+    Ok(Report {
+        superblock: chosen.superblock,
+        slot: chosen.slot,
+        findings: checker.findings,
+        notes: checker.notes,
+        stats,
+    })
+}
