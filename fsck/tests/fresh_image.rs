@@ -7,6 +7,7 @@ mod common;
 
 use common::{fresh_image, nonzero_blocks};
 use tuxfs_engine::dev::mem::MemDevice;
+use tuxfs_engine::dev::{read_at, write_at};
 use tuxfs_fsck::{Mode, Options, check};
 
 const CHECK: Options = Options {
@@ -40,26 +41,25 @@ fn fresh_images_are_clean_at_every_block_size() {
     }
 }
 
-/// Flips byte `i` of block `b` (xor `mask`) and checks that fsck names the block.
-fn flip_is_caught(image: &[u8], bs: u32, b: u64, i: usize, mask: u8) {
-    let mut damaged = image.to_vec();
-    damaged[b as usize * bs as usize + i] ^= mask;
-    let dev = MemDevice::from_bytes(damaged);
-    let report = match check(&dev, &CHECK) {
+/// Flips byte `i` of block `b` (xor `mask`) in place, checks that fsck names the block,
+/// and restores the byte (no image copy per flip: images here are up to tens of MiB).
+fn flip_is_caught(dev: &MemDevice, bs: u32, b: u64, i: usize, mask: u8) {
+    let offset = b * u64::from(bs);
+    let original = read_at(dev, offset, bs as usize).expect("read block");
+    let mut damaged = original.clone();
+    damaged[i] ^= mask;
+    write_at(dev, offset, damaged).expect("damage block");
+    let report = match check(dev, &CHECK) {
         Ok(r) => r,
         Err(e) => panic!("block {b} byte {i}: operational error with a superblock surviving: {e}"),
     };
-    assert_eq!(
-        report.exit_code(),
-        4,
-        "block {b} byte {i} mask {mask:#x}: {:?}",
-        report.findings
-    );
+    assert_eq!(report.exit_code(), 4, "block {b} byte {i} mask {mask:#x}: {:?}", report.findings);
     assert!(
         report.findings.iter().any(|f| f.block == Some(b)),
         "block {b} byte {i} mask {mask:#x}: no finding names the block: {:?}",
         report.findings
     );
+    write_at(dev, offset, original).expect("restore block");
 }
 
 #[test]
@@ -67,14 +67,15 @@ fn every_byte_flip_of_every_nonzero_block_is_reported_512() {
     let bs = 512;
     let image = fresh_image(bs, 2000);
     let blocks = nonzero_blocks(&image, bs);
+    let dev = MemDevice::from_bytes(image);
     assert!(
         blocks.len() >= 6,
         "superblocks, bitmap, freemap, inode and dir leaves: {blocks:?}"
     );
     for &b in &blocks {
         for i in 0..bs as usize {
-            flip_is_caught(&image, bs, b, i, 0x01);
-            flip_is_caught(&image, bs, b, i, 0xff);
+            flip_is_caught(&dev, bs, b, i, 0x01);
+            flip_is_caught(&dev, bs, b, i, 0xff);
         }
     }
 }
@@ -83,9 +84,11 @@ fn every_byte_flip_of_every_nonzero_block_is_reported_512() {
 fn every_byte_flip_of_every_nonzero_block_is_reported_4096() {
     let bs = 4096;
     let image = fresh_image(bs, 1024);
-    for b in nonzero_blocks(&image, bs) {
+    let blocks = nonzero_blocks(&image, bs);
+    let dev = MemDevice::from_bytes(image);
+    for b in blocks {
         for i in 0..bs as usize {
-            flip_is_caught(&image, bs, b, i, 0x80);
+            flip_is_caught(&dev, bs, b, i, 0x80);
         }
     }
 }
@@ -94,9 +97,11 @@ fn every_byte_flip_of_every_nonzero_block_is_reported_4096() {
 fn sampled_byte_flips_at_64k_blocks() {
     let bs = 65536;
     let image = fresh_image(bs, 80);
-    for b in nonzero_blocks(&image, bs) {
+    let blocks = nonzero_blocks(&image, bs);
+    let dev = MemDevice::from_bytes(image);
+    for b in blocks {
         for i in (0..bs as usize).step_by(97).chain([0, 47, 48, 511, 65535]) {
-            flip_is_caught(&image, bs, b, i, 0x04);
+            flip_is_caught(&dev, bs, b, i, 0x04);
         }
     }
 }
@@ -105,13 +110,16 @@ fn sampled_byte_flips_at_64k_blocks() {
 #[test]
 fn sampled_byte_flips_in_a_multi_level_tree() {
     let bs = 512;
-    let image = fresh_image(bs, 300_000);
-    let dev = MemDevice::from_bytes(image.clone());
+    // 15 chunks of 3712 blocks need 15 free-space map entries: more than one 512-byte
+    // leaf holds (14), so the map gets an interior node.
+    let image = fresh_image(bs, 15 * 3712);
+    let blocks = nonzero_blocks(&image, bs);
+    let dev = MemDevice::from_bytes(image);
     let sb = check(&dev, &CHECK).expect("clean").superblock;
     assert!(sb.root(tuxfs_engine::format::TreeId::Freemap).height >= 1);
-    for b in nonzero_blocks(&image, bs) {
-        for i in (0..bs as usize).step_by(13) {
-            flip_is_caught(&image, bs, b, i, 0x02);
+    for b in blocks {
+        for i in (0..bs as usize).step_by(7) {
+            flip_is_caught(&dev, bs, b, i, 0x02);
         }
     }
 }
