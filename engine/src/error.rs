@@ -23,6 +23,58 @@ pub enum Error {
     Invalid { what: String },
     /// A device that failed a write or flush refuses everything after it (fail-stop).
     DeviceFailed { what: String },
+    /// A POSIX operation failed for a reason the caller must see as an errno.
+    Posix(Errno),
+}
+
+/// The POSIX failures the filesystem API reports. The FUSE adapter maps each to its libc
+/// errno in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Errno {
+    /// ENOENT: no such file or directory.
+    NoEntry,
+    /// EEXIST: the name exists.
+    Exists,
+    /// ENOTDIR: a directory was expected.
+    NotDir,
+    /// EISDIR: not allowed on a directory.
+    IsDir,
+    /// ENOTEMPTY: directory not empty.
+    NotEmpty,
+    /// ENAMETOOLONG: name longer than 255 bytes.
+    NameTooLong,
+    /// ENOSPC: no space left.
+    NoSpace,
+    /// EINVAL: invalid argument.
+    Invalid,
+    /// EROFS: read-only filesystem (mounted read-only, or turned read-only by an I/O error).
+    ReadOnly,
+    /// EMLINK: too many links.
+    TooManyLinks,
+    /// ENODATA: no such extended attribute.
+    NoData,
+    /// ERANGE: buffer too small.
+    Range,
+    /// EIO: I/O error or damaged data.
+    Io,
+    /// EOPNOTSUPP: operation not supported.
+    NotSupported,
+    /// EPERM: operation not permitted.
+    Perm,
+    /// EFBIG: file too large.
+    FileTooBig,
+    /// EBADF: bad file handle.
+    BadHandle,
+    /// E2BIG: an extended attribute value is too large.
+    TooBig,
+    /// EXDEV: not on this filesystem.
+    CrossDevice,
+}
+
+impl From<Errno> for Error {
+    fn from(e: Errno) -> Self {
+        Error::Posix(e)
+    }
 }
 
 /// Shorthand used across the engine.
@@ -48,6 +100,21 @@ impl Error {
     /// A bad request.
     pub fn invalid(what: impl Into<String>) -> Self {
         Error::Invalid { what: what.into() }
+    }
+
+    /// The errno a caller of the POSIX API sees for this error: damage and I/O failures are
+    /// EIO, a device that failed earlier makes the filesystem read-only.
+    pub fn errno(&self) -> Errno {
+        match self {
+            Error::Posix(e) => *e,
+            Error::DeviceFailed { .. } => Errno::ReadOnly,
+            Error::Invalid { .. } => Errno::Invalid,
+            Error::Unsupported { .. } => Errno::NotSupported,
+            Error::Io { .. }
+            | Error::Corrupt { .. }
+            | Error::ChecksumMismatch { .. }
+            | Error::NotTuxfs { .. } => Errno::Io,
+        }
     }
 
     /// The block this error is about, when it is about one.
@@ -78,6 +145,7 @@ impl fmt::Display for Error {
             Error::DeviceFailed { what } => {
                 write!(f, "device failed earlier, refusing I/O: {what}")
             }
+            Error::Posix(e) => write!(f, "{e:?}"),
         }
     }
 }

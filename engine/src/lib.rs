@@ -5,9 +5,11 @@
 //!   Pure: no I/O. The only module that knows byte offsets.
 //! - [`dev`]: the block device. The only module that does I/O.
 
+pub mod btree;
 pub mod dev;
 pub mod error;
 pub mod format;
+pub mod io;
 pub mod mkfs;
 
-pub use error::{Error, Result};
+pub use error::{Errno, Error, Result};

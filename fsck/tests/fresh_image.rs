@@ -53,7 +53,12 @@ fn flip_is_caught(dev: &MemDevice, bs: u32, b: u64, i: usize, mask: u8) {
         Ok(r) => r,
         Err(e) => panic!("block {b} byte {i}: operational error with a superblock surviving: {e}"),
     };
-    assert_eq!(report.exit_code(), 4, "block {b} byte {i} mask {mask:#x}: {:?}", report.findings);
+    assert_eq!(
+        report.exit_code(),
+        4,
+        "block {b} byte {i} mask {mask:#x}: {:?}",
+        report.findings
+    );
     assert!(
         report.findings.iter().any(|f| f.block == Some(b)),
         "block {b} byte {i} mask {mask:#x}: no finding names the block: {:?}",

@@ -59,7 +59,10 @@ pub fn decode(
         if bit(bits, i) == Some(true) {
             return Err(Error::corrupt(
                 blocknr,
-                format!("bit for block {} past the end is set", first + i),
+                format!(
+                    "bit for block {} past the end is set",
+                    u128::from(first) + u128::from(i)
+                ),
             ));
         }
     }

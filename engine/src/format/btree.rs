@@ -52,7 +52,8 @@ pub const LEAF_SLOT_SIZE: usize = 24;
 
 /// Entries an interior node of `block_size` bytes holds.
 pub const fn node_capacity(block_size: u32) -> usize {
-    (block_size as usize - OFF_ENTRIES) / NODE_ENTRY_SIZE
+    // Saturating: decoders call this with the length of untrusted input.
+    (block_size as usize).saturating_sub(OFF_ENTRIES) / NODE_ENTRY_SIZE
 }
 
 /// Bytes a leaf of `block_size` bytes has for slots and values together.

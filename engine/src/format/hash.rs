@@ -4,9 +4,9 @@
 
 /// Bits of a directory position taken by the collision counter.
 pub const POS_SEQ_BITS: u32 = 8;
-/// Mask of the hash bits in a directory position: 55 bits, so positions stay below 2^63
-/// (FUSE readdir offsets are signed 64-bit).
-pub const POS_HASH_MASK: u64 = 0x7FFF_FFFF_FFFF_FF00;
+/// Mask of the hash bits in a directory position: 54 bits, so positions stay below 2^62
+/// and a readdir cookie (position + 3, after "." and "..") fits a signed 64-bit FUSE offset.
+pub const POS_HASH_MASK: u64 = 0x3FFF_FFFF_FFFF_FF00;
 /// Largest collision counter: one hash value holds at most POS_SEQ_MAX + 1 = 256 names
 /// before the directory refuses another name with that hash.
 pub const POS_SEQ_MAX: u64 = (1 << POS_SEQ_BITS) - 1;
@@ -91,7 +91,7 @@ mod tests {
         for name in [&b"a"[..], b"lost+found", &[0xffu8; 255]] {
             let h = name_hash(&seed, name);
             assert_eq!(h & POS_SEQ_MAX, 0);
-            assert!(h < 1 << 63);
+            assert!(h < 1 << 62);
         }
     }
 }

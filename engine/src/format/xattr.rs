@@ -67,6 +67,8 @@ pub fn spill_value_max(block_size: u32, name_len: usize) -> usize {
 pub fn decode_entries(bytes: &[u8]) -> std::result::Result<Vec<XattrEntry>, String> {
     let mut c = Cursor::new(bytes);
     let mut out: Vec<XattrEntry> = Vec::new();
+    // A set, not a scan of earlier entries: duplicate detection stays linear.
+    let mut names = std::collections::HashSet::new();
     while c.remaining() > 0 {
         let at = c.pos();
         let truncated = || format!("entry at byte {at} is truncated");
@@ -79,7 +81,7 @@ pub fn decode_entries(bytes: &[u8]) -> std::result::Result<Vec<XattrEntry>, Stri
                 "entry at byte {at} has an empty name or one with NUL"
             ));
         }
-        if out.iter().any(|e| e.name == name) {
+        if !names.insert(name) {
             return Err(format!("entry at byte {at} repeats a name"));
         }
         out.push(XattrEntry {

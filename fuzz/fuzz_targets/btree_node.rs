@@ -1,0 +1,8 @@
+//! libFuzzer target for `btree::Node::decode` (see fuzz/Cargo.toml).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    tuxfs_tests::decoder_fuzz::fuzz_one("btree::Node::decode", data);
+});

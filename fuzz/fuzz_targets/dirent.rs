@@ -1,0 +1,8 @@
+//! libFuzzer target for `dirent::Dirent::decode` (see fuzz/Cargo.toml).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    tuxfs_tests::decoder_fuzz::fuzz_one("dirent::Dirent::decode", data);
+});
