@@ -133,6 +133,14 @@ impl Tree {
         self.leaves.iter().map(|(k, s)| (*k, s.block)).collect()
     }
 
+    /// The on-disk block of the leaf covering `key` (0 if none, or never written), for
+    /// error messages about values stored there.
+    pub fn leaf_block(&self, key: Key) -> u64 {
+        self.covering(key)
+            .and_then(|lo| self.leaves.get(&lo))
+            .map_or(0, |s| s.block)
+    }
+
     /// True when any leaf changed since the last commit.
     pub fn is_dirty(&self) -> bool {
         self.leaves.values().any(|s| s.dirty)

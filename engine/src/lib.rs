@@ -5,11 +5,19 @@
 //!   Pure: no I/O. The only module that knows byte offsets.
 //! - [`dev`]: the block device. The only module that does I/O.
 
+pub mod alloc;
 pub mod btree;
+pub mod commit;
+pub mod data;
 pub mod dev;
+pub mod dir;
 pub mod error;
 pub mod format;
+pub mod fs;
+pub mod inode;
 pub mod io;
 pub mod mkfs;
+pub mod recovery;
+pub mod state;
 
 pub use error::{Errno, Error, Result};

@@ -1,0 +1,519 @@
+//! The backend: committing a delta and unifying.
+//!
+//! Commit of delta D (see docs/CRASH_SAFETY.md for the numbered sequence):
+//! 1. allocate and write the dirty data blocks of every file (delayed allocation);
+//! 2. write every dirty B+tree leaf to a new block;
+//! 3. write D's log blocks: Alloc/Free/LeafSet/LeafDel/Orphan records, `Blocks` records
+//!    with the CRC of every block of steps 1–2, and the commit record, chained from the
+//!    block D-1 allocated ahead, naming the block allocated ahead for D+1;
+//! 4. one flush (the device reaps every write before it flushes);
+//! 5. only now release the blocks D freed.
+//!
+//! Unify (after a commit, when the log is long, at mount and at unmount) writes interior
+//! nodes, the bitmap blocks that changed, the free-space map tree and the orphan tree to new
+//! blocks, flushes, writes the older superblock slot pointing at them with a new log head,
+//! flushes, and only then frees the blocks the old roots and the old log chain used.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::btree::build_interior;
+use crate::dev::AlignedBuf;
+use crate::format::btree::{Key, Leaf, leaf_entry_cost, leaf_space};
+use crate::format::log::{
+    CommitInfo, LogBlock, LogFlags, LogRecord, blocks_record_max, log_capacity,
+};
+use crate::format::{BlockHeader, HEADER_SIZE, Kind, TreeId, TreeRoot, bitmap, data_crc};
+use crate::state::State;
+use crate::{Error, Result};
+
+/// Refuses to write after a failure (fail-stop) and on a read-only mount.
+pub fn check_writable(st: &State) -> Result<()> {
+    if let Some(what) = &st.failed {
+        return Err(Error::DeviceFailed { what: what.clone() });
+    }
+    if st.read_only {
+        return Err(crate::Errno::ReadOnly.into());
+    }
+    Ok(())
+}
+
+/// Marks the filesystem failed (read-only from now on) and passes the error on.
+fn fail(st: &mut State, e: Error) -> Error {
+    if st.failed.is_none() {
+        eprintln!("tuxfs: write failed, the filesystem is now read-only: {e}");
+        st.failed = Some(e.to_string());
+    }
+    e
+}
+
+/// Commits the open delta if it has changes. On return the delta is durable.
+pub fn commit(st: &mut State) -> Result<()> {
+    check_writable(st)?;
+    if !st.has_changes() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    match commit_delta(st) {
+        Ok(()) => {
+            let us = started.elapsed().as_micros() as u64;
+            st.stats.commit_latency_us_last = us;
+            st.stats.commit_latency_us_max = st.stats.commit_latency_us_max.max(us);
+            Ok(())
+        }
+        Err(e) => Err(fail(st, e)),
+    }
+}
+
+fn commit_delta(st: &mut State) -> Result<()> {
+    let delta = st.delta;
+    st.alloc.unreserve(std::mem::take(&mut st.delta_reserved));
+    let mut writes: Vec<(u64, Arc<AlignedBuf>)> = Vec::new();
+    let mut records: Vec<LogRecord> = Vec::new();
+    crate::data::flush_pages(st, &mut writes, &mut records)?;
+    flush_trees(st, delta, &mut writes, &mut records)?;
+    for (start, count) in st.alloc.deferred().to_vec() {
+        push_range(&mut records, start, count, false);
+    }
+    records.append(&mut st.records);
+    list_blocks(&writes, st.bs(), &mut records);
+    let listed = writes.len() as u64;
+    let log_blocks = write_log(st, delta, records, listed, &mut writes)?;
+    let bytes = writes.len() as u64 * u64::from(st.bs());
+    st.io.write(writes)?;
+    st.io.flush()?;
+    st.stats.flushes += 1;
+    st.stats.blocks_written += bytes / u64::from(st.bs());
+    st.stats.bytes_written += bytes;
+    st.stats.deltas_committed += 1;
+    st.log.chain.extend(log_blocks);
+    st.durable_delta = delta;
+    st.delta = delta + 1;
+    st.alloc.release_deferred()
+}
+
+/// Alloc/Free records for a range, split so each count fits its u32.
+fn push_range(records: &mut Vec<LogRecord>, start: u64, count: u64, alloc: bool) {
+    let mut at = start;
+    let end = start + count;
+    while at < end {
+        let n = (end - at).min(u64::from(u32::MAX)) as u32;
+        records.push(if alloc {
+            LogRecord::Alloc {
+                start: at,
+                count: n,
+            }
+        } else {
+            LogRecord::Free {
+                start: at,
+                count: n,
+            }
+        });
+        at += u64::from(n);
+    }
+}
+
+fn flush_trees(
+    st: &mut State,
+    delta: u64,
+    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
+    records: &mut Vec<LogRecord>,
+) -> Result<()> {
+    let bs = st.bs();
+    let State {
+        inodes,
+        extents,
+        dirs,
+        alloc,
+        ..
+    } = st;
+    for tree in [inodes, extents, dirs] {
+        let mut allocated = Vec::new();
+        let flushed = tree.flush_dirty(bs, delta, &mut || {
+            let b = alloc.alloc_one(None)?;
+            allocated.push(b);
+            Ok(b)
+        })?;
+        for b in allocated {
+            records.push(LogRecord::Alloc { start: b, count: 1 });
+        }
+        for b in flushed.freed {
+            alloc.free_later(b, 1);
+        }
+        for key in flushed.deleted {
+            records.push(LogRecord::LeafDel { tree: tree.id, key });
+        }
+        for (key, block) in flushed.set {
+            records.push(LogRecord::LeafSet {
+                tree: tree.id,
+                key,
+                block,
+            });
+        }
+        writes.extend(flushed.blocks.into_iter().map(|(b, d)| (b, Arc::new(d))));
+    }
+    Ok(())
+}
+
+/// `Blocks` records: every block the delta writes outside the log, with its CRC.
+fn list_blocks(writes: &[(u64, Arc<AlignedBuf>)], block_size: u32, records: &mut Vec<LogRecord>) {
+    let mut sorted: Vec<(u64, u32)> = writes.iter().map(|(b, d)| (*b, data_crc(d))).collect();
+    sorted.sort_unstable_by_key(|(b, _)| *b);
+    let max = blocks_record_max(block_size);
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i].0;
+        let mut crcs = vec![sorted[i].1];
+        while i + crcs.len() < sorted.len()
+            && crcs.len() < max
+            && sorted[i + crcs.len()].0 == start + crcs.len() as u64
+        {
+            crcs.push(sorted[i + crcs.len()].1);
+        }
+        i += crcs.len();
+        records.push(LogRecord::Blocks { start, crcs });
+    }
+}
+
+/// Packs the records into log blocks chained from `st.log.ahead`, allocates the block for
+/// the next delta's first log block, and queues the encoded blocks. Returns the log blocks.
+fn write_log(
+    st: &mut State,
+    delta: u64,
+    mut records: Vec<LogRecord>,
+    listed: u64,
+    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
+) -> Result<Vec<u64>> {
+    let bs = st.bs();
+    let cap = log_capacity(bs);
+    // The commit record goes last; reserve its room in the last block.
+    let commit_len = LogRecord::Commit(CommitInfo::default()).encoded_len();
+    let mut groups: Vec<Vec<LogRecord>> = vec![Vec::new()];
+    let mut used = 0usize;
+    for r in records.drain(..) {
+        let len = r.encoded_len();
+        if used + len > cap {
+            groups.push(Vec::new());
+            used = 0;
+        }
+        used += len;
+        if let Some(g) = groups.last_mut() {
+            g.push(r);
+        }
+    }
+    if used + commit_len > cap {
+        groups.push(Vec::new());
+    }
+    let mut blocks = vec![st.log.ahead];
+    for _ in 1..groups.len() {
+        blocks.push(st.alloc.alloc_one(Some(st.log.ahead))?);
+    }
+    let ahead = st.alloc.alloc_one(blocks.last().map(|b| b + 1))?;
+    let info = CommitInfo {
+        log_blocks: blocks.len() as u32,
+        blocks: listed,
+        next_inum: st.next_inum,
+        inode_count: st.inode_count,
+        free_blocks: st.alloc.free_blocks(),
+    };
+    let count = groups.len();
+    for (i, (mut group, &block)) in groups.into_iter().zip(blocks.iter()).enumerate() {
+        let last = i + 1 == count;
+        if last {
+            group.push(LogRecord::Commit(info));
+        }
+        let next = blocks.get(i + 1).copied().unwrap_or(ahead);
+        let header = BlockHeader {
+            kind: Kind::Log,
+            level: 0,
+            blocknr: block,
+            owner: 0,
+            delta,
+            fs_id: st.fs_id,
+        };
+        let mut buf = AlignedBuf::zeroed(bs as usize);
+        let flags = if last {
+            LogFlags::COMMIT
+        } else {
+            LogFlags::empty()
+        };
+        LogBlock::encode(&mut buf, &header, next, flags, i as u32, &group);
+        writes.push((block, Arc::new(buf)));
+    }
+    st.log.ahead = ahead;
+    Ok(blocks)
+}
+
+/// Sizes of the trees unify rebuilds from scratch.
+fn leaves_for(entries: usize, value_len: usize, block_size: u32) -> usize {
+    let per = leaf_space(block_size) / leaf_entry_cost(value_len);
+    entries.div_ceil(per)
+}
+
+/// Builds a whole small tree (orphans, free-space map) from entries with equal-size values.
+fn build_small_tree(
+    st: &mut State,
+    tree: TreeId,
+    entries: &[(Key, Vec<u8>)],
+    blocks: &mut Vec<u64>,
+    out: &mut Vec<(u64, Arc<AlignedBuf>)>,
+) -> Result<TreeRoot> {
+    let bs = st.bs();
+    if entries.is_empty() {
+        return Ok(TreeRoot::default());
+    }
+    let value_len = entries.first().map_or(0, |(_, v)| v.len());
+    let n = leaves_for(entries.len(), value_len, bs);
+    let per = entries.len().div_ceil(n);
+    let mut leaves = Vec::new();
+    for (i, chunk) in entries.chunks(per).enumerate() {
+        let block = blocks.pop().map_or_else(|| st.alloc.alloc_one(None), Ok)?;
+        let header = BlockHeader {
+            kind: Kind::BtreeLeaf,
+            level: 0,
+            blocknr: block,
+            owner: tree as u64,
+            delta: st.delta,
+            fs_id: st.fs_id,
+        };
+        let refs: Vec<(Key, &[u8])> = chunk.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        let mut buf = AlignedBuf::zeroed(bs as usize);
+        Leaf::encode(&mut buf, &header, &refs);
+        out.push((block, Arc::new(buf)));
+        let lo = if i == 0 {
+            Key::MIN
+        } else {
+            chunk.first().map_or(Key::MIN, |(k, _)| *k)
+        };
+        leaves.push((lo, block));
+    }
+    let (delta, fs_id) = (st.delta, st.fs_id);
+    let (root, nodes) = build_interior(
+        tree,
+        &leaves,
+        bs,
+        delta,
+        fs_id,
+        &mut || match blocks.pop() {
+            Some(b) => Ok(b),
+            None => st.alloc.alloc_one(None),
+        },
+    )?;
+    out.extend(nodes.into_iter().map(|(b, d)| (b, Arc::new(d))));
+    Ok(if leaves.len() == 1 {
+        TreeRoot {
+            block: leaves[0].1,
+            height: 0,
+        }
+    } else {
+        root
+    })
+}
+
+/// Blocks a tree built by `build_small_tree` over `entries` entries of `value_len` bytes
+/// takes, so that they can be allocated before the bitmap is encoded.
+fn small_tree_blocks(entries: usize, value_len: usize, block_size: u32) -> usize {
+    let mut level = leaves_for(entries, value_len, block_size);
+    let mut total = level;
+    let cap = crate::format::btree::node_capacity(block_size);
+    while level > 1 {
+        level = level.div_ceil(cap);
+        total += level;
+    }
+    total
+}
+
+/// Writes everything the log describes into the trees, then a new superblock.
+/// `state` is STATE_MOUNTED or STATE_CLEAN.
+pub fn unify(st: &mut State, state: u32) -> Result<()> {
+    check_writable(st)?;
+    unify_inner(st, state).map_err(|e| fail(st, e))
+}
+
+fn unify_inner(st: &mut State, state: u32) -> Result<()> {
+    let bs = st.bs();
+    let delta = st.delta;
+    let mut pending: BTreeSet<u64> = BTreeSet::new();
+    let mut out: Vec<(u64, Arc<AlignedBuf>)> = Vec::new();
+    // Interior nodes of the three big trees, all new.
+    let mut roots = st.sb.roots;
+    for id in [TreeId::Inodes, TreeId::Extents, TreeId::Dirs] {
+        let tree = match id {
+            TreeId::Inodes => &mut st.inodes,
+            TreeId::Extents => &mut st.extents,
+            _ => &mut st.dirs,
+        };
+        pending.extend(tree.interior_blocks.drain(..));
+        let leaves = tree.leaf_blocks();
+        let alloc = &mut st.alloc;
+        let (root, nodes) = build_interior(id, &leaves, bs, delta, st.fs_id, &mut || {
+            alloc.alloc_one(None)
+        })?;
+        let root = if leaves.len() == 1 {
+            TreeRoot {
+                block: leaves[0].1,
+                height: 0,
+            }
+        } else {
+            root
+        };
+        let tree = match id {
+            TreeId::Inodes => &mut st.inodes,
+            TreeId::Extents => &mut st.extents,
+            _ => &mut st.dirs,
+        };
+        tree.interior_blocks = nodes.iter().map(|(b, _)| *b).collect();
+        out.extend(nodes.into_iter().map(|(b, d)| (b, Arc::new(d))));
+        roots[id as usize] = root;
+    }
+    // Orphan tree and free-space map tree: rebuilt whole; their blocks are allocated before
+    // the bitmap is encoded so that the bitmap includes them.
+    pending.extend(st.orphan_tree_blocks.drain(..));
+    pending.extend(st.freemap_tree_blocks.drain(..));
+    let chunks = st.chunk_blocks.len();
+    let n_orphan = if st.orphans.is_empty() {
+        0
+    } else {
+        small_tree_blocks(st.orphans.len(), 0, bs)
+    };
+    let n_freemap = small_tree_blocks(chunks, 8, bs);
+    let mut orphan_blocks: Vec<u64> = (0..n_orphan)
+        .map(|_| st.alloc.alloc_one(None))
+        .collect::<Result<_>>()?;
+    let mut freemap_blocks: Vec<u64> = (0..n_freemap)
+        .map(|_| st.alloc.alloc_one(None))
+        .collect::<Result<_>>()?;
+    st.orphan_tree_blocks = orphan_blocks.clone();
+    st.freemap_tree_blocks = freemap_blocks.clone();
+    // The old log chain is free once the new superblock is durable; the block allocated
+    // ahead becomes the new log head.
+    pending.extend(st.log.chain.drain(..));
+    new_bitmap_blocks(st, &mut pending)?;
+    let orphan_entries: Vec<(Key, Vec<u8>)> = st
+        .orphans
+        .iter()
+        .map(|&i| (Key::new(i, 0), Vec::new()))
+        .collect();
+    roots[TreeId::Orphans as usize] = build_small_tree(
+        st,
+        TreeId::Orphans,
+        &orphan_entries,
+        &mut orphan_blocks,
+        &mut out,
+    )?;
+    let chunk_entries: Vec<(Key, Vec<u8>)> = st
+        .chunk_blocks
+        .iter()
+        .enumerate()
+        .map(|(c, b)| (Key::new(c as u64, 0), b.to_le_bytes().to_vec()))
+        .collect();
+    roots[TreeId::Freemap as usize] = build_small_tree(
+        st,
+        TreeId::Freemap,
+        &chunk_entries,
+        &mut freemap_blocks,
+        &mut out,
+    )?;
+    if !orphan_blocks.is_empty() || !freemap_blocks.is_empty() {
+        return Err(Error::invalid(
+            "unify allocated more tree blocks than it used",
+        ));
+    }
+    encode_bitmaps(st, &pending, &mut out)?;
+    st.io.write(out)?;
+    st.io.flush()?;
+    write_superblock(st, roots, state, &pending)?;
+    for b in pending {
+        st.alloc.mark_free(b, 1)?;
+    }
+    st.stats.unifies += 1;
+    Ok(())
+}
+
+/// Gives every chunk whose bits change a new bitmap block. Allocating those blocks changes
+/// more chunks, so this runs until no new chunk changes (it converges: allocations cluster).
+fn new_bitmap_blocks(st: &mut State, pending: &mut BTreeSet<u64>) -> Result<()> {
+    let per = bitmap::bits_per_chunk(st.bs());
+    let mut done: BTreeSet<u64> = BTreeSet::new();
+    let mut todo: BTreeSet<u64> = st.alloc.take_dirty_chunks();
+    todo.extend(pending.iter().map(|b| b / per));
+    while !todo.is_empty() {
+        for chunk in std::mem::take(&mut todo) {
+            if !done.insert(chunk) {
+                continue;
+            }
+            let old = st.chunk_blocks[chunk as usize];
+            pending.insert(old);
+            let new = st.alloc.alloc_one(Some(old))?;
+            st.chunk_blocks[chunk as usize] = new;
+            todo.insert(old / per);
+        }
+        todo.extend(st.alloc.take_dirty_chunks());
+        todo.retain(|c| !done.contains(c));
+    }
+    st.rewritten_chunks = done;
+    Ok(())
+}
+
+fn encode_bitmaps(
+    st: &mut State,
+    pending: &BTreeSet<u64>,
+    out: &mut Vec<(u64, Arc<AlignedBuf>)>,
+) -> Result<()> {
+    let bs = st.bs();
+    for &chunk in &std::mem::take(&mut st.rewritten_chunks) {
+        let block = st.chunk_blocks[chunk as usize];
+        let bits = st
+            .alloc
+            .chunk_bits(chunk, bs as usize - HEADER_SIZE, pending);
+        let header = BlockHeader {
+            kind: Kind::Bitmap,
+            level: 0,
+            blocknr: block,
+            owner: chunk,
+            delta: st.delta,
+            fs_id: st.fs_id,
+        };
+        let mut buf = AlignedBuf::zeroed(bs as usize);
+        bitmap::encode(&mut buf, &header, &bits);
+        out.push((block, Arc::new(buf)));
+    }
+    Ok(())
+}
+
+fn write_superblock(
+    st: &mut State,
+    roots: [TreeRoot; 8],
+    state: u32,
+    pending: &BTreeSet<u64>,
+) -> Result<()> {
+    let mut sb = st.sb.clone();
+    sb.roots = roots;
+    sb.sequence += 1;
+    sb.unify_seq += 1;
+    sb.delta = st.delta.saturating_sub(1);
+    sb.log_head = st.log.ahead;
+    sb.log_delta = st.delta;
+    sb.next_inum = st.next_inum;
+    sb.inode_count = st.inode_count;
+    sb.free_blocks = st.alloc.free_blocks() + pending.len() as u64;
+    sb.state = state;
+    sb.last_write_sec = now_sec();
+    sb.validate(0)?;
+    let slot = sb.sequence % 2;
+    let mut buf = AlignedBuf::zeroed(st.bs() as usize);
+    sb.encode(&mut buf, slot);
+    st.io.write(vec![(slot, Arc::new(buf))])?;
+    st.io.flush()?;
+    st.stats.flushes += 2;
+    st.sb = sb;
+    Ok(())
+}
+
+/// Seconds since the epoch.
+pub fn now_sec() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

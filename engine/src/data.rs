@@ -1,0 +1,264 @@
+//! File data: dirty blocks of the open delta, extents on disk with per-block checksums,
+//! holes, truncation, and (at commit) delayed allocation of contiguous runs.
+
+use std::sync::Arc;
+
+use crate::dev::AlignedBuf;
+use crate::format::btree::Key;
+use crate::format::data_crc;
+use crate::format::extent::{Extent, ExtentFlags, max_extent_blocks};
+use crate::format::log::LogRecord;
+use crate::state::State;
+use crate::{Errno, Error, Result};
+
+/// The extent covering file block `fblock` of `inum`: (first file block, extent).
+pub fn find_extent(st: &mut State, inum: u64, fblock: u64) -> Result<Option<(u64, Extent)>> {
+    let Some((key, value)) = st
+        .extents
+        .prev(Key::new(inum, fblock), Key::new(inum, 0), &st.io)?
+    else {
+        return Ok(None);
+    };
+    let ext = Extent::decode(
+        &value,
+        st.extents.leaf_block(key),
+        st.bs(),
+        st.sb.first_block..st.sb.block_count,
+    )?;
+    let end = extent_end(st, key, &ext)?;
+    Ok((end > fblock).then_some((key.b, ext)))
+}
+
+/// The file block after the last one an extent covers; corruption if that overflows.
+fn extent_end(st: &State, key: Key, ext: &Extent) -> Result<u64> {
+    key.b.checked_add(ext.count()).ok_or_else(|| {
+        Error::corrupt(
+            st.extents.leaf_block(key),
+            format!(
+                "extent of inode {} at file block {} overflows",
+                key.a, key.b
+            ),
+        )
+    })
+}
+
+/// Reads file block `fblock` of `inum` as it is now (dirty data first, then disk, holes
+/// as zeros). A checksum mismatch is EIO, logged with the inode, offset and block.
+pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> {
+    if let Some(page) = st.pages.get(&(inum, fblock)) {
+        return Ok(page.clone());
+    }
+    let bs = st.bs();
+    let Some((start, ext)) = find_extent(st, inum, fblock)? else {
+        return Ok(AlignedBuf::zeroed(bs as usize));
+    };
+    if ext.flags.contains(ExtentFlags::UNWRITTEN) {
+        return Ok(AlignedBuf::zeroed(bs as usize));
+    }
+    let i = (fblock - start) as usize;
+    let phys = ext.phys + i as u64;
+    let buf = st.io.read(phys)?;
+    let want = ext.crcs.get(i).copied().unwrap_or(0);
+    let got = data_crc(&buf);
+    if got != want {
+        st.stats.data_checksum_errors += 1;
+        eprintln!(
+            "tuxfs: data checksum mismatch: inode {inum}, offset {}, block {phys}: stored {want:#010x}, read {got:#010x}",
+            fblock * u64::from(bs)
+        );
+        return Err(Errno::Io.into());
+    }
+    Ok(buf)
+}
+
+/// Copies `data` into the file at `offset`, through dirty blocks. The caller reserved
+/// space for blocks that were not dirty yet ([`new_dirty_blocks`]).
+pub fn write(st: &mut State, inum: u64, offset: u64, data: &[u8]) -> Result<()> {
+    let bs = u64::from(st.bs());
+    let mut done = 0usize;
+    while done < data.len() {
+        let pos = offset + done as u64;
+        let fblock = pos / bs;
+        let within = (pos % bs) as usize;
+        let n = (bs as usize - within).min(data.len() - done);
+        let mut page = if within == 0 && n == bs as usize && !st.pages.contains_key(&(inum, fblock))
+        {
+            AlignedBuf::zeroed(bs as usize)
+        } else {
+            read_block(st, inum, fblock)?
+        };
+        page[within..within + n].copy_from_slice(&data[done..done + n]);
+        st.pages.insert((inum, fblock), page);
+        done += n;
+    }
+    Ok(())
+}
+
+/// Blocks in `[offset, offset + len)` of `inum` not yet dirty: what a write must reserve.
+pub fn new_dirty_blocks(st: &State, inum: u64, offset: u64, len: u64) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    let bs = u64::from(st.bs());
+    let (first, last) = (offset / bs, (offset + len - 1) / bs);
+    let already = st.pages.range((inum, first)..=(inum, last)).count() as u64;
+    (last - first + 1) - already
+}
+
+/// Reads `size` bytes at `offset`, stopping at `file_size`.
+pub fn read(st: &mut State, inum: u64, offset: u64, size: u32, file_size: u64) -> Result<Vec<u8>> {
+    if offset >= file_size {
+        return Ok(Vec::new());
+    }
+    let end = file_size.min(offset + u64::from(size));
+    let bs = u64::from(st.bs());
+    let mut out = Vec::with_capacity((end - offset) as usize);
+    let mut pos = offset;
+    while pos < end {
+        let fblock = pos / bs;
+        let within = (pos % bs) as usize;
+        let n = ((bs - within as u64).min(end - pos)) as usize;
+        let block = read_block(st, inum, fblock)?;
+        out.extend_from_slice(&block[within..within + n]);
+        pos += n as u64;
+    }
+    Ok(out)
+}
+
+/// Removes file blocks `[from, to)` of `inum`: drops dirty blocks, trims and splits
+/// extents, frees their blocks once durable. Returns the number of disk blocks freed.
+pub fn punch(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
+    let dirty: Vec<(u64, u64)> = st
+        .pages
+        .range((inum, from)..(inum, to))
+        .map(|(k, _)| *k)
+        .collect();
+    for k in dirty {
+        st.pages.remove(&k);
+    }
+    let mut freed = 0;
+    let mut at = from;
+    // Start with an extent that began before `from` and reaches into the range.
+    if let Some((start, _)) = find_extent(st, inum, from)? {
+        at = start;
+    }
+    while let Some((key, value)) =
+        st.extents
+            .next(Key::new(inum, at), Key::new(inum, to), &st.io)?
+    {
+        let ext = Extent::decode(
+            &value,
+            st.extents.leaf_block(key),
+            st.bs(),
+            st.sb.first_block..st.sb.block_count,
+        )?;
+        let (start, end) = (key.b, extent_end(st, key, &ext)?);
+        at = end;
+        if end <= from {
+            continue;
+        }
+        st.extents.remove(key, &st.io)?;
+        let cut_from = from.max(start);
+        let cut_to = to.min(end);
+        if start < cut_from {
+            let left = slice(&ext, 0, cut_from - start);
+            st.extents
+                .insert(Key::new(inum, start), left.encode(st.bs()), &st.io)?;
+        }
+        if cut_to < end {
+            let right = slice(&ext, cut_to - start, end - start);
+            st.extents
+                .insert(Key::new(inum, cut_to), right.encode(st.bs()), &st.io)?;
+        }
+        let n = cut_to - cut_from;
+        st.alloc.free_later(ext.phys + (cut_from - start), n);
+        freed += n;
+    }
+    Ok(freed)
+}
+
+/// Blocks `[a, b)` (relative to the extent start) of an extent.
+fn slice(ext: &Extent, a: u64, b: u64) -> Extent {
+    Extent {
+        phys: ext.phys + a,
+        flags: ext.flags,
+        crcs: ext.crcs[a as usize..b as usize].to_vec(),
+    }
+}
+
+/// Commit: writes the dirty blocks of every file to newly allocated, contiguous blocks,
+/// replacing the extents they cover. Returns the writes and the allocations to log.
+pub fn flush_pages(
+    st: &mut State,
+    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
+    records: &mut Vec<LogRecord>,
+) -> Result<()> {
+    let pages = std::mem::take(&mut st.pages);
+    let max_run = u64::from(max_extent_blocks(st.bs()));
+    let mut iter = pages.into_iter().peekable();
+    while let Some(((inum, first), page)) = iter.next() {
+        // Gather the run of consecutive dirty blocks of this inode starting at `first`.
+        let mut run = vec![page];
+        while let Some(((i, b), _)) = iter.peek() {
+            if *i != inum || *b != first + run.len() as u64 || run.len() as u64 >= max_run {
+                break;
+            }
+            if let Some((_, p)) = iter.next() {
+                run.push(p);
+            }
+        }
+        write_run(st, inum, first, run, writes, records)?;
+    }
+    Ok(())
+}
+
+fn write_run(
+    st: &mut State,
+    inum: u64,
+    first: u64,
+    run: Vec<AlignedBuf>,
+    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
+    records: &mut Vec<LogRecord>,
+) -> Result<()> {
+    let mut inode = crate::inode::get(st, inum)?;
+    let freed = punch(st, inum, first, first + run.len() as u64)?;
+    inode.blocks = inode.blocks.saturating_sub(freed);
+    // Goal: right after the extent that ends where this run begins, to keep files contiguous.
+    let goal = match first.checked_sub(1) {
+        Some(prev) => find_extent(st, inum, prev)?.map(|(s, e)| e.phys + (prev - s) + 1),
+        None => None,
+    };
+    let total = run.len();
+    let mut pages = run.into_iter();
+    let mut done = 0usize;
+    let mut goal = goal;
+    while done < total {
+        let (phys, n) = st.alloc.alloc_run(goal, (total - done) as u64)?;
+        records.push(LogRecord::Alloc {
+            start: phys,
+            count: n as u32,
+        });
+        let mut crcs = Vec::with_capacity(n as usize);
+        for (i, page) in pages.by_ref().take(n as usize).enumerate() {
+            crcs.push(data_crc(&page));
+            writes.push((phys + i as u64, Arc::new(page)));
+        }
+        let ext = Extent {
+            phys,
+            flags: ExtentFlags::empty(),
+            crcs,
+        };
+        st.extents.insert(
+            Key::new(inum, first + done as u64),
+            ext.encode(st.bs()),
+            &st.io,
+        )?;
+        inode.blocks += n;
+        done += n as usize;
+        goal = Some(phys + n);
+    }
+    if done != total {
+        return Err(Error::invalid("short allocation"));
+    }
+    crate::inode::put(st, inum, &inode)
+}

@@ -1,0 +1,325 @@
+//! engine::fs: the public POSIX-shaped API over inode numbers that FUSE, tests and benches
+//! use. POSIX semantics live here (link counts, timestamps, rename rules, sparse files,
+//! truncate, orphans), not in the FUSE adapter.
+//!
+//! **Concurrency (this version).** One lock guards the in-memory state; commits run under
+//! it, so a writer waits while a delta is written. The writeback scheduler thread commits
+//! on age; writers commit when dirty data passes the limit; fsync and sync callers that
+//! arrive while a commit runs share it (group commit: each returns once the delta that was
+//! open when it called is durable). Page forking, which lets the frontend go on during
+//! writeback, is the next step (docs/ARCHITECTURE.md).
+
+mod posix;
+mod types;
+mod writeback;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use types::*;
+
+use crate::dev::BlockDevice;
+use crate::format::superblock::STATE_MOUNTED;
+use crate::io::BlockIo;
+pub use crate::state::FsStats;
+use crate::state::State;
+use crate::{Errno, Result};
+
+/// xattr set flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XattrFlags {
+    /// XATTR_CREATE: fail with EEXIST if it exists.
+    pub create: bool,
+    /// XATTR_REPLACE: fail with ENODATA if it does not exist.
+    pub replace: bool,
+}
+
+/// What the writeback thread and the frontend share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    /// Mirror of `State::delta` readable without the lock (group commit).
+    pub open_delta: AtomicU64,
+    pub opts: MountOptions,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state as it was at the panic; the
+        // filesystem then refuses writes (failed) rather than propagating the poison.
+        match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                let mut g = poisoned.into_inner();
+                if g.failed.is_none() {
+                    g.failed =
+                        Some("an operation panicked while holding the filesystem lock".into());
+                }
+                g
+            }
+        }
+    }
+}
+
+/// A mounted filesystem. Thread-safe: every method takes `&self`.
+#[derive(Debug)]
+pub struct Filesystem {
+    shared: Arc<Shared>,
+    writeback: Mutex<Option<writeback::Handle>>,
+}
+
+impl Filesystem {
+    /// Mounts (runs recovery; a read-write mount destroys orphans and unifies) and starts
+    /// the writeback scheduler thread.
+    pub fn mount(dev: Arc<dyn BlockDevice>, opts: MountOptions) -> Result<Arc<Filesystem>> {
+        let (sb, _slot) = crate::recovery::read_superblock(dev.as_ref())?;
+        let unknown = sb.features.unknown_incompat();
+        if unknown != 0 {
+            return Err(crate::Error::Unsupported {
+                what: format!("incompatible features {unknown:#x}"),
+            });
+        }
+        let unknown_ro = sb.features.unknown_ro_compat();
+        if unknown_ro != 0 && !opts.read_only {
+            return Err(crate::Error::Unsupported {
+                what: format!("read-only-compatible features {unknown_ro:#x}: mount read-only"),
+            });
+        }
+        let need = sb.block_count * u64::from(sb.block_size);
+        if dev.size_bytes() < need {
+            return Err(crate::Error::invalid(format!(
+                "the device has {} bytes, the filesystem {need}",
+                dev.size_bytes()
+            )));
+        }
+        let io = BlockIo {
+            dev,
+            block_size: sb.block_size,
+            block_count: sb.block_count,
+        };
+        let mut st = crate::recovery::recover(io, sb, opts.read_only)?;
+        if !opts.read_only {
+            posix::destroy_orphans(&mut st)?;
+            crate::commit::commit(&mut st)?;
+            st.sb.mount_count += 1;
+            st.sb.last_mount_sec = crate::commit::now_sec();
+            crate::commit::unify(&mut st, STATE_MOUNTED)?;
+        }
+        let shared = Arc::new(Shared {
+            open_delta: AtomicU64::new(st.delta),
+            state: Mutex::new(st),
+            opts: opts.clone(),
+        });
+        let handle = if opts.read_only {
+            None
+        } else {
+            Some(writeback::start(shared.clone()))
+        };
+        Ok(Arc::new(Filesystem {
+            shared,
+            writeback: Mutex::new(handle),
+        }))
+    }
+
+    /// Commits everything, unifies, marks the image clean and stops the writeback thread.
+    /// Later calls of other methods fail.
+    pub fn unmount(&self) -> Result<()> {
+        let handle = self.writeback.lock().map(|mut h| h.take()).unwrap_or(None);
+        if let Some(h) = handle {
+            h.stop();
+        }
+        let mut st = self.shared.lock();
+        if st.unmounted {
+            return Ok(());
+        }
+        let result = if st.read_only || st.failed.is_some() {
+            Ok(())
+        } else {
+            crate::commit::commit(&mut st).and_then(|()| {
+                crate::commit::unify(&mut st, crate::format::superblock::STATE_CLEAN)
+            })
+        };
+        st.unmounted = true;
+        result
+    }
+
+    /// Filesystem block size in bytes.
+    pub fn block_size(&self) -> u32 {
+        self.shared.lock().bs()
+    }
+
+    /// Counters: deltas, bytes written, unifies, commit latency.
+    pub fn stats(&self) -> FsStats {
+        self.shared.lock().stats.clone()
+    }
+
+    /// Runs `f` on the state, refusing after unmount.
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let mut st = self.shared.lock();
+        if st.unmounted {
+            return Err(Errno::Io.into());
+        }
+        let out = f(&mut st);
+        self.shared.open_delta.store(st.delta, Ordering::Release);
+        out
+    }
+
+    /// Runs a change: refuses on a read-only or failed filesystem, and commits when dirty
+    /// data passed the limit (the writer pays for the writeback it caused).
+    fn change<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+        let limit = self.shared.opts.dirty_limit_bytes;
+        self.with(|st| {
+            crate::commit::check_writable(st)?;
+            let out = f(st)?;
+            if st.dirty_bytes() > limit {
+                crate::commit::commit(st)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// Returns once the delta that was open at the call is durable (group commit: callers
+    /// that waited for the lock while another commit ran find their delta already durable).
+    fn sync_open_delta(&self) -> Result<()> {
+        let target = self.shared.open_delta.load(Ordering::Acquire);
+        self.with(|st| {
+            if st.durable_delta >= target || st.read_only {
+                return Ok(());
+            }
+            crate::commit::commit(st)
+        })
+    }
+
+    pub fn statfs(&self) -> Result<StatFs> {
+        self.with(|st| Ok(posix::statfs(st)))
+    }
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
+        self.with(|st| posix::lookup(st, parent, name))
+    }
+    pub fn getattr(&self, ino: u64) -> Result<Attr> {
+        self.with(|st| posix::getattr(st, ino))
+    }
+    pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Attr> {
+        self.change(|st| posix::setattr(st, ino, set))
+    }
+    /// Creates a regular file, device node, fifo or socket; `mode` includes the S_IF* type.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        caller: Caller,
+    ) -> Result<Attr> {
+        self.change(|st| posix::mknod(st, parent, name, mode, rdev, caller))
+    }
+    /// Creates and opens a regular file (call `release` to close it).
+    pub fn create(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> Result<Attr> {
+        self.change(|st| {
+            let attr = posix::mknod(
+                st,
+                parent,
+                name,
+                crate::format::inode::S_IFREG | (mode & 0o7777),
+                0,
+                caller,
+            )?;
+            *st.opens.entry(attr.ino).or_default() += 1;
+            Ok(attr)
+        })
+    }
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> Result<Attr> {
+        self.change(|st| posix::mkdir(st, parent, name, mode, caller))
+    }
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.change(|st| posix::unlink(st, parent, name))
+    }
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
+        self.change(|st| posix::rmdir(st, parent, name))
+    }
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: RenameFlags,
+    ) -> Result<()> {
+        self.change(|st| posix::rename(st, parent, name, new_parent, new_name, flags))
+    }
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
+        self.change(|st| posix::link(st, ino, new_parent, new_name))
+    }
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], caller: Caller) -> Result<Attr> {
+        self.change(|st| posix::symlink(st, parent, name, target, caller))
+    }
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
+        self.with(|st| posix::readlink(st, ino))
+    }
+    /// Opens an inode (counts opens so that unlinked open files live until released).
+    pub fn open(&self, ino: u64) -> Result<()> {
+        self.with(|st| {
+            crate::inode::get(st, ino)?;
+            *st.opens.entry(ino).or_default() += 1;
+            Ok(())
+        })
+    }
+    /// Closes an inode; the last close of an unlinked file frees it.
+    pub fn release(&self, ino: u64) -> Result<()> {
+        self.with(|st| posix::release(st, ino))
+    }
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        self.with(|st| posix::read(st, ino, offset, size))
+    }
+    /// Writes `data` at `offset` (at the end of the file when `append`); returns bytes written.
+    pub fn write(&self, ino: u64, offset: u64, data: &[u8], append: bool) -> Result<u32> {
+        self.change(|st| posix::write(st, ino, offset, data, append))
+    }
+    /// Returns when every change made before the call is durable.
+    pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {
+        self.with(|st| crate::inode::get(st, ino).map(|_| ()))?;
+        self.sync_open_delta()
+    }
+    /// Returns when everything is durable.
+    pub fn sync(&self) -> Result<()> {
+        self.sync_open_delta()
+    }
+    /// Entries after cookie `offset` (0 = from the start; "." is cookie 1 and ".." 2).
+    pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
+        self.with(|st| posix::readdir(st, ino, offset, max))
+    }
+    /// readdir with each entry's attributes.
+    pub fn readdir_plus(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<(DirEntry, Attr)>> {
+        self.with(|st| {
+            let entries = posix::readdir(st, ino, offset, max)?;
+            entries
+                .into_iter()
+                .map(|e| Ok((e.clone(), posix::getattr(st, e.ino)?)))
+                .collect()
+        })
+    }
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
+        self.with(|st| posix::getxattr(st, ino, name))
+    }
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
+        self.change(|st| posix::setxattr(st, ino, name, value, flags))
+    }
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
+        self.with(|st| posix::listxattr(st, ino))
+    }
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
+        self.change(|st| posix::removexattr(st, ino, name))
+    }
+}
+
+impl Drop for Filesystem {
+    fn drop(&mut self) {
+        // Stop the thread; an unmount that was not asked for leaves the image as a crash
+        // would (recovery handles it), which is what tests of crashes rely on.
+        if let Ok(mut h) = self.writeback.lock()
+            && let Some(h) = h.take()
+        {
+            h.stop();
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Mount-time recovery: pick the newest valid superblock, load the trees and the bitmap as
+//! of the last unify, and replay the log forward while deltas verify.
+//!
+//! **Which deltas count.** Delta D+1 is written only after D's flush completed. So if the
+//! first log block of D+1 verifies, D is durable in full. The last complete delta of the
+//! chain has no such witness: recovery reads every block its `Blocks` records list and
+//! applies it only if every CRC matches; otherwise it was never acknowledged and is dropped.
+//!
+//! **Delta numbers are never reused.** Blocks of a dropped delta may still sit on disk
+//! with its number. A read-write mount therefore continues at the dropped number + 1 and
+//! unifies at once, so the new superblock's log never expects the dropped number.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::alloc::Allocator;
+use crate::btree::Tree;
+use crate::dev::{BlockDevice, read_at};
+use crate::format::btree::{Key, decode_block_ref};
+use crate::format::log::{CommitInfo, LogBlock, LogRecord};
+use crate::format::{BLOCK_SIZE_MAX, BLOCK_SIZE_MIN, Superblock, TreeId, bitmap, data_crc};
+use crate::io::BlockIo;
+use crate::state::{FsStats, LogPos, State};
+use crate::{Error, Result};
+
+/// Reads both superblock slots and returns the newest that verifies, with its slot.
+pub fn read_superblock(dev: &dyn BlockDevice) -> Result<(Superblock, u64)> {
+    let size = dev.size_bytes();
+    let len = size.min(2 * u64::from(BLOCK_SIZE_MAX)) / 512 * 512;
+    if len < 2 * u64::from(BLOCK_SIZE_MIN) {
+        return Err(Error::NotTuxfs {
+            what: format!("the device is only {size} bytes"),
+        });
+    }
+    let probe = read_at(dev, 0, len as usize)?;
+    let mut found: Vec<(Superblock, u64)> = Vec::new();
+    let mut errors = Vec::new();
+    let bs0 = Superblock::peek_block_size(&probe);
+    if let Some(bs) = bs0 {
+        match probe.get(..bs as usize).map(|b| Superblock::decode(b, 0)) {
+            Some(Ok(sb)) => found.push((sb, 0)),
+            Some(Err(e)) => errors.push(e.to_string()),
+            None => errors.push("slot 0 is cut off".into()),
+        }
+    }
+    let mut bs = BLOCK_SIZE_MIN;
+    while bs <= BLOCK_SIZE_MAX {
+        let slot1 = probe.get(bs as usize..2 * bs as usize);
+        if let Some(bytes) = slot1
+            && Superblock::peek_block_size(bytes) == Some(bs)
+        {
+            match Superblock::decode(bytes, 1) {
+                Ok(sb) => found.push((sb, 1)),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        bs *= 2;
+    }
+    found.sort_by_key(|(sb, slot)| (std::cmp::Reverse(sb.sequence), *slot));
+    match found.into_iter().next() {
+        Some(best) => Ok(best),
+        None if errors.is_empty() => Err(Error::NotTuxfs {
+            what: "no superblock in block 0 or block 1".into(),
+        }),
+        None => Err(Error::NotTuxfs {
+            what: format!("no valid superblock: {}", errors.join("; ")),
+        }),
+    }
+}
+
+/// One complete delta read from the log.
+#[derive(Debug)]
+pub struct LoggedDelta {
+    pub delta: u64,
+    pub blocks: Vec<u64>,
+    pub records: Vec<LogRecord>,
+    pub commit: CommitInfo,
+    /// The block the commit names for the next delta's first log block.
+    pub next: u64,
+}
+
+/// The log after the last unify: the deltas that count, and where the next delta goes.
+#[derive(Debug)]
+pub struct LogReplay {
+    pub deltas: Vec<LoggedDelta>,
+    /// Where the next log block would go: the block allocated ahead by the last delta.
+    pub ahead: u64,
+    /// The number the next delta would have had (it may exist on disk, dropped).
+    pub next_delta: u64,
+    /// True when a complete last delta was dropped because its blocks did not verify.
+    pub dropped_unverified: bool,
+}
+
+/// Reads delta `delta` starting at `block`: its log blocks, or None when the chain ends.
+fn read_delta(io: &BlockIo, fs_id: u64, mut block: u64, delta: u64) -> Option<LoggedDelta> {
+    let mut blocks = Vec::new();
+    let mut records = Vec::new();
+    for index in 0..io.block_count {
+        let buf = io.read(block).ok()?;
+        let log = LogBlock::decode(&buf, block, delta, fs_id).ok()?;
+        if u64::from(log.index) != index {
+            return None;
+        }
+        blocks.push(block);
+        let commit = log.commit();
+        records.extend(log.records);
+        if let Some(commit) = commit {
+            records.pop();
+            return Some(LoggedDelta {
+                delta,
+                blocks,
+                records,
+                commit,
+                next: log.next,
+            });
+        }
+        block = log.next;
+    }
+    None
+}
+
+/// True when every block a delta lists reads back with its CRC.
+fn delta_verifies(io: &BlockIo, d: &LoggedDelta) -> bool {
+    let mut listed = 0u64;
+    for r in &d.records {
+        if let LogRecord::Blocks { start, crcs } = r {
+            let blocks: Vec<u64> = (0..crcs.len() as u64).map(|i| start + i).collect();
+            let Ok(bufs) = io.read_many(&blocks) else {
+                return false;
+            };
+            if bufs.iter().zip(crcs).any(|(b, c)| data_crc(b) != *c) {
+                return false;
+            }
+            listed += crcs.len() as u64;
+        }
+    }
+    listed == d.commit.blocks
+}
+
+/// Reads the log chain from the superblock (pure reading: fsck uses this too).
+pub fn read_log(io: &BlockIo, sb: &Superblock) -> LogReplay {
+    let fs_id = sb.fs_id();
+    let (mut block, mut delta) = (sb.log_head, sb.log_delta);
+    let mut deltas = Vec::new();
+    let mut dropped_unverified = false;
+    while let Some(d) = read_delta(io, fs_id, block, delta) {
+        let witnessed = read_delta_first(io, fs_id, d.next, delta + 1);
+        if !witnessed && !delta_verifies(io, &d) {
+            dropped_unverified = true;
+            break;
+        }
+        block = d.next;
+        delta += 1;
+        deltas.push(d);
+        if deltas.len() as u64 > io.block_count {
+            break;
+        }
+    }
+    LogReplay {
+        deltas,
+        ahead: block,
+        next_delta: delta,
+        dropped_unverified,
+    }
+}
+
+/// True when the first log block of `delta` at `block` verifies.
+fn read_delta_first(io: &BlockIo, fs_id: u64, block: u64, delta: u64) -> bool {
+    io.read(block)
+        .is_ok_and(|buf| LogBlock::decode(&buf, block, delta, fs_id).is_ok_and(|l| l.index == 0))
+}
+
+/// Loads the free-space map: (chunk → bitmap block, tree blocks, allocator).
+fn load_freemap(io: &BlockIo, sb: &Superblock) -> Result<(Vec<u64>, Vec<u64>, Allocator)> {
+    let fs_id = sb.fs_id();
+    let mut tree = Tree::load(TreeId::Freemap, sb.root(TreeId::Freemap), io, fs_id)?;
+    let mut tree_blocks: Vec<u64> = tree.interior_blocks.clone();
+    tree_blocks.extend(tree.leaf_blocks().into_iter().map(|(_, b)| b));
+    let chunks = bitmap::chunk_count(sb.block_size, sb.block_count);
+    let entries = tree.range(Key::MIN, Key::new(u64::MAX, u64::MAX), usize::MAX, io)?;
+    let mut chunk_blocks = vec![0u64; chunks as usize];
+    for (key, value) in &entries {
+        let block = decode_block_ref(value, tree.leaf_block(*key))?;
+        match chunk_blocks.get_mut(key.a as usize) {
+            Some(slot) if key.b == 0 => *slot = block,
+            _ => {
+                return Err(Error::corrupt(
+                    tree.leaf_block(*key),
+                    format!("free-space map entry for chunk {} is out of range", key.a),
+                ));
+            }
+        }
+    }
+    if let Some(missing) = chunk_blocks.iter().position(|&b| b == 0) {
+        return Err(Error::corrupt(
+            sb.root(TreeId::Freemap).block,
+            format!("free-space map has no bitmap for chunk {missing}"),
+        ));
+    }
+    let mut alloc = Allocator::new(sb.block_count, sb.first_block, sb.block_size);
+    let bufs = io.read_many(&chunk_blocks)?;
+    for (chunk, (buf, &block)) in bufs.iter().zip(&chunk_blocks).enumerate() {
+        let bits = bitmap::decode(buf, block, chunk as u64, sb.block_count, fs_id)?;
+        alloc.load_chunk(chunk as u64, bits);
+    }
+    alloc.take_dirty_chunks();
+    Ok((chunk_blocks, tree_blocks, alloc))
+}
+
+/// Loads the orphan list: (inodes, tree blocks).
+fn load_orphans(io: &BlockIo, sb: &Superblock) -> Result<(BTreeSet<u64>, Vec<u64>)> {
+    let mut tree = Tree::load(TreeId::Orphans, sb.root(TreeId::Orphans), io, sb.fs_id())?;
+    let mut blocks = tree.interior_blocks.clone();
+    blocks.extend(tree.leaf_blocks().into_iter().map(|(_, b)| b));
+    let entries = tree.range(Key::MIN, Key::new(u64::MAX, u64::MAX), usize::MAX, io)?;
+    Ok((entries.into_iter().map(|(k, _)| k.a).collect(), blocks))
+}
+
+/// Applies one replayed delta to the state being rebuilt.
+fn apply(st: &mut State, d: &LoggedDelta) -> Result<()> {
+    for r in &d.records {
+        match r {
+            LogRecord::Alloc { start, count } => st.alloc.mark_used(*start, u64::from(*count))?,
+            LogRecord::Free { start, count } => st.alloc.mark_free(*start, u64::from(*count))?,
+            LogRecord::LeafSet { tree, key, block } => {
+                tree_mut(st, *tree, d)?.replay_set(*key, *block)
+            }
+            LogRecord::LeafDel { tree, key } => tree_mut(st, *tree, d)?.replay_del(*key),
+            LogRecord::OrphanAdd { inum } => {
+                st.orphans.insert(*inum);
+            }
+            LogRecord::OrphanDel { inum } => {
+                st.orphans.remove(inum);
+            }
+            LogRecord::Blocks { .. } | LogRecord::Commit(_) => {}
+        }
+    }
+    st.next_inum = d.commit.next_inum;
+    st.inode_count = d.commit.inode_count;
+    Ok(())
+}
+
+fn tree_mut<'a>(st: &'a mut State, id: TreeId, d: &LoggedDelta) -> Result<&'a mut Tree> {
+    match id {
+        TreeId::Inodes => Ok(&mut st.inodes),
+        TreeId::Extents => Ok(&mut st.extents),
+        TreeId::Dirs => Ok(&mut st.dirs),
+        other => Err(Error::corrupt(
+            d.blocks.first().copied().unwrap_or(0),
+            format!("log names the {} in a leaf record", other.name()),
+        )),
+    }
+}
+
+/// Rebuilds the state of the filesystem on `dev` as of its last durable delta.
+pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
+    let fs_id = sb.fs_id();
+    let inodes = Tree::load(TreeId::Inodes, sb.root(TreeId::Inodes), &io, fs_id)?;
+    let extents = Tree::load(TreeId::Extents, sb.root(TreeId::Extents), &io, fs_id)?;
+    let dirs = Tree::load(TreeId::Dirs, sb.root(TreeId::Dirs), &io, fs_id)?;
+    let (chunk_blocks, freemap_tree_blocks, alloc) = load_freemap(&io, &sb)?;
+    let (orphans, orphan_tree_blocks) = load_orphans(&io, &sb)?;
+    let replay = read_log(&io, &sb);
+    let mut st = State {
+        io,
+        fs_id,
+        inodes,
+        extents,
+        dirs,
+        orphans,
+        orphan_tree_blocks,
+        freemap_tree_blocks,
+        chunk_blocks,
+        rewritten_chunks: BTreeSet::new(),
+        alloc,
+        delta: replay.next_delta + 1,
+        durable_delta: replay.next_delta.saturating_sub(1),
+        log: LogPos {
+            ahead: replay.ahead,
+            chain: Vec::new(),
+        },
+        records: Vec::new(),
+        pages: BTreeMap::new(),
+        delta_reserved: 0,
+        next_inum: sb.next_inum,
+        inode_count: sb.inode_count,
+        read_only,
+        failed: None,
+        unmounted: false,
+        opens: Default::default(),
+        stats: FsStats::default(),
+        sb,
+    };
+    for d in &replay.deltas {
+        apply(&mut st, d)?;
+        st.log.chain.extend(&d.blocks);
+    }
+    // The log chain and the block allocated ahead are in use until the next unify.
+    let chain = st.log.chain.clone();
+    for b in chain.into_iter().chain([st.log.ahead]) {
+        st.alloc.mark_used(b, 1)?;
+    }
+    if replay.dropped_unverified {
+        eprintln!(
+            "tuxfs: recovery dropped delta {}: its blocks did not all reach the disk",
+            replay.next_delta
+        );
+    }
+    Ok(st)
+}

@@ -1,0 +1,98 @@
+//! The in-memory state of a mounted filesystem. The frontend (engine::fs) changes it under
+//! the filesystem lock; the backend (commit) turns it into a durable delta.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::alloc::Allocator;
+use crate::btree::Tree;
+use crate::dev::AlignedBuf;
+use crate::format::Superblock;
+use crate::format::log::LogRecord;
+use crate::io::BlockIo;
+
+/// Where the log stands.
+#[derive(Debug, Default)]
+pub struct LogPos {
+    /// Block allocated ahead for the first log block of the next delta.
+    pub ahead: u64,
+    /// Log blocks written since the last unify (freed by the next unify).
+    pub chain: Vec<u64>,
+}
+
+/// Counters users can see.
+#[derive(Debug, Clone, Default)]
+pub struct FsStats {
+    pub deltas_committed: u64,
+    pub bytes_written: u64,
+    pub blocks_written: u64,
+    pub unifies: u64,
+    pub flushes: u64,
+    pub commit_latency_us_last: u64,
+    pub commit_latency_us_max: u64,
+    pub orphans_destroyed: u64,
+    pub data_checksum_errors: u64,
+}
+
+/// Everything a mounted filesystem keeps in memory.
+#[derive(Debug)]
+pub struct State {
+    pub io: BlockIo,
+    /// The superblock as of the last unify (roots, sequence).
+    pub sb: Superblock,
+    pub fs_id: u64,
+    pub inodes: Tree,
+    pub extents: Tree,
+    pub dirs: Tree,
+    pub orphans: BTreeSet<u64>,
+    /// On-disk blocks of the orphan tree as of the last unify.
+    pub orphan_tree_blocks: Vec<u64>,
+    /// On-disk blocks of the free-space map tree as of the last unify.
+    pub freemap_tree_blocks: Vec<u64>,
+    /// Bitmap block of each chunk.
+    pub chunk_blocks: Vec<u64>,
+    /// Chunks that get a new bitmap block in the unify under way.
+    pub rewritten_chunks: BTreeSet<u64>,
+    pub alloc: Allocator,
+    /// The delta being built (the open delta).
+    pub delta: u64,
+    /// The last durable delta.
+    pub durable_delta: u64,
+    pub log: LogPos,
+    /// Logical records of the open delta that are not derived at commit (orphans).
+    pub records: Vec<LogRecord>,
+    /// Dirty file data of the open delta: (inode, file block) → block contents.
+    pub pages: BTreeMap<(u64, u64), AlignedBuf>,
+    /// Blocks reserved by the open delta's writes.
+    pub delta_reserved: u64,
+    pub next_inum: u64,
+    pub inode_count: u64,
+    pub read_only: bool,
+    /// Set when a write or flush failed: the filesystem is read-only from then on.
+    pub failed: Option<String>,
+    pub unmounted: bool,
+    /// Open handles per inode.
+    pub opens: HashMap<u64, u32>,
+    pub stats: FsStats,
+}
+
+impl State {
+    /// Block size in bytes.
+    pub fn bs(&self) -> u32 {
+        self.io.block_size
+    }
+
+    /// Dirty data bytes of the open delta.
+    pub fn dirty_bytes(&self) -> u64 {
+        self.pages.len() as u64 * u64::from(self.bs())
+    }
+
+    /// True when the open delta has anything to commit.
+    pub fn has_changes(&self) -> bool {
+        !self.pages.is_empty()
+            || !self.records.is_empty()
+            || self.inodes.is_dirty()
+            || self.extents.is_dirty()
+            || self.dirs.is_dirty()
+            || !self.alloc.deferred().is_empty()
+    }
+}

@@ -1,0 +1,252 @@
+//! Story: a filesystem is created in memory, mounted through the engine API, used for the
+//! common POSIX operations, unmounted, checked by fsck, mounted again and found as it was.
+//! A second part drops the mount without unmounting (a crash with all writes landed) and
+//! checks that recovery replays every committed delta.
+
+use std::sync::Arc;
+
+use tuxfs_engine::Errno;
+use tuxfs_engine::dev::BlockDevice;
+use tuxfs_engine::dev::mem::MemDevice;
+use tuxfs_engine::format::inode::Timestamp;
+use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, RenameFlags, SetAttr};
+use tuxfs_engine::mkfs::{MkfsParams, format_device};
+use tuxfs_fsck::{Mode, Options, check};
+
+const ROOT: u64 = 1;
+const ME: Caller = Caller {
+    uid: 1000,
+    gid: 1000,
+    pid: 1,
+};
+
+fn new_device(block_size: u32, blocks: u64) -> Arc<MemDevice> {
+    let dev = Arc::new(MemDevice::new((u64::from(block_size) * blocks) as usize));
+    let p = MkfsParams {
+        block_size,
+        block_count: blocks,
+        label: "engine".into(),
+        uuid: [9; 16],
+        hash_seed: [3; 16],
+        now: Timestamp {
+            sec: 1_763_000_000,
+            nsec: 0,
+        },
+        uid: 0,
+        gid: 0,
+    };
+    format_device(dev.as_ref(), &p, false).expect("mkfs");
+    dev
+}
+
+fn mount(dev: &Arc<MemDevice>) -> Arc<Filesystem> {
+    Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, MountOptions::default()).expect("mount")
+}
+
+fn fsck_clean(dev: &MemDevice) -> tuxfs_fsck::Report {
+    let report = check(
+        dev,
+        &Options {
+            mode: Mode::Check,
+            check_data: true,
+        },
+    )
+    .expect("fsck runs");
+    assert_eq!(
+        report.exit_code(),
+        0,
+        "fsck findings: {:#?}\nnotes: {:?}",
+        report.findings,
+        report.notes
+    );
+    report
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+#[test]
+fn files_directories_links_survive_remount() {
+    for bs in [512u32, 4096] {
+        let dev = new_device(bs, 8192);
+        let fs = mount(&dev);
+        let a = fs.create(ROOT, b"a.txt", 0o644, ME).expect("create");
+        fs.write(a.ino, 0, b"hello, world", false).expect("write");
+        fs.write(a.ino, 0, b"HELLO", false).expect("overwrite");
+        fs.write(a.ino, 0, b"!", true).expect("append");
+        fs.release(a.ino).expect("release");
+        let d = fs.mkdir(ROOT, b"dir", 0o755, ME).expect("mkdir");
+        let sub = fs.mkdir(d.ino, b"sub", 0o700, ME).expect("mkdir");
+        let big = fs.create(sub.ino, b"big", 0o600, ME).expect("create");
+        let content = pattern(300_000, 7);
+        fs.write(big.ino, 0, &content, false).expect("write big");
+        fs.release(big.ino).expect("release");
+        let sparse = fs.create(ROOT, b"sparse", 0o644, ME).expect("create");
+        fs.write(sparse.ino, 10 << 20, b"end", false)
+            .expect("sparse write");
+        fs.release(sparse.ino).expect("release");
+        fs.link(a.ino, d.ino, b"a-link").expect("link");
+        fs.symlink(ROOT, b"sym", b"dir/sub/big", ME)
+            .expect("symlink");
+        fs.rename(ROOT, b"a.txt", d.ino, b"moved.txt", RenameFlags::default())
+            .expect("rename");
+        assert_eq!(
+            fs.lookup(ROOT, b"a.txt").map_err(|e| e.errno()),
+            Err(Errno::NoEntry)
+        );
+        assert_eq!(fs.getattr(a.ino).expect("getattr").nlink, 2);
+        assert_eq!(
+            fs.getattr(ROOT).expect("root").nlink,
+            4,
+            "root: ., lost+found, dir"
+        );
+        fs.sync().expect("sync");
+        fs.unmount().expect("unmount");
+        drop(fs);
+        let report = fsck_clean(&dev);
+        // root, lost+found, a.txt, dir, sub, big, sparse, sym
+        assert_eq!(report.stats.inodes, 8, "{report:?}");
+        assert!(
+            report.stats.data_blocks_verified >= 300_000 / u64::from(bs),
+            "{report:?}"
+        );
+
+        let fs = mount(&dev);
+        let moved = fs.lookup(d.ino, b"moved.txt").expect("lookup moved");
+        assert_eq!(fs.read(moved.ino, 0, 100).expect("read"), b"HELLO, world!");
+        let big = fs.lookup(sub.ino, b"big").expect("lookup big");
+        assert_eq!(fs.read(big.ino, 0, 400_000).expect("read big"), content);
+        let sp = fs.lookup(ROOT, b"sparse").expect("sparse");
+        assert_eq!(sp.size, (10 << 20) + 3);
+        assert!(
+            sp.blocks * 512 < 64 * 1024,
+            "holes take no space: {} blocks",
+            sp.blocks
+        );
+        assert_eq!(fs.read(sp.ino, 5 << 20, 8).expect("hole"), vec![0; 8]);
+        assert_eq!(
+            fs.readlink(fs.lookup(ROOT, b"sym").expect("sym").ino)
+                .expect("readlink"),
+            b"dir/sub/big"
+        );
+        let names: Vec<Vec<u8>> = fs
+            .readdir(d.ino, 0, 100)
+            .expect("readdir")
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(names.len(), 5, "., .., sub, a-link, moved.txt: {names:?}");
+        // Truncate, unlink, rmdir.
+        fs.setattr(
+            big.ino,
+            &SetAttr {
+                size: Some(1000),
+                ..SetAttr::default()
+            },
+        )
+        .expect("truncate");
+        assert_eq!(fs.read(big.ino, 0, 5000).expect("read"), content[..1000]);
+        fs.unlink(sub.ino, b"big").expect("unlink");
+        assert_eq!(
+            fs.rmdir(ROOT, b"dir").map_err(|e| e.errno()),
+            Err(Errno::NotEmpty)
+        );
+        fs.rmdir(d.ino, b"sub").expect("rmdir");
+        fs.unmount().expect("unmount");
+        drop(fs);
+        fsck_clean(&dev);
+    }
+}
+
+#[test]
+fn crash_after_commit_replays_the_log() {
+    let dev = new_device(4096, 4096);
+    let fs = mount(&dev);
+    let f = fs.create(ROOT, b"f", 0o644, ME).expect("create");
+    fs.write(f.ino, 0, &pattern(50_000, 1), false)
+        .expect("write");
+    fs.fsync(f.ino, false).expect("fsync");
+    fs.write(f.ino, 50_000, &pattern(10_000, 2), false)
+        .expect("write 2");
+    fs.fsync(f.ino, false).expect("fsync 2");
+    fs.write(f.ino, 0, b"not synced", false)
+        .expect("unsynced write");
+    // Crash: drop without unmount. The last write was never committed.
+    drop(fs);
+    fsck_clean(&dev);
+    let fs = mount(&dev);
+    let f2 = fs.lookup(ROOT, b"f").expect("lookup");
+    let data = fs.read(f2.ino, 0, 70_000).expect("read");
+    let mut want = pattern(50_000, 1);
+    want.extend(pattern(10_000, 2));
+    assert_eq!(data, want);
+    fs.unmount().expect("unmount");
+    fsck_clean(&dev);
+}
+
+#[test]
+fn unlinked_open_file_lives_until_release_and_orphans_are_destroyed_after_a_crash() {
+    let dev = new_device(4096, 4096);
+    let fs = mount(&dev);
+    let f = fs.create(ROOT, b"tmp", 0o644, ME).expect("create");
+    fs.write(f.ino, 0, &pattern(100_000, 5), false)
+        .expect("write");
+    fs.unlink(ROOT, b"tmp").expect("unlink");
+    assert_eq!(
+        fs.read(f.ino, 0, 10).expect("still readable"),
+        pattern(10, 5)
+    );
+    fs.sync().expect("sync");
+    let free_before = fs.statfs().expect("statfs").bfree;
+    drop(fs); // crash with the orphan on disk
+    let fs = mount(&dev);
+    assert!(
+        fs.statfs().expect("statfs").bfree > free_before,
+        "orphan's blocks were freed at mount"
+    );
+    assert_eq!(fs.stats().orphans_destroyed, 1);
+    fs.unmount().expect("unmount");
+    fsck_clean(&dev);
+}
+
+#[test]
+fn many_files_in_one_directory() {
+    let dev = new_device(4096, 16384);
+    let fs = mount(&dev);
+    let d = fs.mkdir(ROOT, b"many", 0o755, ME).expect("mkdir");
+    for i in 0..5000 {
+        let f = fs
+            .create(d.ino, format!("file-{i:05}").as_bytes(), 0o644, ME)
+            .expect("create");
+        fs.release(f.ino).expect("release");
+    }
+    fs.unmount().expect("unmount");
+    fsck_clean(&dev);
+    let fs = mount(&dev);
+    let mut seen = 0;
+    let mut cookie = 0;
+    loop {
+        let batch = fs.readdir(d.ino, cookie, 128).expect("readdir");
+        let Some(last) = batch.last() else { break };
+        cookie = last.offset;
+        seen += batch
+            .iter()
+            .filter(|e| e.name != b"." && e.name != b"..")
+            .count();
+    }
+    assert_eq!(seen, 5000);
+    for i in (0..5000).step_by(7) {
+        fs.lookup(d.ino, format!("file-{i:05}").as_bytes())
+            .expect("lookup");
+    }
+    for i in 0..5000 {
+        fs.unlink(d.ino, format!("file-{i:05}").as_bytes())
+            .expect("unlink");
+    }
+    fs.rmdir(ROOT, b"many").expect("rmdir");
+    fs.unmount().expect("unmount");
+    fsck_clean(&dev);
+}
