@@ -18,7 +18,7 @@ use crate::dev::{BlockDevice, read_at};
 use crate::format::btree::{Key, decode_block_ref};
 use crate::format::log::{CommitInfo, LogBlock, LogRecord};
 use crate::format::{BLOCK_SIZE_MAX, BLOCK_SIZE_MIN, Superblock, TreeId, bitmap, data_crc};
-use crate::io::BlockIo;
+use crate::io::{BlockIo, BlockReader};
 use crate::state::{FsStats, LogPos, State};
 use crate::{Error, Result};
 
@@ -91,7 +91,7 @@ pub struct LogReplay {
 }
 
 /// Reads delta `delta` starting at `block`: its log blocks, or None when the chain ends.
-fn read_delta(io: &BlockIo, fs_id: u64, mut block: u64, delta: u64) -> Option<LoggedDelta> {
+fn read_delta(io: &BlockReader<'_>, fs_id: u64, mut block: u64, delta: u64) -> Option<LoggedDelta> {
     let mut blocks = Vec::new();
     let mut records = Vec::new();
     for index in 0..io.block_count {
@@ -119,7 +119,7 @@ fn read_delta(io: &BlockIo, fs_id: u64, mut block: u64, delta: u64) -> Option<Lo
 }
 
 /// True when every block a delta lists reads back with its CRC.
-fn delta_verifies(io: &BlockIo, d: &LoggedDelta) -> bool {
+fn delta_verifies(io: &BlockReader<'_>, d: &LoggedDelta) -> bool {
     let mut listed = 0u64;
     for r in &d.records {
         if let LogRecord::Blocks { start, crcs } = r {
@@ -137,7 +137,7 @@ fn delta_verifies(io: &BlockIo, d: &LoggedDelta) -> bool {
 }
 
 /// Reads the log chain from the superblock (pure reading: fsck uses this too).
-pub fn read_log(io: &BlockIo, sb: &Superblock) -> LogReplay {
+pub fn read_log(io: &BlockReader<'_>, sb: &Superblock) -> LogReplay {
     let fs_id = sb.fs_id();
     let (mut block, mut delta) = (sb.log_head, sb.log_delta);
     let mut deltas = Vec::new();
@@ -164,7 +164,7 @@ pub fn read_log(io: &BlockIo, sb: &Superblock) -> LogReplay {
 }
 
 /// True when the first log block of `delta` at `block` verifies.
-fn read_delta_first(io: &BlockIo, fs_id: u64, block: u64, delta: u64) -> bool {
+fn read_delta_first(io: &BlockReader<'_>, fs_id: u64, block: u64, delta: u64) -> bool {
     io.read(block)
         .is_ok_and(|buf| LogBlock::decode(&buf, block, delta, fs_id).is_ok_and(|l| l.index == 0))
 }
@@ -259,7 +259,7 @@ pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
     let dirs = Tree::load(TreeId::Dirs, sb.root(TreeId::Dirs), &io, fs_id)?;
     let (chunk_blocks, freemap_tree_blocks, alloc) = load_freemap(&io, &sb)?;
     let (orphans, orphan_tree_blocks) = load_orphans(&io, &sb)?;
-    let replay = read_log(&io, &sb);
+    let replay = read_log(&io.reader(), &sb);
     let mut st = State {
         io,
         fs_id,

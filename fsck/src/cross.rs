@@ -24,6 +24,20 @@ impl Checker<'_> {
                 "the root inode is not a directory that is its own parent",
             );
         }
+        let beyond: Vec<u64> = self
+            .inodes
+            .range(self.next_inum.max(1)..)
+            .map(|(n, _)| *n)
+            .collect();
+        for inum in beyond {
+            self.finding(
+                None,
+                format!(
+                    "inode {inum} is at or past the next inode number {}",
+                    self.next_inum
+                ),
+            );
+        }
         let links = self.check_entries();
         self.check_link_counts(&links);
         self.check_connected(&links);

@@ -9,9 +9,11 @@ use tuxfs_engine::format::btree::{Key, Leaf, Node, decode_block_ref};
 use tuxfs_engine::format::dirent::Dirent;
 use tuxfs_engine::format::extent::{Extent, ExtentFlags};
 use tuxfs_engine::format::inode::Inode;
-use tuxfs_engine::format::log::LogBlock;
+use tuxfs_engine::format::log::LogRecord;
 use tuxfs_engine::format::xattr::XattrBlock;
 use tuxfs_engine::format::{SUPERBLOCK_SLOTS, Superblock, TreeId, bitmap, data_crc};
+use tuxfs_engine::io::BlockReader;
+use tuxfs_engine::recovery::{LogReplay, read_log};
 
 use crate::bitset::Bitset;
 use crate::{Finding, Options, Stats};
@@ -50,11 +52,14 @@ pub(crate) struct Checker<'a> {
     /// Data blocks counted per inode from its extents.
     pub extent_blocks: BTreeMap<u64, u64>,
     chunks: BTreeMap<u64, (u64, u64)>,
+    /// The next inode number as of the state being checked.
+    pub next_inum: u64,
 }
 
 impl<'a> Checker<'a> {
     pub(crate) fn new(dev: &'a dyn BlockDevice, sb: Superblock, opts: Options) -> Self {
         let referenced = Bitset::new(sb.block_count);
+        let next_inum = sb.next_inum;
         Checker {
             dev,
             sb,
@@ -68,6 +73,7 @@ impl<'a> Checker<'a> {
             orphans: Vec::new(),
             extent_blocks: BTreeMap::new(),
             chunks: BTreeMap::new(),
+            next_inum,
         }
     }
 
@@ -84,23 +90,84 @@ impl<'a> Checker<'a> {
         for slot in SUPERBLOCK_SLOTS {
             self.referenced.set(slot);
         }
+        let reader = BlockReader {
+            dev: self.dev,
+            block_size: self.sb.block_size,
+            block_count: self.sb.block_count,
+        };
+        // The same log reader recovery uses: fsck judges the state a mount would produce.
+        let replay = read_log(&reader, &self.sb);
+        self.claim_log(&replay);
         for tree in TreeId::ACTIVE {
             let root = self.sb.root(tree);
+            let mut leaves = BTreeMap::new();
             if root.block != 0 {
-                self.walk(
+                self.collect_leaves(
                     tree,
                     root.block,
                     root.height,
                     Key::MIN,
                     None,
                     "the superblock",
+                    &mut leaves,
                 );
             }
+            for record in replay.deltas.iter().flat_map(|d| &d.records) {
+                match record {
+                    LogRecord::LeafSet {
+                        tree: t,
+                        key,
+                        block,
+                    } if *t == tree => {
+                        leaves.insert(*key, *block);
+                    }
+                    LogRecord::LeafDel { tree: t, key } if *t == tree => {
+                        leaves.remove(key);
+                    }
+                    _ => {}
+                }
+            }
+            self.check_leaves(tree, &leaves);
+        }
+        for record in replay.deltas.iter().flat_map(|d| &d.records) {
+            match record {
+                LogRecord::OrphanAdd { inum } => self.orphans.push(*inum),
+                LogRecord::OrphanDel { inum } => self.orphans.retain(|i| i != inum),
+                _ => {}
+            }
+        }
+        if let Some(last) = replay.deltas.last() {
+            self.next_inum = last.commit.next_inum;
         }
         self.check_xattr_chains();
-        let log_deltas = self.walk_log();
-        self.check_bitmap(log_deltas == 0);
+        self.check_bitmap(&replay);
         self.cross_check();
+    }
+
+    /// Claims the log blocks of every delta recovery would replay, and the block allocated
+    /// ahead for the next one.
+    fn claim_log(&mut self, replay: &LogReplay) {
+        for d in &replay.deltas {
+            for &b in &d.blocks {
+                self.stats.log_blocks += 1;
+                self.claim(b, "the log chain");
+            }
+        }
+        self.claim(replay.ahead, "the log (block allocated ahead)");
+        self.stats.log_deltas = replay.deltas.len() as u64;
+        if !replay.deltas.is_empty() {
+            self.notes.push(format!(
+                "the log holds {} deltas after the last unify ({} log blocks); checked the state recovery produces",
+                replay.deltas.len(),
+                self.stats.log_blocks
+            ));
+        }
+        if replay.dropped_unverified {
+            self.notes.push(format!(
+                "delta {} is in the log but not all its blocks reached the disk; recovery drops it",
+                replay.next_delta
+            ));
+        }
     }
 
     fn in_fs(&self, block: u64) -> bool {
@@ -138,43 +205,30 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Walks the subtree at `block` of `tree`, whose keys must lie in [lo, hi).
-    fn walk(&mut self, tree: TreeId, block: u64, level: u8, lo: Key, hi: Option<Key>, by: &str) {
+    /// Walks the interior nodes of the subtree at `block` (keys in [lo, hi)) and collects
+    /// its leaves by lower bound. Leaves are checked later, after the log is applied.
+    #[allow(clippy::too_many_arguments)]
+    fn collect_leaves(
+        &mut self,
+        tree: TreeId,
+        block: u64,
+        level: u8,
+        lo: Key,
+        hi: Option<Key>,
+        by: &str,
+        leaves: &mut BTreeMap<Key, u64>,
+    ) {
+        if level == 0 {
+            leaves.insert(lo, block);
+            return;
+        }
         if !self.claim(block, by) {
             return;
         }
         let Some(buf) = self.read(block) else { return };
         self.stats.tree_blocks += 1;
-        let fs_id = self.sb.fs_id();
-        let in_key_range = |k: Key| k >= lo && hi.is_none_or(|h| k < h);
-        if level == 0 {
-            let leaf = match Leaf::decode(&buf, block, tree, fs_id) {
-                Ok(leaf) => leaf,
-                Err(e) => return self.finding(Some(block), format!("{}: {e}", tree.name())),
-            };
-            if leaf.entries.is_empty() && self.sb.root(tree).block != block {
-                self.finding(
-                    Some(block),
-                    format!("block {block}: empty {} leaf below the root", tree.name()),
-                );
-            }
-            for (key, value) in leaf.entries {
-                if !in_key_range(key) {
-                    self.finding(
-                        Some(block),
-                        format!(
-                            "block {block}: {} key {key:?} outside its parent's range",
-                            tree.name()
-                        ),
-                    );
-                    continue;
-                }
-                self.visit(tree, block, key, value);
-            }
-            return;
-        }
         let valid = self.sb.first_block..self.sb.block_count;
-        let node = match Node::decode(&buf, block, tree, level, fs_id, valid) {
+        let node = match Node::decode(&buf, block, tree, level, self.sb.fs_id(), valid) {
             Ok(node) => node,
             Err(e) => return self.finding(Some(block), format!("{}: {e}", tree.name())),
         };
@@ -189,7 +243,7 @@ impl<'a> Checker<'a> {
         }
         let by = format!("{} node {block}", tree.name());
         for (i, (key, child)) in node.entries.iter().enumerate() {
-            if !in_key_range(*key) {
+            if *key < lo || hi.is_some_and(|h| *key >= h) {
                 self.finding(
                     Some(block),
                     format!(
@@ -200,7 +254,58 @@ impl<'a> Checker<'a> {
                 continue;
             }
             let next = node.entries.get(i + 1).map(|(k, _)| *k).or(hi);
-            self.walk(tree, *child, level - 1, *key, next, &by);
+            self.collect_leaves(tree, *child, level - 1, *key, next, &by, leaves);
+        }
+    }
+
+    /// Checks every leaf of a tree: its block, its structure, that its keys lie between its
+    /// lower bound and the next leaf's, and every value.
+    fn check_leaves(&mut self, tree: TreeId, leaves: &BTreeMap<Key, u64>) {
+        if !leaves.is_empty() && !leaves.contains_key(&Key::MIN) {
+            self.finding(
+                None,
+                format!("the {} has no leaf for its smallest keys", tree.name()),
+            );
+        }
+        let bounds: Vec<(Key, u64)> = leaves.iter().map(|(k, b)| (*k, *b)).collect();
+        for (i, &(lo, block)) in bounds.iter().enumerate() {
+            let hi = bounds.get(i + 1).map(|(k, _)| *k);
+            if !self.claim(block, &format!("{} leaf", tree.name())) {
+                continue;
+            }
+            let Some(buf) = self.read(block) else {
+                continue;
+            };
+            self.stats.tree_blocks += 1;
+            let leaf = match Leaf::decode(&buf, block, tree, self.sb.fs_id()) {
+                Ok(leaf) => leaf,
+                Err(e) => {
+                    self.finding(Some(block), format!("{}: {e}", tree.name()));
+                    continue;
+                }
+            };
+            if leaf.entries.is_empty() && bounds.len() > 1 {
+                self.finding(
+                    Some(block),
+                    format!(
+                        "block {block}: empty {} leaf in a tree of several leaves",
+                        tree.name()
+                    ),
+                );
+            }
+            for (key, value) in leaf.entries {
+                if key < lo || hi.is_some_and(|h| key >= h) {
+                    self.finding(
+                        Some(block),
+                        format!(
+                            "block {block}: {} key {key:?} outside the leaf's range",
+                            tree.name()
+                        ),
+                    );
+                    continue;
+                }
+                self.visit(tree, block, key, value);
+            }
         }
     }
 
@@ -334,50 +439,9 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Walks the log chain from the superblock; returns how many deltas it holds.
-    fn walk_log(&mut self) -> u64 {
-        let (mut block, mut delta) = (self.sb.log_head, self.sb.log_delta);
-        let mut index = 0u32;
-        let fs_id = self.sb.fs_id();
-        // The chain cannot be longer than the filesystem; the bound also stops loops.
-        for _ in 0..self.sb.block_count {
-            if !self.claim(block, "the log chain") {
-                break;
-            }
-            let Some(buf) = self.read(block) else { break };
-            let Ok(log) = LogBlock::decode(&buf, block, delta, fs_id) else {
-                // The block allocated ahead for the next log block: the end of the log.
-                break;
-            };
-            self.stats.log_blocks += 1;
-            if log.index != index {
-                self.finding(
-                    Some(block),
-                    format!(
-                        "log block {block} has index {} in its delta, expected {index}",
-                        log.index
-                    ),
-                );
-            }
-            index += 1;
-            if log.commit().is_some() {
-                self.stats.log_deltas += 1;
-                delta += 1;
-                index = 0;
-            }
-            block = log.next;
-        }
-        if self.stats.log_deltas > 0 {
-            self.notes.push(format!(
-                "the log holds {} deltas after the last unify ({} log blocks); the free-space bitmap on disk predates them, so it is not compared",
-                self.stats.log_deltas, self.stats.log_blocks
-            ));
-        }
-        self.stats.log_deltas
-    }
-
-    /// Reads every bitmap block and compares it with what is referenced.
-    fn check_bitmap(&mut self, compare: bool) {
+    /// Reads every bitmap block, applies the log's allocations and frees, and compares the
+    /// result with what is referenced.
+    fn check_bitmap(&mut self, replay: &LogReplay) {
         let chunks = bitmap::chunk_count(self.sb.block_size, self.sb.block_count);
         let per = bitmap::bits_per_chunk(self.sb.block_size);
         let found: Vec<(u64, (u64, u64))> = self.chunks.iter().map(|(c, v)| (*c, *v)).collect();
@@ -417,10 +481,39 @@ impl<'a> Checker<'a> {
                 };
             all_bits.push((chunk, bits));
         }
-        if compare {
-            for (chunk, bits) in all_bits {
-                self.compare_chunk(chunk * per, &bits, per);
+        if all_bits.len() as u64 != chunks {
+            return;
+        }
+        for record in replay.deltas.iter().flat_map(|d| &d.records) {
+            let (start, count, used) = match record {
+                LogRecord::Alloc { start, count } => (*start, *count, true),
+                LogRecord::Free { start, count } => (*start, *count, false),
+                _ => continue,
+            };
+            for b in start
+                ..start
+                    .saturating_add(u64::from(count))
+                    .min(self.sb.block_count)
+            {
+                if let Some((_, bits)) = all_bits.get_mut((b / per) as usize) {
+                    bitmap::set_bit(bits, b % per, used);
+                }
             }
+        }
+        // Log blocks are not in Alloc records: recovery marks the chain (and the block
+        // allocated ahead) in use by walking it, and so does fsck.
+        let chain = replay
+            .deltas
+            .iter()
+            .flat_map(|d| d.blocks.iter().copied())
+            .chain([replay.ahead]);
+        for b in chain.filter(|b| *b < self.sb.block_count) {
+            if let Some((_, bits)) = all_bits.get_mut((b / per) as usize) {
+                bitmap::set_bit(bits, b % per, true);
+            }
+        }
+        for (chunk, bits) in all_bits {
+            self.compare_chunk(chunk * per, &bits, per);
         }
         self.stats.used_blocks = self.referenced.count();
     }
