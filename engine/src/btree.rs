@@ -229,6 +229,9 @@ impl Tree {
 
     /// The first entry with key `>= from` and `< to`.
     pub fn next(&mut self, from: Key, to: Key, io: &BlockIo) -> Result<Option<(Key, Vec<u8>)>> {
+        if from >= to {
+            return Ok(None);
+        }
         let mut lo = match self.covering(from) {
             Some(lo) => lo,
             None => match self.leaves.keys().next() {

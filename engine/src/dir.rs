@@ -23,8 +23,9 @@ pub fn lookup(st: &mut State, dir: u64, name: &[u8]) -> Result<Option<(u64, Dire
     Ok(None)
 }
 
-/// Adds an entry; the caller checked that the name is free. Returns its position.
-pub fn add(st: &mut State, dir: u64, name: &[u8], inum: u64, dtype: u8) -> Result<u64> {
+/// The position a new entry named `name` would take in `dir`: the smallest collision
+/// counter not in use for its hash. ENOSPC when all 256 are taken.
+pub fn free_position(st: &mut State, dir: u64, name: &[u8]) -> Result<u64> {
     let hash = name_hash(&st.sb.hash_seed, name);
     let used: Vec<u64> = st
         .dirs
@@ -40,14 +41,31 @@ pub fn add(st: &mut State, dir: u64, name: &[u8], inum: u64, dtype: u8) -> Resul
     let seq = (0..=POS_SEQ_MAX)
         .find(|s| !used.contains(s))
         .ok_or(Errno::NoSpace)?;
-    let pos = hash | seq;
+    Ok(hash | seq)
+}
+
+/// Stores an entry at a position from [`free_position`].
+pub fn insert_at(
+    st: &mut State,
+    dir: u64,
+    pos: u64,
+    name: &[u8],
+    inum: u64,
+    dtype: u8,
+) -> Result<()> {
     let entry = Dirent {
         inum,
         dtype,
         name: name.to_vec(),
     }
     .encode();
-    st.dirs.insert(Key::new(dir, pos), entry, &st.io)?;
+    st.dirs.insert(Key::new(dir, pos), entry, &st.io)
+}
+
+/// Adds an entry; the caller checked that the name is free. Returns its position.
+pub fn add(st: &mut State, dir: u64, name: &[u8], inum: u64, dtype: u8) -> Result<u64> {
+    let pos = free_position(st, dir, name)?;
+    insert_at(st, dir, pos, name, inum, dtype)?;
     Ok(pos)
 }
 

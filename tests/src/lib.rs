@@ -5,4 +5,5 @@
 //! - [`rng`]: the tiny seeded PRNG every randomized test uses (`TUXFS_SEED` replays a run).
 
 pub mod decoder_fuzz;
+pub mod model;
 pub mod rng;

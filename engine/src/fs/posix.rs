@@ -124,6 +124,8 @@ fn create_inode(st: &mut State, parent: u64, name: &[u8], mut node: Inode) -> Re
     // Metadata of a new name needs a few blocks at commit: keep them reserved.
     st.alloc.reserve(2)?;
     st.delta_reserved += 2;
+    // Find the entry's position before anything changes (a full hash bucket is ENOSPC).
+    let pos = dir::free_position(st, parent, name)?;
     let t = now();
     (node.atime, node.mtime, node.ctime, node.btime) = (t, t, t, t);
     let ino = inode::allocate(st);
@@ -132,7 +134,7 @@ fn create_inode(st: &mut State, parent: u64, name: &[u8], mut node: Inode) -> Re
         node.parent = parent;
         p.nlink += 1;
     }
-    dir::add(st, parent, name, ino, dtype_of_mode(node.mode))?;
+    dir::insert_at(st, parent, pos, name, ino, dtype_of_mode(node.mode))?;
     inode::put(st, ino, &node)?;
     (p.mtime, p.ctime) = (t, t);
     inode::put(st, parent, &p)?;
@@ -207,11 +209,18 @@ pub(super) fn symlink(
         node.flags = InodeFlags::INLINE_DATA;
         node.inline_data = target.to_vec();
     }
+    // Name errors (EEXIST, ENOENT, ENOTDIR) come before ENOSPC, as on other filesystems.
+    prepare_create(st, parent, name)?;
+    // Reserve the target's blocks before anything changes, so ENOSPC leaves no trace.
+    let blocks = if inline {
+        0
+    } else {
+        target.len().div_ceil(st.bs() as usize) as u64 + 1
+    };
+    st.alloc.reserve(blocks)?;
+    st.delta_reserved += blocks;
     let attr = create_inode(st, parent, name, node)?;
     if !inline {
-        let blocks = data::new_dirty_blocks(st, attr.ino, 0, target.len() as u64);
-        st.alloc.reserve(blocks)?;
-        st.delta_reserved += blocks;
         data::write(st, attr.ino, 0, target)?;
     }
     getattr(st, attr.ino)
@@ -414,6 +423,12 @@ pub(super) fn rename(
         );
     }
     let t = now();
+    // Where the new name goes: the replaced entry's slot, or a free one found before
+    // anything changes.
+    let new_pos = match &target {
+        Some((pos, _)) => *pos,
+        None => dir::free_position(st, new_parent, new_name)?,
+    };
     if let Some((dst_pos, dst)) = target {
         if flags.noreplace {
             return Err(Errno::Exists.into());
@@ -437,7 +452,7 @@ pub(super) fn rename(
         drop_link(st, dst.inum, t)?;
     }
     dir::remove(st, parent, src_pos)?;
-    dir::add(st, new_parent, new_name, src.inum, src.dtype)?;
+    dir::insert_at(st, new_parent, new_pos, new_name, src.inum, src.dtype)?;
     let mut s = inode::get(st, src.inum)?;
     s.ctime = t;
     if src_is_dir && parent != new_parent {
@@ -539,14 +554,18 @@ fn truncate(st: &mut State, ino: u64, i: &mut Inode, size: u64) -> Result<()> {
     }
     if size < i.size {
         let bs = u64::from(st.bs());
+        let partial = !size.is_multiple_of(bs);
+        // Reserve before changing anything: an ENOSPC must leave the file as it was.
+        if partial {
+            st.alloc.reserve(1)?;
+            st.delta_reserved += 1;
+        }
         let keep = size.div_ceil(bs);
         let freed = data::punch(st, ino, keep, u64::MAX)?;
         i.blocks = i.blocks.saturating_sub(freed);
-        if !size.is_multiple_of(bs) {
+        if partial {
             // Zero the tail of the last block so a later extension reads zeros there.
             let tail = (bs - size % bs) as usize;
-            st.alloc.reserve(1)?;
-            st.delta_reserved += 1;
             data::write(st, ino, size, &vec![0u8; tail])?;
         }
     }
