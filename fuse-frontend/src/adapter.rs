@@ -1,0 +1,735 @@
+//! The FUSE adapter: each fuser callback becomes one call on [`tuxfs_engine::fs::Filesystem`].
+//!
+//! Invariants kept here:
+//! - The adapter only translates. POSIX rules (link counts, timestamps, rename variants,
+//!   permissions beyond what the kernel checks with `default_permissions`) are the engine's.
+//!   The one check made here is the name length: the kernel does not enforce NAME_MAX for
+//!   FUSE, so names longer than 255 bytes get ENAMETOOLONG before the engine sees them.
+//! - Every engine error is turned into an errno by [`crate::errno`], nowhere else.
+//! - FUSE inode numbers are engine inode numbers; the root is 1 on both sides.
+//! - `fh` numbers name entries of a [`HandleTable`]; every successful open/create/opendir
+//!   adds one and the matching release/releasedir removes it and releases the engine's open.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use tuxfs_engine::Error;
+use tuxfs_engine::fs::{Attr, Caller, Filesystem, RenameFlags, SetAttr, XattrFlags};
+
+use crate::convert;
+use crate::errno;
+use crate::handles::{HandleTable, OpenFile};
+
+/// Longest name a directory entry may have, in bytes (NAME_MAX).
+pub const NAME_MAX: usize = 255;
+
+/// Largest write the kernel may send in one request: 1 MiB, which is also the most this
+/// kernel allows (`/proc/sys/fs/fuse/max_pages_limit` is 256 pages).
+pub const MAX_WRITE_BYTES: u32 = 1 << 20;
+
+/// Read-ahead the kernel may do, at most.
+pub const MAX_READAHEAD_BYTES: u32 = 1 << 20;
+
+/// Directory entries asked of the engine per call while filling one readdir reply. The
+/// reply buffer (usually one page) decides how many fit; what does not fit is asked for
+/// again by the kernel, so a small batch wastes little.
+const READDIR_BATCH: usize = 64;
+/// The same for readdirplus, whose entries are about five times larger.
+const READDIRPLUS_BATCH: usize = 16;
+
+// FUSE's root inode is 1; the engine's must be the same for inode numbers to pass through.
+const _: () = assert!(tuxfs_engine::format::ROOT_INUM == 1);
+
+/// How long the kernel may cache what we tell it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// Attributes (getattr results).
+    pub attr: Duration,
+    /// Name-to-inode mappings (lookup results).
+    pub entry: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            attr: Duration::from_secs(1),
+            entry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// fuser's `Filesystem` over a mounted tuxfs engine.
+#[derive(Debug)]
+pub struct Adapter {
+    fs: Arc<Filesystem>,
+    timeouts: Timeouts,
+    handles: HandleTable,
+}
+
+impl Adapter {
+    pub fn new(fs: Arc<Filesystem>, timeouts: Timeouts) -> Self {
+        Adapter {
+            fs,
+            timeouts,
+            handles: HandleTable::new(),
+        }
+    }
+
+    fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, Error>) {
+        match result {
+            Ok(attr) => reply.entry_with_ttls(
+                &self.timeouts.attr,
+                &self.timeouts.entry,
+                &convert::file_attr(&attr),
+                Generation(u64::from(attr.generation)),
+            ),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    fn reply_attr(&self, reply: ReplyAttr, result: Result<Attr, Error>) {
+        match result {
+            Ok(attr) => reply.attr(&self.timeouts.attr, &convert::file_attr(&attr)),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    /// Registers an open handle for `ino`; O_APPEND is remembered for writes.
+    fn open_handle(&self, ino: u64, flags: i32) -> FileHandle {
+        FileHandle(self.handles.insert(OpenFile {
+            ino,
+            append: flags & libc::O_APPEND != 0,
+        }))
+    }
+
+    /// Forgets a handle and releases the engine's open of its inode.
+    fn release_handle(&self, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
+        let released = self.handles.remove(fh.0);
+        // The kernel always releases what it opened, with the inode it opened; a handle we do
+        // not know is a bug somewhere, reported rather than guessed at.
+        let Some(file) = released else {
+            return reply.error(Errno::EBADF);
+        };
+        debug_assert_eq!(file.ino, ino.0);
+        reply_empty(reply, self.fs.release(file.ino));
+    }
+}
+
+/// `name` as bytes, or ENAMETOOLONG when it is longer than NAME_MAX.
+fn checked_name(name: &OsStr) -> Result<&[u8], Errno> {
+    let bytes = name.as_bytes();
+    if bytes.len() > NAME_MAX {
+        Err(Errno::ENAMETOOLONG)
+    } else {
+        Ok(bytes)
+    }
+}
+
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, result: Result<(), Error>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno::to_fuser(&e)),
+    }
+}
+
+/// Answers an xattr query: the needed size when the caller asked with size 0, ERANGE when
+/// its buffer is too small, the bytes otherwise.
+fn reply_xattr_bytes(reply: ReplyXattr, size: u32, bytes: &[u8]) {
+    let Ok(len) = u32::try_from(bytes.len()) else {
+        return reply.error(Errno::E2BIG);
+    };
+    if size == 0 {
+        reply.size(len);
+    } else if len > size {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(bytes);
+    }
+}
+
+/// The engine's rename flags, or EINVAL for flags it does not know (RENAME_WHITEOUT and
+/// anything newer).
+fn rename_flags(flags: fuser::RenameFlags) -> Result<RenameFlags, Errno> {
+    let known = fuser::RenameFlags::RENAME_NOREPLACE | fuser::RenameFlags::RENAME_EXCHANGE;
+    if !known.contains(flags) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(RenameFlags {
+        noreplace: flags.contains(fuser::RenameFlags::RENAME_NOREPLACE),
+        exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
+    })
+}
+
+/// The engine's xattr flags, or EINVAL for unknown bits.
+fn xattr_flags(flags: i32) -> Result<XattrFlags, Errno> {
+    if flags & !(libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
+        return Err(Errno::EINVAL);
+    }
+    Ok(XattrFlags {
+        create: flags & libc::XATTR_CREATE != 0,
+        replace: flags & libc::XATTR_REPLACE != 0,
+    })
+}
+
+/// Permission bits of a mode (the kernel includes the file type in some requests).
+fn permission_bits(mode: u32) -> u32 {
+    mode & 0o7777
+}
+
+impl fuser::Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Each setter returns the nearest acceptable value when ours is refused; take it.
+        if let Err(nearest) = config.set_max_write(MAX_WRITE_BYTES) {
+            let _ = config.set_max_write(nearest);
+        }
+        if let Err(nearest) = config.set_max_readahead(MAX_READAHEAD_BYTES) {
+            let _ = config.set_max_readahead(nearest);
+        }
+        // READDIRPLUS fills the inode cache while listing; PARALLEL_DIROPS lets lookups and
+        // readdirs of one directory run concurrently (every engine method takes &self).
+        // Writeback caching stays off: every write(2) reaches the engine.
+        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_PARALLEL_DIROPS;
+        let offered = config.capabilities() & wanted;
+        // Cannot fail: only capabilities the kernel offered are asked for.
+        let _ = config.add_capabilities(offered);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = match checked_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        self.reply_entry(reply, self.fs.lookup(parent.0, name));
+    }
+
+    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {
+        // The engine keeps no lookup counts: inodes live while linked or open.
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.reply_attr(reply, self.fs.getattr(ino.0));
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr {
+            mode: mode.map(permission_bits),
+            uid,
+            gid,
+            size,
+            atime: atime.map(convert::time_set),
+            mtime: mtime.map(convert::time_set),
+            ctime: ctime.map(convert::timestamp),
+        };
+        self.reply_attr(reply, self.fs.setattr(ino.0, &set));
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.fs.readlink(ino.0) {
+            Ok(target) => reply.data(&target),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match checked_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        // mknod's mode carries the file type (S_IF*), which the engine needs.
+        let result = self.fs.mknod(parent.0, name, mode, rdev, caller(req));
+        self.reply_entry(reply, result);
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match checked_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let result = self
+            .fs
+            .mkdir(parent.0, name, permission_bits(mode), caller(req));
+        self.reply_entry(reply, result);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match checked_name(name) {
+            Ok(name) => reply_empty(reply, self.fs.unlink(parent.0, name)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match checked_name(name) {
+            Ok(name) => reply_empty(reply, self.fs.rmdir(parent.0, name)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let name = match checked_name(link_name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let target = target.as_os_str().as_bytes();
+        let result = self.fs.symlink(parent.0, name, target, caller(req));
+        self.reply_entry(reply, result);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let parsed = checked_name(name).and_then(|name| {
+            let newname = checked_name(newname)?;
+            Ok((name, newname, rename_flags(flags)?))
+        });
+        match parsed {
+            Ok((name, newname, flags)) => reply_empty(
+                reply,
+                self.fs.rename(parent.0, name, newparent.0, newname, flags),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let name = match checked_name(newname) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        self.reply_entry(reply, self.fs.link(ino.0, newparent.0, name));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(ino.0) {
+            Ok(()) => reply.opened(self.open_handle(ino.0, flags.0), FopenFlags::empty()),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(ino.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        write_flags: WriteFlags,
+        flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let Some(file) = self.handles.get(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        // Page-cache writeback (FUSE_WRITE_CACHE, e.g. from a shared mapping) writes pages at
+        // their own offsets, never appends. Otherwise the request carries the file's current
+        // flags, which include a later fcntl(F_SETFL, O_APPEND); the flag remembered at open
+        // covers requests that carry none.
+        let append = !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE)
+            && (file.append || flags.0 & libc::O_APPEND != 0);
+        match self.fs.write(ino.0, offset, data, append) {
+            Ok(written) => reply.written(written),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // close(2) promises nothing about durability; the writeback scheduler commits.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.release_handle(ino, fh, reply);
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fs.fsync(ino.0, datasync));
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.open(ino.0) {
+            Ok(()) => reply.opened(self.open_handle(ino.0, flags.0), FopenFlags::empty()),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let mut cookie = offset;
+        loop {
+            let batch = match self.fs.readdir(ino.0, cookie, READDIR_BATCH) {
+                Ok(b) => b,
+                Err(e) => return reply.error(errno::to_fuser(&e)),
+            };
+            for entry in &batch {
+                let kind = convert::file_type(entry.kind);
+                let name = OsStr::from_bytes(&entry.name);
+                if reply.add(INodeNo(entry.ino), entry.offset, kind, name) {
+                    return reply.ok();
+                }
+                cookie = entry.offset;
+            }
+            if batch.len() < READDIR_BATCH {
+                return reply.ok();
+            }
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let mut cookie = offset;
+        loop {
+            let batch = match self.fs.readdir_plus(ino.0, cookie, READDIRPLUS_BATCH) {
+                Ok(b) => b,
+                Err(e) => return reply.error(errno::to_fuser(&e)),
+            };
+            for (entry, attr) in &batch {
+                let name = OsStr::from_bytes(&entry.name);
+                let full = reply.add(
+                    INodeNo(entry.ino),
+                    entry.offset,
+                    name,
+                    &self.timeouts.entry,
+                    &convert::file_attr(attr),
+                    Generation(u64::from(attr.generation)),
+                );
+                if full {
+                    return reply.ok();
+                }
+                cookie = entry.offset;
+            }
+            if batch.len() < READDIRPLUS_BATCH {
+                return reply.ok();
+            }
+        }
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.release_handle(ino, fh, reply);
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply_empty(reply, self.fs.fsync(ino.0, datasync));
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            ),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        // `position` is for macOS resource forks only.
+        if position != 0 {
+            return reply.error(Errno::EINVAL);
+        }
+        match xattr_flags(flags) {
+            Ok(flags) => reply_empty(
+                reply,
+                self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr(ino.0, name.as_bytes()) {
+            Ok(value) => reply_xattr_bytes(reply, size, &value),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr(ino.0) {
+            Ok(names) => {
+                let mut list = Vec::with_capacity(names.iter().map(|n| n.len() + 1).sum());
+                for name in &names {
+                    list.extend_from_slice(name);
+                    list.push(0);
+                }
+                reply_xattr_bytes(reply, size, &list);
+            }
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply_empty(reply, self.fs.removexattr(ino.0, name.as_bytes()));
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // With default_permissions the kernel checks modes itself and does not ask; should it
+        // ask anyway, existence is the only thing left to check.
+        reply_empty(reply, self.fs.getattr(ino.0).map(|_| ()));
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match checked_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        match self
+            .fs
+            .create(parent.0, name, permission_bits(mode), caller(req))
+        {
+            Ok(attr) => {
+                let fh = self.open_handle(attr.ino, flags);
+                reply.created(
+                    &self.timeouts.entry,
+                    &convert::file_attr(&attr),
+                    Generation(u64::from(attr.generation)),
+                    fh,
+                    FopenFlags::empty(),
+                );
+            }
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // The engine has no preallocation; say so rather than pretend.
+        reply.error(Errno::EOPNOTSUPP);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_longer_than_name_max_are_refused() {
+        let ok = vec![b'a'; NAME_MAX];
+        let long = vec![b'a'; NAME_MAX + 1];
+        assert_eq!(checked_name(OsStr::from_bytes(&ok)), Ok(&ok[..]));
+        assert_eq!(
+            checked_name(OsStr::from_bytes(&long)),
+            Err(Errno::ENAMETOOLONG)
+        );
+    }
+
+    #[test]
+    fn rename_flags_pass_known_bits_and_refuse_others() {
+        assert_eq!(
+            rename_flags(fuser::RenameFlags::empty()),
+            Ok(RenameFlags::default())
+        );
+        assert_eq!(
+            rename_flags(fuser::RenameFlags::RENAME_NOREPLACE),
+            Ok(RenameFlags {
+                noreplace: true,
+                exchange: false
+            })
+        );
+        assert_eq!(
+            rename_flags(fuser::RenameFlags::RENAME_EXCHANGE),
+            Ok(RenameFlags {
+                noreplace: false,
+                exchange: true
+            })
+        );
+        assert_eq!(
+            rename_flags(fuser::RenameFlags::RENAME_WHITEOUT),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            rename_flags(fuser::RenameFlags::from_bits_retain(1 << 20)),
+            Err(Errno::EINVAL)
+        );
+    }
+
+    #[test]
+    fn xattr_flags_pass_known_bits_and_refuse_others() {
+        assert_eq!(xattr_flags(0), Ok(XattrFlags::default()));
+        assert_eq!(
+            xattr_flags(libc::XATTR_CREATE),
+            Ok(XattrFlags {
+                create: true,
+                replace: false
+            })
+        );
+        assert_eq!(
+            xattr_flags(libc::XATTR_REPLACE),
+            Ok(XattrFlags {
+                create: false,
+                replace: true
+            })
+        );
+        assert_eq!(xattr_flags(4), Err(Errno::EINVAL));
+    }
+
+    #[test]
+    fn modes_lose_their_file_type() {
+        assert_eq!(permission_bits(libc::S_IFREG | 0o644), 0o644);
+        assert_eq!(permission_bits(libc::S_IFDIR | 0o1777), 0o1777);
+    }
+}

@@ -1,0 +1,458 @@
+//! The command line of `tuxfs-mount` and its `-o` mount options.
+//!
+//! Two forms, the second being what `mount.fuse3` (and so `/etc/fstab`) runs:
+//!
+//! ```text
+//! tuxfs-mount [-f] [--create SIZE] [-o OPT[,OPT...]]... IMAGE MOUNTPOINT
+//! tuxfs-mount IMAGE MOUNTPOINT -o OPT[,OPT...]
+//! ```
+//!
+//! Options are comma-separated and `-o` may be repeated; a later option overrides an
+//! earlier one (`ro` then `rw` is `rw`). Unknown options are refused, except those that only
+//! mean something to mount(8) or fstab, which are accepted and ignored.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use fuser::{MountOption, SessionACL};
+
+use crate::adapter::Timeouts;
+
+/// Seconds a timeout option may ask for at most (a day): anything larger is a typo.
+const TIMEOUT_SECONDS_MAX: f64 = 86_400.0;
+/// Commit interval bounds in seconds.
+const COMMIT_SECONDS_MAX: u64 = 3_600;
+/// FUSE worker threads at most.
+pub const THREADS_MAX: usize = 64;
+
+/// The raw command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tuxfs-mount",
+    version,
+    about = "Mount a tuxfs image through FUSE",
+    after_help = "Options for -o: ro, rw, commit=SECONDS, allow_other, allow_root, \
+                  default_permissions (always on), threads=N, attr_timeout=SECONDS, \
+                  entry_timeout=SECONDS, fsname=NAME, subtype=NAME, dev, nodev, suid, nosuid, \
+                  exec, noexec, atime, noatime, sync, async, dirsync; fstab-only options \
+                  (defaults, auto, noauto, user, users, nouser, nofail, _netdev, x-*, \
+                  relatime, ...) are accepted and ignored.\n\
+                  Unmount with `umount MOUNTPOINT`, `fusermount3 -u MOUNTPOINT`, or SIGTERM."
+)]
+pub struct Cli {
+    /// Stay in the foreground (do not daemonise).
+    #[arg(short = 'f', long = "foreground")]
+    pub foreground: bool,
+    /// Mount options, comma-separated; may be repeated.
+    #[arg(short = 'o', value_name = "OPTIONS", action = clap::ArgAction::Append)]
+    pub options: Vec<String>,
+    /// Create IMAGE with a new filesystem of SIZE bytes (K, M, G, T suffixes) when it does
+    /// not exist.
+    #[arg(long, value_name = "SIZE")]
+    pub create: Option<String>,
+    /// mount(8) helper convention (`mount.TYPE SPEC DIR [-sfnv] [-o OPTS] [-t TYPE]`):
+    /// -n (no mtab), -s (sloppy), -v (verbose) and -t are accepted and ignored.
+    #[arg(short = 'n', hide = true)]
+    pub no_mtab: bool,
+    #[arg(short = 's', hide = true)]
+    pub sloppy: bool,
+    #[arg(short = 'v', hide = true)]
+    pub verbose: bool,
+    #[arg(short = 't', hide = true, value_name = "TYPE")]
+    pub fs_type: Option<String>,
+    /// The image file (or block device) holding the filesystem.
+    pub image: PathBuf,
+    /// The directory to mount on.
+    pub mountpoint: PathBuf,
+}
+
+/// Everything the mount needs, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub foreground: bool,
+    /// `--create`: the size of a new image, when IMAGE does not exist.
+    pub create_size: Option<u64>,
+    pub image: PathBuf,
+    pub mountpoint: PathBuf,
+    pub read_only: bool,
+    /// `commit=`: the writeback scheduler's age limit; `None` keeps the engine default.
+    pub commit_interval: Option<Duration>,
+    /// Who may use the mount.
+    pub acl: SessionACL,
+    /// FUSE worker threads.
+    pub threads: usize,
+    pub timeouts: Timeouts,
+    /// Source shown in /proc/mounts; the image path when not given.
+    pub fsname: Option<String>,
+    /// Subtype ("fuse.SUBTYPE"). fuser 0.18 passes it only when it mounts through
+    /// fusermount3 (non-root); its direct mount as root always uses type "fuse".
+    pub subtype: String,
+    /// Generic mount flags passed to the kernel (nodev, noexec, ...).
+    pub kernel_flags: Vec<MountOption>,
+}
+
+impl Settings {
+    /// Parses a command line (the first element is the program name).
+    pub fn from_args<I, T>(args: I) -> Result<Settings, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Cli::try_parse_from(args)?;
+        Settings::from_cli(cli).map_err(|msg| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{msg}\n"))
+        })
+    }
+
+    /// Checks the parsed command line.
+    pub fn from_cli(cli: Cli) -> Result<Settings, String> {
+        let create_size = match &cli.create {
+            Some(s) => Some(tuxfs_mkfs::parse_size(s).map_err(|e| format!("--create: {e}"))?),
+            None => None,
+        };
+        let mut settings = Settings {
+            foreground: cli.foreground,
+            create_size,
+            image: cli.image,
+            mountpoint: cli.mountpoint,
+            read_only: false,
+            commit_interval: None,
+            acl: SessionACL::Owner,
+            threads: 1,
+            timeouts: Timeouts::default(),
+            fsname: None,
+            subtype: "tuxfs".to_string(),
+            kernel_flags: Vec::new(),
+        };
+        for group in &cli.options {
+            for opt in group.split(',') {
+                settings.apply(opt)?;
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Applies one `-o` option.
+    fn apply(&mut self, opt: &str) -> Result<(), String> {
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt, None),
+        };
+        match (key, value) {
+            ("ro", None) => self.read_only = true,
+            ("rw", None) => self.read_only = false,
+            ("commit", Some(v)) => {
+                let secs = parse_u64(key, v)?;
+                if secs == 0 || secs > COMMIT_SECONDS_MAX {
+                    return Err(format!(
+                        "commit={v}: give 1 to {COMMIT_SECONDS_MAX} seconds"
+                    ));
+                }
+                self.commit_interval = Some(Duration::from_secs(secs));
+            }
+            ("allow_other", None) => self.acl = SessionACL::All,
+            ("allow_root", None) => self.acl = SessionACL::RootAndOwner,
+            // Always on: the kernel checks permissions, the engine does not.
+            ("default_permissions", None) => {}
+            ("threads", Some(v)) => {
+                let n = parse_u64(key, v)?;
+                if n == 0 || n > THREADS_MAX as u64 {
+                    return Err(format!("threads={v}: give 1 to {THREADS_MAX}"));
+                }
+                self.threads = n as usize;
+            }
+            ("attr_timeout", Some(v)) => self.timeouts.attr = parse_seconds(key, v)?,
+            ("entry_timeout", Some(v)) => self.timeouts.entry = parse_seconds(key, v)?,
+            ("fsname", Some(v)) => self.fsname = Some(non_empty(key, v)?),
+            ("subtype", Some(v)) => self.subtype = non_empty(key, v)?,
+            _ if value.is_none() && kernel_flag(key).is_some() => {
+                if let Some(flag) = kernel_flag(key) {
+                    self.set_kernel_flag(flag);
+                }
+            }
+            _ if ignored(key) => {}
+            _ => return Err(format!("unknown mount option '{opt}'")),
+        }
+        Ok(())
+    }
+
+    /// Records a generic mount flag, replacing its opposite.
+    fn set_kernel_flag(&mut self, flag: MountOption) {
+        let opposite = opposite(&flag);
+        self.kernel_flags
+            .retain(|f| *f != flag && Some(f) != opposite.as_ref());
+        self.kernel_flags.push(flag);
+    }
+
+    /// The fuser session configuration: mount options, access, threads.
+    pub fn fuser_config(&self, default_fsname: &str) -> fuser::Config {
+        let mut options = vec![
+            MountOption::DefaultPermissions,
+            MountOption::FSName(
+                self.fsname
+                    .clone()
+                    .unwrap_or_else(|| default_fsname.to_string()),
+            ),
+            MountOption::Subtype(self.subtype.clone()),
+            if self.read_only {
+                MountOption::RO
+            } else {
+                MountOption::RW
+            },
+        ];
+        options.extend(self.kernel_flags.iter().cloned());
+        let mut config = fuser::Config::default();
+        config.mount_options = options;
+        config.acl = self.acl;
+        config.n_threads = Some(self.threads);
+        // With several workers, each gets its own /dev/fuse clone so requests spread over
+        // them instead of all threads waking on one descriptor.
+        config.clone_fd = self.threads > 1;
+        config
+    }
+
+    /// The engine's mount options.
+    pub fn engine_options(&self) -> tuxfs_engine::fs::MountOptions {
+        let mut opts = tuxfs_engine::fs::MountOptions {
+            read_only: self.read_only,
+            ..Default::default()
+        };
+        if let Some(interval) = self.commit_interval {
+            opts.commit_interval = interval;
+        }
+        opts
+    }
+}
+
+/// Generic mount flags the kernel understands (mount(8) passes them to helpers).
+fn kernel_flag(key: &str) -> Option<MountOption> {
+    Some(match key {
+        "dev" => MountOption::Dev,
+        "nodev" => MountOption::NoDev,
+        "suid" => MountOption::Suid,
+        "nosuid" => MountOption::NoSuid,
+        "exec" => MountOption::Exec,
+        "noexec" => MountOption::NoExec,
+        "atime" => MountOption::Atime,
+        "noatime" => MountOption::NoAtime,
+        "sync" => MountOption::Sync,
+        "async" => MountOption::Async,
+        "dirsync" => MountOption::DirSync,
+        _ => return None,
+    })
+}
+
+fn opposite(flag: &MountOption) -> Option<MountOption> {
+    Some(match flag {
+        MountOption::Dev => MountOption::NoDev,
+        MountOption::NoDev => MountOption::Dev,
+        MountOption::Suid => MountOption::NoSuid,
+        MountOption::NoSuid => MountOption::Suid,
+        MountOption::Exec => MountOption::NoExec,
+        MountOption::NoExec => MountOption::Exec,
+        MountOption::Atime => MountOption::NoAtime,
+        MountOption::NoAtime => MountOption::Atime,
+        MountOption::Sync => MountOption::Async,
+        MountOption::Async => MountOption::Sync,
+        _ => return None,
+    })
+}
+
+/// Options that only mean something to mount(8), fstab or systemd.
+fn ignored(key: &str) -> bool {
+    const IGNORED: [&str; 17] = [
+        "",
+        "defaults",
+        "auto",
+        "noauto",
+        "user",
+        "users",
+        "nouser",
+        "owner",
+        "nofail",
+        "_netdev",
+        "relatime",
+        "norelatime",
+        "strictatime",
+        "nostrictatime",
+        "lazytime",
+        "nodiratime",
+        "diratime",
+    ];
+    IGNORED.contains(&key) || key.starts_with("x-") || key == "comment"
+}
+
+fn parse_u64(key: &str, v: &str) -> Result<u64, String> {
+    v.parse()
+        .map_err(|_| format!("{key}={v}: not a whole number"))
+}
+
+fn parse_seconds(key: &str, v: &str) -> Result<Duration, String> {
+    let secs: f64 = v
+        .parse()
+        .map_err(|_| format!("{key}={v}: not a number of seconds"))?;
+    if !(0.0..=TIMEOUT_SECONDS_MAX).contains(&secs) {
+        return Err(format!(
+            "{key}={v}: give 0 to {TIMEOUT_SECONDS_MAX} seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn non_empty(key: &str, v: &str) -> Result<String, String> {
+    if v.is_empty() {
+        Err(format!("{key}= needs a value"))
+    } else {
+        Ok(v.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, String> {
+        let mut all = vec!["tuxfs-mount"];
+        all.extend_from_slice(args);
+        Settings::from_args(all).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = parse(&["img", "/mnt"]).unwrap();
+        assert!(!s.foreground && !s.read_only);
+        assert_eq!(s.image, PathBuf::from("img"));
+        assert_eq!(s.mountpoint, PathBuf::from("/mnt"));
+        assert_eq!(s.threads, 1);
+        assert_eq!(s.acl, SessionACL::Owner);
+        assert_eq!(s.timeouts, Timeouts::default());
+        assert_eq!(s.commit_interval, None);
+        assert_eq!(s.create_size, None);
+        let cfg = s.fuser_config("img");
+        assert!(cfg.mount_options.contains(&MountOption::DefaultPermissions));
+        assert!(cfg.mount_options.contains(&MountOption::RW));
+        assert!(
+            cfg.mount_options
+                .contains(&MountOption::Subtype("tuxfs".into()))
+        );
+        assert!(
+            cfg.mount_options
+                .contains(&MountOption::FSName("img".into()))
+        );
+        assert!(!cfg.clone_fd);
+    }
+
+    #[test]
+    fn mount_fuse3_argument_order_is_accepted() {
+        // mount.fuse3 runs: TYPE SOURCE MOUNTPOINT -o OPTIONS
+        let s = parse(&["/img", "/mnt", "-o", "rw,nosuid,nodev,relatime,dev,suid"]).unwrap();
+        assert_eq!(s.image, PathBuf::from("/img"));
+        assert!(!s.read_only);
+        assert!(s.kernel_flags.contains(&MountOption::Dev));
+        assert!(s.kernel_flags.contains(&MountOption::Suid));
+        assert!(!s.kernel_flags.contains(&MountOption::NoDev));
+        assert!(!s.kernel_flags.contains(&MountOption::NoSuid));
+    }
+
+    #[test]
+    fn mount_helper_flags_are_accepted() {
+        // mount(8) runs /sbin/mount.fuse.tuxfs SPEC DIR [-sfnv] -o OPTS [-t fuse.tuxfs]
+        let s = parse(&[
+            "/img",
+            "/mnt",
+            "-n",
+            "-s",
+            "-v",
+            "-o",
+            "rw",
+            "-t",
+            "fuse.tuxfs",
+        ])
+        .unwrap();
+        assert_eq!(s.mountpoint, PathBuf::from("/mnt"));
+        assert!(!s.foreground);
+    }
+
+    #[test]
+    fn every_documented_option() {
+        let s = parse(&[
+            "-f",
+            "-o",
+            "ro,commit=7,allow_other",
+            "-o",
+            "default_permissions,threads=4,attr_timeout=0.5,entry_timeout=2",
+            "-ofsname=mydisk,subtype=tux",
+            "--create",
+            "64M",
+            "img",
+            "mnt",
+        ])
+        .unwrap();
+        assert!(s.foreground && s.read_only);
+        assert_eq!(s.commit_interval, Some(Duration::from_secs(7)));
+        assert_eq!(s.acl, SessionACL::All);
+        assert_eq!(s.threads, 4);
+        assert_eq!(s.timeouts.attr, Duration::from_millis(500));
+        assert_eq!(s.timeouts.entry, Duration::from_secs(2));
+        assert_eq!(s.create_size, Some(64 << 20));
+        let cfg = s.fuser_config("img");
+        assert!(cfg.mount_options.contains(&MountOption::RO));
+        assert!(
+            cfg.mount_options
+                .contains(&MountOption::FSName("mydisk".into()))
+        );
+        assert!(
+            cfg.mount_options
+                .contains(&MountOption::Subtype("tux".into()))
+        );
+        assert_eq!(cfg.n_threads, Some(4));
+        assert!(cfg.clone_fd);
+        assert_eq!(cfg.acl, SessionACL::All);
+        let e = s.engine_options();
+        assert!(e.read_only);
+        assert_eq!(e.commit_interval, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn later_options_win() {
+        let s = parse(&["-o", "ro", "-o", "rw", "img", "mnt"]).unwrap();
+        assert!(!s.read_only);
+        let s = parse(&["-o", "noexec,exec,noexec", "img", "mnt"]).unwrap();
+        assert_eq!(s.kernel_flags, vec![MountOption::NoExec]);
+    }
+
+    #[test]
+    fn fstab_only_options_are_ignored() {
+        let s = parse(&[
+            "img",
+            "mnt",
+            "-o",
+            "defaults,_netdev,noauto,user,nofail,x-systemd.automount,x-gvfs-hide",
+        ])
+        .unwrap();
+        assert!(s.kernel_flags.is_empty());
+        assert!(!s.read_only);
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        for bad in [
+            "bogus",
+            "commit=0",
+            "commit=abc",
+            "commit=999999",
+            "threads=0",
+            "threads=65",
+            "attr_timeout=-1",
+            "entry_timeout=x",
+            "fsname=",
+            "ro=1",
+        ] {
+            let err = parse(&["-o", bad, "img", "mnt"]).unwrap_err();
+            assert!(!err.is_empty(), "{bad}");
+        }
+        assert!(parse(&["img"]).is_err());
+        assert!(parse(&["--create", "12Q", "img", "mnt"]).is_err());
+    }
+}
