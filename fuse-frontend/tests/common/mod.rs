@@ -305,6 +305,38 @@ impl Mount {
         self.unmount();
     }
 
+    /// Kills the daemon with SIGKILL (a crash of the process: no commit, no unmount),
+    /// detaches the dead mount, checks the image with fsck (which must find it clean: the
+    /// log replays), and mounts it again.
+    pub fn crash_and_restart(&mut self) {
+        self.signal(libc::SIGKILL);
+        let start = Instant::now();
+        while self.try_wait().is_none() {
+            assert!(
+                start.elapsed() < EXIT_TIMEOUT,
+                "the daemon survived SIGKILL"
+            );
+            std::thread::sleep(POLL);
+        }
+        self.child = None;
+        // The kernel keeps the dead mount until it is detached ("transport endpoint is not
+        // connected"); a lazy unmount detaches it.
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).output();
+        let start = Instant::now();
+        while is_mountpoint(&self.dir) {
+            assert!(
+                start.elapsed() < EXIT_TIMEOUT,
+                "the dead mount stayed attached"
+            );
+            std::thread::sleep(POLL);
+        }
+        fsck_clean(&self.image);
+        assert!(
+            self.start(),
+            "remount after a crash was skipped after a first mount worked"
+        );
+    }
+
     /// Sends `sig` to the daemon.
     pub fn signal(&self, sig: i32) {
         let pid = i32::try_from(self.pid()).expect("pid");
