@@ -1,0 +1,287 @@
+//! `tuxfs-bench-mount`: figures through a real FUSE mount, each next to a baseline measured
+//! in the same run on the same disk:
+//! - 4 KiB append + fdatasync latency (median, p99) through tuxfs, on the host filesystem
+//!   holding the image (a peer), and on the raw device through the engine's io_uring path
+//!   (one 4 KiB write and one flush: the floor any filesystem pays);
+//! - mount time after the daemon was killed mid-workload (recovery replays the log), next to
+//!   mount time after a clean unmount.
+//!
+//! Needs root and /dev/fuse. Times are printed, never asserted.
+
+use std::fs::{File, OpenOptions as FsOpen};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use tuxfs_engine::dev::{
+    AlignedBuf, BlockDevice, DeviceKind, OpenOptions, WriteRequest, open_file,
+};
+use tuxfs_engine::fs::{Filesystem, MountOptions};
+
+type BoxErr = Box<dyn std::error::Error>;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tuxfs-bench-mount",
+    about = "Benchmarks through a real tuxfs mount"
+)]
+struct Args {
+    /// Directory for the images (its filesystem is the peer baseline).
+    #[arg(long, default_value = "/var/tmp")]
+    dir: PathBuf,
+    /// Append+fsync operations per measurement.
+    #[arg(long, default_value_t = 2000)]
+    ops: usize,
+    /// Size of the image.
+    #[arg(long, default_value = "1G", value_parser = tuxfs_bench::parse_size)]
+    image_size: u64,
+    /// Data written before the kill in the recovery test.
+    #[arg(long, default_value = "256M", value_parser = tuxfs_bench::parse_size)]
+    fill: u64,
+}
+
+fn tool(name: &str) -> Result<PathBuf, BoxErr> {
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().ok_or("no parent directory")?.join(name);
+    if !path.exists() {
+        return Err(format!(
+            "{} not found: build with cargo build --release --workspace",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+fn is_mountpoint(dir: &Path) -> bool {
+    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
+        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+struct Mounted {
+    child: Child,
+    dir: PathBuf,
+}
+
+fn mount(image: &Path, dir: &Path) -> Result<(Mounted, Duration), BoxErr> {
+    let start = Instant::now();
+    let child = Command::new(tool("tuxfs-mount")?)
+        .arg("-f")
+        .arg(image)
+        .arg(dir)
+        .spawn()?;
+    let mut m = Mounted {
+        child,
+        dir: dir.to_path_buf(),
+    };
+    while !is_mountpoint(dir) {
+        if let Some(status) = m.child.try_wait()? {
+            return Err(format!("tuxfs-mount exited with {status}").into());
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            let _ = m.child.kill();
+            return Err("mount did not come up in 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok((m, start.elapsed()))
+}
+
+impl Mounted {
+    fn unmount(mut self) -> Result<(), BoxErr> {
+        let ok = Command::new("umount").arg(&self.dir).status()?.success();
+        if !ok {
+            return Err("umount failed".into());
+        }
+        self.child.wait()?;
+        Ok(())
+    }
+
+    fn kill(mut self) -> Result<(), BoxErr> {
+        self.child.kill()?;
+        self.child.wait()?;
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        Ok(())
+    }
+}
+
+fn mkfs(image: &Path, size: u64) -> Result<(), BoxErr> {
+    let _ = std::fs::remove_file(image);
+    let ok = Command::new(tool("mkfs-tuxfs")?)
+        .arg("--size")
+        .arg(size.to_string())
+        .arg(image)
+        .output()?
+        .status
+        .success();
+    if ok {
+        Ok(())
+    } else {
+        Err("mkfs failed".into())
+    }
+}
+
+/// Latencies of `ops` 4 KiB appends, each followed by fdatasync, in microseconds.
+fn append_fsync(path: &Path, ops: usize) -> Result<Vec<u64>, BoxErr> {
+    let mut f = FsOpen::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)?;
+    let block = vec![0x5au8; 4096];
+    let mut lat = Vec::with_capacity(ops);
+    for _ in 0..ops {
+        let t = Instant::now();
+        f.write_all(&block)?;
+        f.sync_data()?;
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    Ok(lat)
+}
+
+/// The floor: a 4 KiB write then a flush on the raw image through the engine's device.
+fn raw_write_flush(path: &Path, ops: usize) -> Result<Vec<u64>, BoxErr> {
+    let opts = OpenOptions {
+        kind: DeviceKind::Uring,
+        create_size: Some(64 << 20),
+        ..OpenOptions::default()
+    };
+    let dev = open_file(path, &opts)?;
+    let mut lat = Vec::with_capacity(ops);
+    for i in 0..ops {
+        let data = Arc::new(AlignedBuf::from_slice(&[0x5a; 4096]));
+        let t = Instant::now();
+        dev.submit_writes(vec![WriteRequest {
+            offset: (i as u64 % 16384) * 4096,
+            data,
+        }])?;
+        dev.flush()?;
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    Ok(lat)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(0)
+}
+
+fn report(name: &str, mut lat: Vec<u64>) -> (u64, u64) {
+    lat.sort_unstable();
+    let (med, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
+    let total: u64 = lat.iter().sum();
+    let per_s = lat.len() as f64 / (total as f64 / 1e6);
+    println!("{name:<28} median {med:>6} us   p99 {p99:>6} us   {per_s:>8.0} appends+fsync/s");
+    (med, p99)
+}
+
+fn latency(args: &Args, work: &Path) -> Result<(), BoxErr> {
+    println!("== 4 KiB append + fdatasync, {} operations each", args.ops);
+    let image = work.join("lat.img");
+    let mnt = work.join("mnt");
+    mkfs(&image, args.image_size)?;
+    let (m, _) = mount(&image, &mnt)?;
+    let tux = append_fsync(&mnt.join("log"), args.ops)?;
+    m.unmount()?;
+    let peer = append_fsync(&work.join("peer-log"), args.ops)?;
+    let raw = raw_write_flush(&work.join("raw.img"), args.ops)?;
+    let (t_med, t_p99) = report("tuxfs through FUSE", tux);
+    let (p_med, p_p99) = report("host filesystem (peer)", peer);
+    let (r_med, r_p99) = report("raw io_uring write+flush", raw);
+    println!(
+        "ratios (median, p99): tuxfs/host {:.2}, {:.2}; tuxfs/raw {:.2}, {:.2}",
+        t_med as f64 / p_med.max(1) as f64,
+        t_p99 as f64 / p_p99.max(1) as f64,
+        t_med as f64 / r_med.max(1) as f64,
+        t_p99 as f64 / r_p99.max(1) as f64
+    );
+    Ok(())
+}
+
+/// Writes `fill` bytes in 4 MiB files, fsyncing every eighth file, plus small files.
+fn workload(mnt: &Path, fill: u64) -> Result<(), BoxErr> {
+    let chunk = vec![0xa5u8; 1 << 20];
+    for i in 0..fill.div_ceil(4 << 20) {
+        let mut f = File::create(mnt.join(format!("big-{i}")))?;
+        for _ in 0..4 {
+            f.write_all(&chunk)?;
+        }
+        if i % 8 == 0 {
+            f.sync_data()?;
+        }
+    }
+    std::fs::create_dir_all(mnt.join("small"))?;
+    for i in 0..5000 {
+        std::fs::write(mnt.join(format!("small/f{i}")), format!("{i}"))?;
+    }
+    File::open(mnt.join("small"))?.sync_all()?;
+    Ok(())
+}
+
+fn recovery(args: &Args, work: &Path) -> Result<(), BoxErr> {
+    println!(
+        "== mount time of a {} MiB image: after a clean unmount and after SIGKILL",
+        args.image_size >> 20
+    );
+    let image = work.join("rec.img");
+    let mnt = work.join("mnt");
+    mkfs(&image, args.image_size)?;
+    let (m, _) = mount(&image, &mnt)?;
+    workload(&mnt, args.fill)?;
+    m.unmount()?;
+    let (m, clean) = mount(&image, &mnt)?;
+    m.unmount()?;
+    let (m, _) = mount(&image, &mnt)?;
+    workload(&mnt, args.fill)?;
+    m.kill()?;
+    // The engine's recovery alone, in this process, on the killed image (read-only: the
+    // image stays as the kill left it for the daemon mount below).
+    let dev: Arc<dyn BlockDevice> = Arc::from(open_file(&image, &OpenOptions::default())?);
+    let t = Instant::now();
+    let fs = Filesystem::mount(
+        dev,
+        MountOptions {
+            read_only: true,
+            ..MountOptions::default()
+        },
+    )?;
+    let engine = t.elapsed();
+    drop(fs);
+    let (m, killed) = mount(&image, &mnt)?;
+    m.unmount()?;
+    println!(
+        "mount after clean unmount     {:>8.1} ms (tuxfs-mount until the mountpoint is up)",
+        clean.as_secs_f64() * 1e3
+    );
+    println!(
+        "mount after SIGKILL           {:>8.1} ms (same; recovery replays the log and unifies)",
+        killed.as_secs_f64() * 1e3
+    );
+    println!(
+        "engine recovery alone         {:>8.1} ms (read-only Filesystem::mount in process)",
+        engine.as_secs_f64() * 1e3
+    );
+    println!(
+        "ratio killed/clean {:.2}",
+        killed.as_secs_f64() / clean.as_secs_f64().max(1e-6)
+    );
+    Ok(())
+}
+
+fn main() -> Result<(), BoxErr> {
+    let args = Args::parse();
+    let work = tempfile::Builder::new()
+        .prefix("tuxfs-bench-mount-")
+        .tempdir_in(&args.dir)?;
+    std::fs::create_dir(work.path().join("mnt"))?;
+    println!("{}", tuxfs_bench::machine::describe(work.path()));
+    latency(&args, work.path())?;
+    recovery(&args, work.path())?;
+    Ok(())
+}
