@@ -55,7 +55,15 @@ pub fn commit(st: &mut State) -> Result<()> {
         return Ok(());
     }
     let started = Instant::now();
-    match commit_delta(st) {
+    let result = commit_delta(st).and_then(|()| {
+        // The log since the last unify is what a crash makes recovery replay: keep it short.
+        if st.log.chain.len() as u64 >= st.unify_log_blocks {
+            unify_inner(st, crate::format::superblock::STATE_MOUNTED)
+        } else {
+            Ok(())
+        }
+    });
+    match result {
         Ok(()) => {
             let us = started.elapsed().as_micros() as u64;
             st.stats.commit_latency_us_last = us;

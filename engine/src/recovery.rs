@@ -286,6 +286,7 @@ pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
         read_only,
         failed: None,
         unmounted: false,
+        unify_log_blocks: crate::fs::MountOptions::default().unify_log_blocks,
         opens: Default::default(),
         stats: FsStats::default(),
         sb,

@@ -70,6 +70,8 @@ pub struct State {
     /// Set when a write or flush failed: the filesystem is read-only from then on.
     pub failed: Option<String>,
     pub unmounted: bool,
+    /// Log blocks after which a commit also unifies (bounds replay time after a crash).
+    pub unify_log_blocks: u64,
     /// Open handles per inode.
     pub opens: HashMap<u64, u32>,
     pub stats: FsStats,

@@ -34,21 +34,24 @@ struct Harness {
     durable: Model,
     seed: u64,
     step: u64,
+    unify: u64,
     /// The last operations, printed on failure.
     trace: std::collections::VecDeque<String>,
 }
 
-fn options() -> MountOptions {
-    // Only explicit syncs commit, so a crash loses exactly what came after the last sync.
+/// Only explicit syncs commit, so a crash loses exactly what came after the last sync. A
+/// small `unify_log_blocks` makes unify (and superblock alternation) happen all the time.
+fn options(unify_log_blocks: u64) -> MountOptions {
     MountOptions {
         commit_interval: Duration::from_secs(3600),
         dirty_limit_bytes: u64::MAX,
+        unify_log_blocks,
         ..MountOptions::default()
     }
 }
 
 impl Harness {
-    fn new(seed: u64, block_size: u32) -> Self {
+    fn new(seed: u64, block_size: u32, unify: u64) -> Self {
         let dev = Arc::new(MemDevice::new(block_size as usize * 16384));
         let p = MkfsParams {
             block_size,
@@ -61,7 +64,8 @@ impl Harness {
             gid: 0,
         };
         format_device(dev.as_ref(), &p, false).expect("mkfs");
-        let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, options()).expect("mount");
+        let fs =
+            Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, options(unify)).expect("mount");
         Harness {
             dev,
             fs,
@@ -69,6 +73,7 @@ impl Harness {
             durable: Model::new(),
             seed,
             step: 0,
+            unify,
             trace: Default::default(),
         }
     }
@@ -155,8 +160,11 @@ impl Harness {
                 .unwrap_or_else(|e| self.fail(&format!("unmount: {e}")));
             self.durable = self.model.clone();
         }
-        let fresh = Filesystem::mount(self.dev.clone() as Arc<dyn BlockDevice>, options())
-            .unwrap_or_else(|e| self.fail(&format!("mount: {e}")));
+        let fresh = Filesystem::mount(
+            self.dev.clone() as Arc<dyn BlockDevice>,
+            options(self.unify),
+        )
+        .unwrap_or_else(|e| self.fail(&format!("mount: {e}")));
         drop(std::mem::replace(&mut self.fs, fresh));
         self.fsck();
         self.verify(if crash { "crash" } else { "remount" });
@@ -391,9 +399,9 @@ impl Harness {
     }
 }
 
-fn run(seed: u64, ops: u64, block_size: u32) {
-    println!("model_ops: seed={seed} ops={ops} block_size={block_size}");
-    let mut h = Harness::new(seed, block_size);
+fn run(seed: u64, ops: u64, block_size: u32, unify: u64) {
+    println!("model_ops: seed={seed} ops={ops} block_size={block_size} unify_log_blocks={unify}");
+    let mut h = Harness::new(seed, block_size, unify);
     let mut rng = Rng::new(seed);
     for step in 0..ops {
         h.step = step;
@@ -412,13 +420,13 @@ fn ops() -> u64 {
 
 #[test]
 fn fixed_seeds() {
-    for (seed, bs) in [(1, 4096), (2, 512), (3, 1024)] {
-        run(seed, ops(), bs);
+    for (seed, bs, unify) in [(1, 4096, 3), (2, 512, 256), (3, 1024, 1), (4, 4096, 256)] {
+        run(seed, ops(), bs, unify);
     }
 }
 
 #[test]
 fn random_seed() {
     let seed = seed_from_env().unwrap_or_else(tuxfs_tests::rng::clock_seed);
-    run(seed, ops(), 4096);
+    run(seed, ops(), 4096, 1 + seed % 8);
 }

@@ -98,6 +98,7 @@ impl Filesystem {
             block_count: sb.block_count,
         };
         let mut st = crate::recovery::recover(io, sb, opts.read_only)?;
+        st.unify_log_blocks = opts.unify_log_blocks.max(1);
         if !opts.read_only {
             posix::destroy_orphans(&mut st)?;
             crate::commit::commit(&mut st)?;
