@@ -186,9 +186,9 @@ pub fn layout(p: &MkfsParams) -> Result<Layout> {
         ));
     }
     let bs = p.block_size;
-    let fs_id = u64::from_le_bytes([
-        p.uuid[0], p.uuid[1], p.uuid[2], p.uuid[3], p.uuid[4], p.uuid[5], p.uuid[6], p.uuid[7],
-    ]);
+    let word = |b: &[u8; 16]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    // Must equal Superblock::fs_id(): asserted below once the superblock exists.
+    let fs_id = word(&p.uuid) ^ word(&p.hash_seed);
     let header = BlockHeader {
         kind: Kind::BtreeLeaf,
         level: 0,
@@ -320,6 +320,11 @@ pub fn layout(p: &MkfsParams) -> Result<Layout> {
         first_block: FIRST_ALLOCATABLE_BLOCK,
     };
     sb.validate(0)?;
+    assert_eq!(
+        sb.fs_id(),
+        fs_id,
+        "mkfs stamps blocks with the superblock's fs_id"
+    );
     let superblocks = SUPERBLOCK_SLOTS
         .iter()
         .map(|&slot| {
@@ -384,7 +389,11 @@ pub fn format_device(dev: &dyn BlockDevice, p: &MkfsParams, discard: bool) -> Re
         }
         dev.submit_writes(reqs)?;
     }
-    write_all(dev, bs, layout.blocks)?;
+    // The first log block is allocated but holds no log yet: zero it, so whatever an
+    // earlier use of the device left there is gone (its fs_id would not match anyway).
+    let mut blocks = layout.blocks;
+    blocks.push((layout.superblock.log_head, AlignedBuf::zeroed(bs as usize)));
+    write_all(dev, bs, blocks)?;
     write_all(dev, bs, layout.superblocks)?;
     Ok(layout.superblock)
 }

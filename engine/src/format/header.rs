@@ -9,7 +9,7 @@
 //!  8     8    blocknr   the block's own number: catches misdirected writes
 //! 16     8    owner     tree id (B+tree nodes), chunk index (bitmap), inode (xattr), 0 (log, super)
 //! 24     8    delta     delta sequence number that wrote the block
-//! 32     8    fs_id     first 8 bytes of the filesystem UUID: catches blocks of an older mkfs
+//! 32     8    fs_id     Superblock::fs_id (UUID and hash seed): catches blocks of an older mkfs
 //! 40     4    checksum  CRC32 of the whole block with these 4 bytes taken as zero
 //! 44     4    reserved  zero
 //! 48          payload

@@ -243,18 +243,14 @@ pub struct Superblock {
 }
 
 impl Superblock {
-    /// The 64-bit id stamped into every block header: the first 8 bytes of the UUID.
+    /// The 64-bit id stamped into every block header: the first 8 bytes of the UUID XOR the
+    /// first 8 bytes of the hash seed. The seed is random at every mkfs and cannot be chosen,
+    /// so even `mkfs --uuid` with an old filesystem's UUID gets a new id, and no block of
+    /// the old filesystem (a stale log block, say) ever verifies as one of the new one's.
     pub fn fs_id(&self) -> u64 {
-        u64::from_le_bytes([
-            self.uuid[0],
-            self.uuid[1],
-            self.uuid[2],
-            self.uuid[3],
-            self.uuid[4],
-            self.uuid[5],
-            self.uuid[6],
-            self.uuid[7],
-        ])
+        let word =
+            |b: &[u8; 16]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        word(&self.uuid) ^ word(&self.hash_seed)
     }
 
     /// The root of `tree`.

@@ -114,7 +114,8 @@ impl Filesystem {
         let handle = if opts.read_only {
             None
         } else {
-            Some(writeback::start(shared.clone()))
+            let started = writeback::start(shared.clone());
+            Some(started.map_err(|e| crate::Error::io("starting the writeback thread", e))?)
         };
         Ok(Arc::new(Filesystem {
             shared,
@@ -184,6 +185,10 @@ impl Filesystem {
     fn sync_open_delta(&self) -> Result<()> {
         let target = self.shared.open_delta.load(Ordering::Acquire);
         self.with(|st| {
+            // After a failed write, fsync reports the I/O error (EIO), not EROFS.
+            if st.failed.is_some() {
+                return Err(Errno::Io.into());
+            }
             if st.durable_delta >= target || st.read_only {
                 return Ok(());
             }

@@ -110,7 +110,7 @@ pub struct MountOptions {
     pub read_only: bool,
     /// Age after which the writeback scheduler commits the current delta.
     pub commit_interval: std::time::Duration,
-    /// Dirty bytes after which the writeback scheduler commits.
+    /// Dirty bytes after which the writer that passed them commits.
     pub dirty_limit_bytes: u64,
     /// Log blocks after which a commit also unifies.
     pub unify_log_blocks: u64,

@@ -32,7 +32,7 @@ impl Handle {
 }
 
 /// Starts the scheduler for `shared`.
-pub(crate) fn start(shared: Arc<Shared>) -> Handle {
+pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
     let (tx, rx) = bounded::<Request>(16);
     let interval = shared.opts.commit_interval;
     let thread = std::thread::Builder::new()
@@ -55,7 +55,9 @@ pub(crate) fn start(shared: Arc<Shared>) -> Handle {
                     }
                 }
             }
-        })
-        .ok();
-    Handle { tx, thread }
+        })?;
+    Ok(Handle {
+        tx,
+        thread: Some(thread),
+    })
 }
