@@ -414,7 +414,12 @@ fn unify_inner(st: &mut State, state: u32) -> Result<()> {
         .chunk_blocks
         .iter()
         .enumerate()
-        .map(|(c, b)| (Key::new(c as u64, 0), b.to_le_bytes().to_vec()))
+        .map(|(c, b)| {
+            (
+                Key::new(c as u64, 0),
+                crate::format::btree::encode_block_ref(*b),
+            )
+        })
         .collect();
     roots[TreeId::Freemap as usize] = build_small_tree(
         st,

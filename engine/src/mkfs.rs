@@ -186,9 +186,7 @@ pub fn layout(p: &MkfsParams) -> Result<Layout> {
         ));
     }
     let bs = p.block_size;
-    let word = |b: &[u8; 16]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-    // Must equal Superblock::fs_id(): asserted below once the superblock exists.
-    let fs_id = word(&p.uuid) ^ word(&p.hash_seed);
+    let fs_id = crate::format::superblock::fs_id_of(&p.uuid, &p.hash_seed);
     let header = BlockHeader {
         kind: Kind::BtreeLeaf,
         level: 0,
@@ -203,7 +201,12 @@ pub fn layout(p: &MkfsParams) -> Result<Layout> {
     };
     let bitmap_first = place.take(chunks);
     let freemap_entries: Vec<(Key, Vec<u8>)> = (0..chunks)
-        .map(|c| (Key::new(c, 0), (bitmap_first + c).to_le_bytes().to_vec()))
+        .map(|c| {
+            (
+                Key::new(c, 0),
+                crate::format::btree::encode_block_ref(bitmap_first + c),
+            )
+        })
         .collect();
     let freemap_blocks: usize = tree_shape(bs, freemap_entries.len(), 8).iter().sum();
     let freemap_first = place.take(freemap_blocks as u64);

@@ -292,6 +292,11 @@ impl<'a> Leaf<'a> {
     }
 }
 
+/// Encodes the freemap tree's value: the block number of one bitmap block.
+pub fn encode_block_ref(block: u64) -> Vec<u8> {
+    block.to_le_bytes().to_vec()
+}
+
 /// The freemap tree's value: the block number of one bitmap block.
 pub fn decode_block_ref(value: &[u8], blocknr: u64) -> Result<u64> {
     match value.try_into() {

@@ -208,6 +208,12 @@ pub struct TreeRoot {
     pub height: u8,
 }
 
+/// The filesystem id of a filesystem with this UUID and hash seed (see [`Superblock::fs_id`]).
+pub fn fs_id_of(uuid: &[u8; 16], hash_seed: &[u8; 16]) -> u64 {
+    let word = |b: &[u8; 16]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    word(uuid) ^ word(hash_seed)
+}
+
 /// Superblock state field values.
 pub const STATE_CLEAN: u32 = 1;
 /// The filesystem was mounted and not cleanly unmounted since.
@@ -248,9 +254,7 @@ impl Superblock {
     /// so even `mkfs --uuid` with an old filesystem's UUID gets a new id, and no block of
     /// the old filesystem (a stale log block, say) ever verifies as one of the new one's.
     pub fn fs_id(&self) -> u64 {
-        let word =
-            |b: &[u8; 16]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-        word(&self.uuid) ^ word(&self.hash_seed)
+        fs_id_of(&self.uuid, &self.hash_seed)
     }
 
     /// The root of `tree`.
