@@ -5,6 +5,9 @@
 //! tuxfs-mount --create SIZE [-f] [-o OPTIONS]... IMAGE MOUNTPOINT   # mkfs first if IMAGE is missing
 //! ```
 //!
+//! `-o log_writes=FILE` logs every write and flush for crash injection on a real mount (see
+//! [`tuxfs_fuse::options`] and the `tuxfs-replay` command).
+//!
 //! Without `-f` it daemonises, and returns (exit 0) only once the mount is up; any error is
 //! printed as one line on stderr and the exit status is 1. The image is locked with
 //! `flock(LOCK_EX|LOCK_NB)`, so a second mount of the same image is refused. `umount
@@ -52,7 +55,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use tuxfs_engine::dev::{DeviceKind, OpenOptions, open_file};
+use tuxfs_engine::dev::logwrites::LogWritesDevice;
+use tuxfs_engine::dev::{BlockDevice, DeviceKind, OpenOptions, open_file};
 use tuxfs_engine::fs::Filesystem;
 use tuxfs_fuse::adapter::Adapter;
 use tuxfs_fuse::daemon::{self, Ready};
@@ -77,6 +81,14 @@ fn main() -> ExitCode {
 /// Checks and locks in the foreground, then daemonises (unless `-f`) and serves the mount
 /// until it is unmounted.
 fn run(settings: &Settings, ready: &mut Ready) -> Result<(), String> {
+    let mut settings = settings.clone();
+    if let Some(log) = &settings.log_writes {
+        // Resolved now, in the directory the user started us in.
+        let log =
+            std::path::absolute(log).map_err(|e| format!("log_writes={}: {e}", log.display()))?;
+        settings.log_writes = Some(log);
+    }
+    let settings = &settings;
     let image = prepare_image(settings)?;
     let mountpoint = check_mountpoint(&settings.mountpoint)?;
     // Held until the process exits; shared with the daemon child across fork.
@@ -143,7 +155,17 @@ fn serve(
         },
     )
     .map_err(|e| format!("cannot open {}: {}", image.display(), errno::describe(&e)))?;
-    let fs = Filesystem::mount(Arc::from(device), settings.engine_options())
+    let device: Arc<dyn BlockDevice> = match &settings.log_writes {
+        None => Arc::from(device),
+        Some(log) => Arc::new(LogWritesDevice::create(device, log).map_err(|e| {
+            format!(
+                "log_writes={}: cannot start the write log: {}",
+                log.display(),
+                errno::describe(&e)
+            )
+        })?),
+    };
+    let fs = Filesystem::mount(device, settings.engine_options())
         .map_err(|e| format!("cannot mount {}: {}", image.display(), errno::describe(&e)))?;
 
     let adapter = Adapter::new(Arc::clone(&fs), settings.timeouts);

@@ -10,6 +10,20 @@
 //! Options are comma-separated and `-o` may be repeated; a later option overrides an
 //! earlier one (`ro` then `rw` is `rw`). Unknown options are refused, except those that only
 //! mean something to mount(8) or fstab, which are accepted and ignored.
+//!
+//! # Crash injection on a real mount: `log_writes=FILE`
+//!
+//! Wraps the device in [`tuxfs_engine::dev::logwrites::LogWritesDevice`]: at mount, before
+//! any write, the image is copied (sparse) to `FILE.base`; from then on every write and
+//! flush the engine sends to the image is also appended, in order, to `FILE` (format
+//! `TUXRLOG1`, see `tuxfs_engine::dev::record`), which is made durable at every flush.
+//! `tuxfs-replay FILE --list` shows the events and flush points, and `tuxfs-replay FILE --at
+//! N --out IMAGE [--crash-subset SEED]` rebuilds the image a power cut at event N could
+//! have left. Neither file may exist beforehand (an earlier run's log is never
+//! overwritten), so this option does not suit a permanent fstab entry. A relative `FILE` is
+//! taken relative to the directory `tuxfs-mount` was started in. It costs a copy of the
+//! image's used blocks at mount, a second copy of every write, and one `fdatasync` of the
+//! log per flush; it is a debugging aid, not for production.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,6 +52,9 @@ pub const THREADS_MAX: usize = 64;
                   exec, noexec, atime, noatime, sync, async, dirsync; fstab-only options \
                   (defaults, auto, noauto, user, users, nouser, nofail, _netdev, x-*, \
                   relatime, ...) are accepted and ignored.\n\
+                  log_writes=FILE (debugging, crash injection): copy the image to FILE.base \
+                  at mount and append every write and flush to FILE; rebuild crash images \
+                  with `tuxfs-replay FILE`. Neither file may exist.\n\
                   Unmount with `umount MOUNTPOINT`, `fusermount3 -u MOUNTPOINT`, or SIGTERM."
 )]
 pub struct Cli {
@@ -90,6 +107,8 @@ pub struct Settings {
     pub subtype: String,
     /// Generic mount flags passed to the kernel (nodev, noexec, ...).
     pub kernel_flags: Vec<MountOption>,
+    /// `log_writes=`: log every write and flush to this file (see the module doc).
+    pub log_writes: Option<PathBuf>,
 }
 
 impl Settings {
@@ -124,6 +143,7 @@ impl Settings {
             fsname: None,
             subtype: "tuxfs".to_string(),
             kernel_flags: Vec::new(),
+            log_writes: None,
         };
         for group in &cli.options {
             for opt in group.split(',') {
@@ -166,6 +186,7 @@ impl Settings {
             ("entry_timeout", Some(v)) => self.timeouts.entry = parse_seconds(key, v)?,
             ("fsname", Some(v)) => self.fsname = Some(non_empty(key, v)?),
             ("subtype", Some(v)) => self.subtype = non_empty(key, v)?,
+            ("log_writes", Some(v)) => self.log_writes = Some(PathBuf::from(non_empty(key, v)?)),
             _ if value.is_none() && kernel_flag(key).is_some() => {
                 if let Some(flag) = kernel_flag(key) {
                     self.set_kernel_flag(flag);
@@ -329,6 +350,7 @@ mod tests {
         assert_eq!(s.timeouts, Timeouts::default());
         assert_eq!(s.commit_interval, None);
         assert_eq!(s.create_size, None);
+        assert_eq!(s.log_writes, None);
         let cfg = s.fuser_config("img");
         assert!(cfg.mount_options.contains(&MountOption::DefaultPermissions));
         assert!(cfg.mount_options.contains(&MountOption::RW));
@@ -382,7 +404,7 @@ mod tests {
             "ro,commit=7,allow_other",
             "-o",
             "default_permissions,threads=4,attr_timeout=0.5,entry_timeout=2",
-            "-ofsname=mydisk,subtype=tux",
+            "-ofsname=mydisk,subtype=tux,log_writes=/tmp/w.log",
             "--create",
             "64M",
             "img",
@@ -396,6 +418,7 @@ mod tests {
         assert_eq!(s.timeouts.attr, Duration::from_millis(500));
         assert_eq!(s.timeouts.entry, Duration::from_secs(2));
         assert_eq!(s.create_size, Some(64 << 20));
+        assert_eq!(s.log_writes, Some(PathBuf::from("/tmp/w.log")));
         let cfg = s.fuser_config("img");
         assert!(cfg.mount_options.contains(&MountOption::RO));
         assert!(
@@ -448,6 +471,8 @@ mod tests {
             "entry_timeout=x",
             "fsname=",
             "ro=1",
+            "log_writes",
+            "log_writes=",
         ] {
             let err = parse(&["-o", bad, "img", "mnt"]).unwrap_err();
             assert!(!err.is_empty(), "{bad}");

@@ -23,12 +23,17 @@
 //!   as of any point of that log (crash tests).
 //! - [`fault::FaultDevice`]: seeded EIO on read/write/flush, torn writes, loss of unflushed
 //!   writes.
+//! - [`logwrites::LogWritesDevice`]: passes everything to another device and appends every
+//!   write and flush to a log file, so crash images of a real mount can be rebuilt later
+//!   with [`replay`] (the `tuxfs-replay` command).
 
 mod buf;
 pub mod fault;
 pub mod file;
+pub mod logwrites;
 pub mod mem;
 pub mod record;
+pub mod replay;
 pub mod sync;
 #[cfg(test)]
 mod tests;

@@ -18,11 +18,29 @@
 //! | 16 | 8 | device size in bytes: every write must lie inside it |
 //! | 24 | 4 | crc32 of bytes 0..24 |
 //!
-//! Each record: kind `u8` (1 write, 2 flush), 3 reserved zero bytes, data length `u32`,
-//! offset `u64`, the data, then a crc32 of everything before it in the record. A flush has
-//! length and offset 0. Reading checks every length against the bytes left in the file and
+//! Each record: kind `u8` (1 write, 2 flush, 3 base), 3 reserved zero bytes, data length
+//! `u32`, offset `u64`, the data, then a crc32 of everything before it in the record. A flush
+//! has length and offset 0. Reading checks every length against the bytes left in the file and
 //! the device size before allocating, so a damaged log gives an error, never a huge
-//! allocation or a panic.
+//! allocation or a panic, and memory per record is bounded by the device size.
+//!
+//! ## Extension: the base record (kind 3)
+//!
+//! A log written while a real device is in use ([`super::logwrites::LogWritesDevice`]) must
+//! say which image its writes apply to. It may start with one base record: kind 3, offset 0,
+//! 4 bytes of data holding the crc32 (`crc32fast`, IEEE) of all `device size` bytes of the
+//! base image. Only record 0 may be a base record; it is not an event, so event numbers
+//! (and flush points) count writes and flushes only. Logs without one (every log a
+//! [`RecordingDevice`] saves) are unchanged, so the version stays 1; a reader older than this
+//! extension refuses a log with a base record ("bad kind 3") rather than misreading it.
+//!
+//! ## Torn tails
+//!
+//! A log appended to while the system runs can end in a record that was only partly written
+//! when the writer crashed. [`LogReader`] reports such a record as an error at its byte
+//! offset; [`RecordLog::decode`] (strict) refuses the whole log, while the replay tools treat
+//! the first record that does not verify as the end of the log (see
+//! [`super::replay::scan_log`]).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -59,6 +77,8 @@ pub struct TornWrite {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordLog {
     pub size_bytes: u64,
+    /// crc32 of the base image, when the log names it (a base record, see the module doc).
+    pub base_crc: Option<u32>,
     pub events: Vec<Event>,
 }
 
@@ -104,6 +124,14 @@ impl RecordingDevice {
                 base.len()
             )));
         }
+        if let Some(expected) = log.base_crc {
+            let got = crc32fast::hash(&base);
+            if got != expected {
+                return Err(Error::invalid(format!(
+                    "the base image has crc32 {got:#010x}, the log was recorded over {expected:#010x}"
+                )));
+            }
+        }
         let dev = RecordingDevice::new(base);
         {
             let mut rec = dev.lock();
@@ -136,6 +164,7 @@ impl RecordingDevice {
     pub fn log(&self) -> RecordLog {
         RecordLog {
             size_bytes: self.size,
+            base_crc: None,
             events: self.events(),
         }
     }
@@ -281,10 +310,11 @@ impl BlockDevice for RecordingDevice {
 
 const LOG_MAGIC: [u8; 8] = *b"TUXRLOG1";
 const LOG_VERSION: u32 = 1;
-const LOG_HEADER_BYTES: u64 = 28;
+pub(crate) const LOG_HEADER_BYTES: u64 = 28;
 const RECORD_HEAD_BYTES: usize = 16;
 const KIND_WRITE: u8 = 1;
 const KIND_FLUSH: u8 = 2;
+const KIND_BASE: u8 = 3;
 
 impl RecordLog {
     /// Writes the log to `path`.
@@ -306,48 +336,202 @@ impl RecordLog {
 
     /// Encodes the log into `out`.
     pub fn encode(&self, out: &mut impl Write) -> Result<()> {
-        let mut header = Vec::with_capacity(LOG_HEADER_BYTES as usize);
-        header.extend_from_slice(&LOG_MAGIC);
-        header.extend_from_slice(&LOG_VERSION.to_le_bytes());
-        header.extend_from_slice(&0u32.to_le_bytes());
-        header.extend_from_slice(&self.size_bytes.to_le_bytes());
-        header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
         let io = |e| Error::io("encoding record log", e);
-        out.write_all(&header).map_err(io)?;
-        for event in &self.events {
-            out.write_all(&encode_record(event)?).map_err(io)?;
+        out.write_all(&encode_header(self.size_bytes)).map_err(io)?;
+        let mut rec = Vec::new();
+        if let Some(crc) = self.base_crc {
+            push_base_record(&mut rec, crc);
         }
-        Ok(())
+        for event in &self.events {
+            match event {
+                Event::Write { offset, data } => push_write_record(&mut rec, *offset, data)?,
+                Event::Flush => push_flush_record(&mut rec),
+            }
+            out.write_all(&rec).map_err(io)?;
+            rec.clear();
+        }
+        out.write_all(&rec).map_err(io)
     }
 
-    /// Decodes a log of `len` bytes from `input`.
+    /// Decodes a log of `len` bytes from `input`. Strict: any record that does not verify,
+    /// including a torn last one, is an error.
     pub fn decode(input: &mut impl Read, len: u64) -> Result<RecordLog> {
-        let size_bytes = decode_header(input, len)?;
-        let mut left = len - LOG_HEADER_BYTES;
+        let mut reader = LogReader::new(input, len)?;
         let mut events = Vec::new();
-        while left > 0 {
-            let (event, used) = decode_record(input, left, size_bytes, events.len())?;
+        while let Some(event) = reader.next_event()? {
             events.push(event);
-            left -= used;
         }
-        Ok(RecordLog { size_bytes, events })
+        Ok(RecordLog {
+            size_bytes: reader.size_bytes(),
+            base_crc: reader.base_crc(),
+            events,
+        })
     }
 }
 
-fn encode_record(event: &Event) -> Result<Vec<u8>> {
-    let (kind, offset, data): (u8, u64, &[u8]) = match event {
-        Event::Write { offset, data } => (KIND_WRITE, *offset, data),
-        Event::Flush => (KIND_FLUSH, 0, &[]),
-    };
+/// The 28-byte file header for a device of `size_bytes`.
+pub(crate) fn encode_header(size_bytes: u64) -> Vec<u8> {
+    let mut header = Vec::with_capacity(LOG_HEADER_BYTES as usize);
+    header.extend_from_slice(&LOG_MAGIC);
+    header.extend_from_slice(&LOG_VERSION.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&size_bytes.to_le_bytes());
+    header.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+    header
+}
+
+/// Appends one record (head, data, crc) to `out`.
+fn push_record(out: &mut Vec<u8>, kind: u8, offset: u64, data: &[u8]) -> Result<()> {
     let len =
         u32::try_from(data.len()).map_err(|_| Error::invalid("a logged write exceeds 4 GiB"))?;
-    let mut rec = Vec::with_capacity(RECORD_HEAD_BYTES + data.len() + 4);
-    rec.extend_from_slice(&[kind, 0, 0, 0]);
-    rec.extend_from_slice(&len.to_le_bytes());
-    rec.extend_from_slice(&offset.to_le_bytes());
-    rec.extend_from_slice(data);
-    rec.extend_from_slice(&crc32fast::hash(&rec).to_le_bytes());
-    Ok(rec)
+    let start = out.len();
+    out.reserve(RECORD_HEAD_BYTES + data.len() + 4);
+    out.extend_from_slice(&[kind, 0, 0, 0]);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(data);
+    let crc = crc32fast::hash(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(())
+}
+
+/// Appends a write record.
+pub(crate) fn push_write_record(out: &mut Vec<u8>, offset: u64, data: &[u8]) -> Result<()> {
+    push_record(out, KIND_WRITE, offset, data)
+}
+
+/// Appends a flush record.
+pub(crate) fn push_flush_record(out: &mut Vec<u8>) {
+    // Cannot fail: no data.
+    let _ = push_record(out, KIND_FLUSH, 0, &[]);
+}
+
+/// Appends a base record naming the base image by its crc32.
+pub(crate) fn push_base_record(out: &mut Vec<u8>, crc: u32) {
+    // Cannot fail: 4 bytes of data.
+    let _ = push_record(out, KIND_BASE, 0, &crc.to_le_bytes());
+}
+
+/// Reads a log one record at a time: memory per record is bounded by the device size and
+/// by the bytes left in the file, whatever the record claims.
+///
+/// After the first error (a damaged or torn record) the reader returns that error's
+/// position from [`LogReader::position`] and yields nothing more.
+#[derive(Debug)]
+pub struct LogReader<R> {
+    input: R,
+    size_bytes: u64,
+    base_crc: Option<u32>,
+    /// Length of the whole file.
+    len: u64,
+    /// Bytes of the file not read yet.
+    left: u64,
+    /// Records read so far (the base record included).
+    records: usize,
+    /// Events returned so far.
+    events: usize,
+    /// The first event, read ahead while looking for a base record.
+    pending: Option<Result<Event>>,
+    done: bool,
+}
+
+/// One decoded record.
+enum Record {
+    Base(u32),
+    Event(Event),
+}
+
+impl<R: Read> LogReader<R> {
+    /// Reads the header (and the base record, if the log has one) of a log of `len` bytes.
+    /// Fails only when the header itself is damaged; a damaged first record is reported by
+    /// the first [`LogReader::next_event`].
+    pub fn new(mut input: R, len: u64) -> Result<LogReader<R>> {
+        let size_bytes = decode_header(&mut input, len)?;
+        let mut reader = LogReader {
+            input,
+            size_bytes,
+            base_crc: None,
+            len,
+            left: len - LOG_HEADER_BYTES,
+            records: 0,
+            events: 0,
+            pending: None,
+            done: false,
+        };
+        match reader.next_record() {
+            Ok(Some(Record::Base(crc))) => reader.base_crc = Some(crc),
+            Ok(Some(Record::Event(e))) => reader.pending = Some(Ok(e)),
+            Ok(None) => {}
+            Err(e) => reader.pending = Some(Err(e)),
+        }
+        Ok(reader)
+    }
+
+    /// The size of the device the log was recorded on.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// The crc32 of the base image, when the log names it.
+    pub fn base_crc(&self) -> Option<u32> {
+        self.base_crc
+    }
+
+    /// Byte offset in the file of the next record (after an error: of the damaged record).
+    pub fn position(&self) -> u64 {
+        self.len - self.left
+    }
+
+    /// Events returned so far.
+    pub fn events_read(&self) -> usize {
+        self.events
+    }
+
+    /// Bytes of the file not consumed (after an error: the damaged tail).
+    pub fn bytes_left(&self) -> u64 {
+        self.left
+    }
+
+    /// The next event, `None` at the end of the file.
+    pub fn next_event(&mut self) -> Result<Option<Event>> {
+        if let Some(first) = self.pending.take() {
+            if first.is_err() {
+                self.done = true;
+            } else {
+                self.events += 1;
+            }
+            return first.map(Some);
+        }
+        match self.next_record() {
+            Ok(Some(Record::Event(e))) => {
+                self.events += 1;
+                Ok(Some(e))
+            }
+            Ok(Some(Record::Base(_))) => {
+                self.done = true;
+                Err(log_err(format!(
+                    "record {}: a base record after the first record",
+                    self.records - 1
+                )))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                self.done = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        if self.done || self.left == 0 {
+            return Ok(None);
+        }
+        let n = self.records;
+        let (record, used) = decode_record(&mut self.input, self.left, self.size_bytes, n)?;
+        self.left -= used;
+        self.records += 1;
+        Ok(Some(record))
+    }
 }
 
 fn log_err(what: impl Into<String>) -> Error {
@@ -391,7 +575,7 @@ fn decode_header(input: &mut impl Read, len: u64) -> Result<u64> {
 }
 
 /// Decodes record number `n`, with `left` bytes left in the log. Returns it and its length.
-fn decode_record(input: &mut impl Read, left: u64, size: u64, n: usize) -> Result<(Event, u64)> {
+fn decode_record(input: &mut impl Read, left: u64, size: u64, n: usize) -> Result<(Record, u64)> {
     let mut head = [0u8; RECORD_HEAD_BYTES];
     if left < RECORD_HEAD_BYTES as u64 + 4 {
         return Err(log_err(format!("record {n} truncated")));
@@ -418,16 +602,17 @@ fn decode_record(input: &mut impl Read, left: u64, size: u64, n: usize) -> Resul
         return Err(log_err(format!("record {n}: checksum mismatch")));
     }
     rest.truncate(len);
-    let event = match (kind, len, offset) {
-        (KIND_WRITE, _, _) => Event::Write { offset, data: rest },
-        (KIND_FLUSH, 0, 0) => Event::Flush,
+    let record = match (kind, len, offset) {
+        (KIND_WRITE, _, _) => Record::Event(Event::Write { offset, data: rest }),
+        (KIND_FLUSH, 0, 0) => Record::Event(Event::Flush),
+        (KIND_BASE, 4, 0) if n == 0 => Record::Base(le_u32(&rest, 0)),
         _ => {
             return Err(log_err(format!(
-                "record {n}: bad kind {kind} or flush with data"
+                "record {n}: bad kind {kind}, or a flush or base record of the wrong shape"
             )));
         }
     };
-    Ok((event, total))
+    Ok((record, total))
 }
 
 #[cfg(test)]
@@ -596,6 +781,30 @@ mod tests {
                 assert!(log.events.len() < 8, "a cut log lost events");
             }
         }
+    }
+
+    #[test]
+    fn base_record_round_trip() {
+        let dev = sample();
+        let base = vec![0u8; 4096];
+        let mut log = dev.log();
+        log.base_crc = Some(crc32fast::hash(&base));
+        let mut bytes = Vec::new();
+        log.encode(&mut bytes).expect("encode");
+        let back = RecordLog::decode(&mut bytes.as_slice(), bytes.len() as u64).expect("decode");
+        assert_eq!(back, log);
+        assert_eq!(back.events.len(), 8, "the base record is not an event");
+        let again = RecordingDevice::from_log(base, back.clone()).expect("the right base");
+        assert_eq!(again.snapshot(), dev.snapshot());
+        let err = RecordingDevice::from_log(vec![1; 4096], back).expect_err("another base");
+        assert!(err.to_string().contains("crc32"), "{err}");
+        // A base record anywhere but first is refused.
+        let mut twice = encoded(&dev);
+        let mut rec = Vec::new();
+        push_base_record(&mut rec, 7);
+        twice.extend_from_slice(&rec);
+        let err = RecordLog::decode(&mut twice.as_slice(), twice.len() as u64).expect_err("late");
+        assert!(err.to_string().contains("record 8"), "{err}");
     }
 
     #[test]

@@ -351,3 +351,12 @@ fn direct_falls_back_to_buffered_where_refused() {
     assert!(format!("{dev:?}").contains("direct: false"), "{dev:?}");
     conformance(&*dev);
 }
+
+#[test]
+fn logwrites_conformance() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner = open(dir.path(), DeviceKind::Sync, false, 8);
+    let dev =
+        super::logwrites::LogWritesDevice::create(inner, &dir.path().join("w.log")).expect("wrap");
+    conformance(&dev);
+}
