@@ -163,6 +163,28 @@ pub fn read_log(io: &BlockReader<'_>, sb: &Superblock) -> LogReplay {
     }
 }
 
+/// The highest delta number carried by the log blocks that verify (each against the number
+/// in its own header) on the chain from `block`: blocks that a dropped delta or an older
+/// history left behind, for instance after damage made an older superblock win. A writer
+/// must number its deltas past them (FORMAT.md §6). Pure reading: fsck uses it too.
+pub fn stale_delta_max(io: &BlockReader<'_>, fs_id: u64, mut block: u64) -> Option<u64> {
+    let mut max = None;
+    let mut seen = BTreeSet::new();
+    // Each block is visited once, so this ends within block_count reads.
+    while seen.insert(block) {
+        let Ok(buf) = io.read(block) else { break };
+        let Some(delta) = crate::format::header::peek_delta(&buf) else {
+            break;
+        };
+        let Ok(log) = LogBlock::decode(&buf, block, delta, fs_id) else {
+            break;
+        };
+        max = max.max(Some(delta));
+        block = log.next;
+    }
+    max
+}
+
 /// True when the first log block of `delta` at `block` verifies.
 fn read_delta_first(io: &BlockReader<'_>, fs_id: u64, block: u64, delta: u64) -> bool {
     io.read(block)
@@ -260,6 +282,11 @@ pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
     let (chunk_blocks, freemap_tree_blocks, alloc) = load_freemap(&io, &sb)?;
     let (orphans, orphan_tree_blocks) = load_orphans(&io, &sb)?;
     let replay = read_log(&io.reader(), &sb);
+    // The next delta is numbered past the last one read and past any stale log block at
+    // the head of the next chain, so the chain the mount's unify starts never expects a
+    // number that a block already on disk carries.
+    let stale = stale_delta_max(&io.reader(), fs_id, replay.ahead).unwrap_or(0);
+    let next_delta = replay.next_delta.max(stale.saturating_add(1));
     let mut st = State {
         io,
         fs_id,
@@ -272,7 +299,7 @@ pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
         chunk_blocks,
         rewritten_chunks: BTreeSet::new(),
         alloc,
-        delta: replay.next_delta + 1,
+        delta: next_delta + 1,
         durable_delta: replay.next_delta.saturating_sub(1),
         log: LogPos {
             ahead: replay.ahead,

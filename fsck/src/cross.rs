@@ -1,7 +1,7 @@
 //! Cross-checks between trees: directory entries against inodes, link counts, parents,
 //! connectivity, orphans, and block counts against extents.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use tuxfs_engine::format::ROOT_INUM;
 use tuxfs_engine::format::dirent::dtype_of_mode;
@@ -30,7 +30,7 @@ impl Checker<'_> {
             .map(|(n, _)| *n)
             .collect();
         for inum in beyond {
-            self.finding(
+            self.finding_safe(
                 None,
                 format!(
                     "inode {inum} is at or past the next inode number {}",
@@ -80,7 +80,7 @@ impl Checker<'_> {
                 continue;
             };
             if dtype_of_mode(target.mode) != e.dtype {
-                self.finding(
+                self.finding_safe(
                     None,
                     format!(
                         "entry '{name}' in directory {} has type {} but inode {} has mode {:#o}",
@@ -92,7 +92,7 @@ impl Checker<'_> {
             if target.mode & 0o170000 == S_IFDIR {
                 *links.subdirs.entry(e.dir).or_default() += 1;
                 if target.parent != e.dir {
-                    self.finding(
+                    self.finding_safe(
                         None,
                         format!(
                             "directory {} is named '{name}' in directory {} but its parent says {}",
@@ -127,7 +127,7 @@ impl Checker<'_> {
                 named
             };
             if nlink != expected {
-                self.finding(
+                self.finding_safe(
                     None,
                     format!("inode {inum} has link count {nlink}, but {expected} links were found"),
                 );
@@ -136,7 +136,7 @@ impl Checker<'_> {
     }
 
     fn check_connected(&mut self, links: &Links) {
-        let mut seen = BTreeSet::from([ROOT_INUM]);
+        let mut seen = HashSet::from([ROOT_INUM]);
         let mut todo = vec![ROOT_INUM];
         while let Some(dir) = todo.pop() {
             for &child in links.children.get(&dir).into_iter().flatten() {
@@ -167,20 +167,35 @@ impl Checker<'_> {
 
     fn check_orphans(&mut self) {
         let orphans = self.orphans.clone();
+        let mut pending = Vec::new();
         for inum in &orphans {
             match self.inodes.get(inum) {
-                None => self.finding(
+                None => self.finding_safe(
                     None,
                     format!("orphan list names inode {inum}, which does not exist"),
                 ),
-                Some(i) if i.nlink != 0 => self.finding(
+                Some(i) if i.nlink != 0 => self.finding_safe(
                     None,
                     format!(
                         "orphan list names inode {inum}, which still has {} links",
                         i.nlink
                     ),
                 ),
-                Some(_) => {}
+                Some(_) => pending.push(*inum),
+            }
+        }
+        // An orphan waiting for cleanup is a valid state (a mount frees it): -n notes it,
+        // and a repair, which runs offline with nothing open, finishes the cleanup.
+        if !pending.is_empty() {
+            let what = format!(
+                "{} inodes on the orphan list wait to be freed (first: {})",
+                pending.len(),
+                pending[0]
+            );
+            if self.opts.mode == crate::Mode::Check {
+                self.notes.push(what);
+            } else {
+                self.finding_safe(None, what);
             }
         }
         let unlisted: Vec<u64> = self
@@ -190,7 +205,7 @@ impl Checker<'_> {
             .map(|(n, _)| *n)
             .collect();
         for inum in unlisted {
-            self.finding(
+            self.finding_safe(
                 None,
                 format!("inode {inum} has no links and is not on the orphan list"),
             );
@@ -201,7 +216,7 @@ impl Checker<'_> {
         let owners: Vec<u64> = self.extent_blocks.keys().copied().collect();
         for inum in owners {
             if !self.inodes.contains_key(&inum) {
-                self.finding(
+                self.finding_safe(
                     None,
                     format!("extents belong to inode {inum}, which does not exist"),
                 );
@@ -220,7 +235,7 @@ impl Checker<'_> {
             .collect();
         for (inum, stored, counted) in counts {
             if stored != counted {
-                self.finding(
+                self.finding_safe(
                     None,
                     format!(
                         "inode {inum} says it has {stored} data blocks, its extents have {counted}"
@@ -234,9 +249,9 @@ impl Checker<'_> {
 #[derive(Debug, Default)]
 struct Links {
     /// Directory entries naming each inode.
-    to: BTreeMap<u64, u32>,
+    to: HashMap<u64, u32>,
     /// Subdirectories of each directory.
-    subdirs: BTreeMap<u64, u32>,
+    subdirs: HashMap<u64, u32>,
     /// Entries of each directory.
-    children: BTreeMap<u64, Vec<u64>>,
+    children: HashMap<u64, Vec<u64>>,
 }

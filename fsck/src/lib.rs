@@ -18,6 +18,7 @@
 
 mod bitset;
 mod cross;
+mod repair;
 mod report;
 mod superblock;
 mod walk;
@@ -48,12 +49,27 @@ pub struct Options {
     pub check_data: bool,
 }
 
+/// What repairing a finding costs, which decides whether `-p` may do it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// Nothing the user could miss is lost (bitmap, link counts, block counts, parent
+    /// fields, entry types, finishing orphan cleanup, a superblock slot): `-p` and `-y`.
+    Safe,
+    /// Something is dropped or moved (entries of a damaged leaf, extents, xattrs, names,
+    /// disconnected inodes moved to lost+found): only `-y`.
+    Lossy,
+    /// fsck cannot repair it (a data block whose checksum does not match: the data is
+    /// gone, and the extent still says what it should have been).
+    Never,
+}
+
 /// One problem found: the block it is about (when it is about one) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub block: Option<u64>,
     pub what: String,
     pub fixed: bool,
+    pub fix: Fix,
 }
 
 /// Counts of what was checked.
@@ -69,6 +85,8 @@ pub struct Stats {
     pub log_blocks: u64,
     pub log_deltas: u64,
     pub used_blocks: u64,
+    /// Blocks a repair wrote (0 with `-n`).
+    pub blocks_written: u64,
     pub elapsed: Duration,
 }
 
@@ -113,6 +131,12 @@ impl std::error::Error for OperationalError {}
 pub const EXIT_OPERATIONAL: i32 = 8;
 
 /// Checks (and with `Preen`/`Yes` repairs) the filesystem on `dev`.
+///
+/// Repair is all or nothing per run: when `-y` is given, or `-p` and every finding is
+/// [`Fix::Safe`], the repaired state is written as a fresh metadata set (see `repair`),
+/// and the image is then checked again; anything that check still finds is reported as
+/// left uncorrected. With `-p` and any finding that would lose something, nothing but a
+/// damaged superblock slot is changed, and the exit code says to run fsck by hand.
 pub fn check(dev: &dyn BlockDevice, opts: &Options) -> Result<Report, OperationalError> {
     let start = Instant::now();
     let chosen = superblock::select(dev, opts.mode)?;
@@ -120,13 +144,86 @@ pub fn check(dev: &dyn BlockDevice, opts: &Options) -> Result<Report, Operationa
     checker.findings.extend(chosen.findings);
     checker.stats.blocks_read += chosen.blocks_read;
     checker.run();
-    let mut stats = checker.stats;
-    stats.elapsed = start.elapsed();
-    Ok(Report {
-        superblock: chosen.superblock,
+    let mut report = Report {
+        superblock: chosen.superblock.clone(),
         slot: chosen.slot,
-        findings: checker.findings,
-        notes: checker.notes,
-        stats,
-    })
+        findings: Vec::new(),
+        notes: Vec::new(),
+        stats: Stats::default(),
+    };
+    let needs = checker
+        .findings
+        .iter()
+        .any(|f| !f.fixed && f.fix != Fix::Never);
+    let allowed = match opts.mode {
+        Mode::Check => false,
+        Mode::Preen => checker
+            .findings
+            .iter()
+            .all(|f| f.fixed || f.fix != Fix::Lossy),
+        Mode::Yes => true,
+    };
+    if needs && !allowed && opts.mode == Mode::Preen {
+        checker.notes.push(
+            "some repairs would drop or move something: run fsck.tuxfs -y (nothing else was changed)"
+                .into(),
+        );
+    }
+    if needs && allowed {
+        let state = repair::repaired_state(&mut checker);
+        match repair::write(
+            dev,
+            &chosen.superblock,
+            chosen.slot,
+            &checker.referenced,
+            &state,
+        ) {
+            Ok(written) => {
+                for f in checker.findings.iter_mut().filter(|f| f.fix != Fix::Never) {
+                    f.fixed = true;
+                }
+                checker.stats.blocks_written = written.blocks_written;
+                report.superblock = written.superblock;
+                report.slot = written.slot;
+                recheck(dev, opts, &mut checker)?;
+            }
+            Err(repair::RepairError::NoSpace(why)) => {
+                checker.finding(None, format!("cannot repair: {why}"));
+            }
+            Err(repair::RepairError::Io(why)) => {
+                return Err(OperationalError(format!("repair failed: {why}")));
+            }
+        }
+    }
+    report.findings = checker.findings;
+    report.notes = checker.notes;
+    report.stats = checker.stats;
+    report.stats.elapsed = start.elapsed();
+    Ok(report)
+}
+
+/// Checks the repaired image (read-only) and adds what is still wrong as uncorrected.
+fn recheck(
+    dev: &dyn BlockDevice,
+    opts: &Options,
+    checker: &mut walk::Checker<'_>,
+) -> Result<(), OperationalError> {
+    let again = Options {
+        mode: Mode::Check,
+        check_data: opts.check_data,
+    };
+    let chosen = superblock::select(dev, Mode::Check)?;
+    let mut after = walk::Checker::new(dev, chosen.superblock, again);
+    after.findings.extend(chosen.findings);
+    after.run();
+    checker.stats.blocks_read += after.stats.blocks_read + chosen.blocks_read;
+    for mut f in after.findings {
+        if f.fix == Fix::Never && checker.findings.iter().any(|g| g.what == f.what) {
+            continue;
+        }
+        f.what = format!("after repair: {}", f.what);
+        f.fixed = false;
+        checker.findings.push(f);
+    }
+    Ok(())
 }

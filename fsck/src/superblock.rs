@@ -8,7 +8,7 @@ use tuxfs_engine::format::{
     self, BLOCK_SIZE_MAX, BLOCK_SIZE_MIN, SUPERBLOCK_SLOTS, Superblock, header,
 };
 
-use crate::{Finding, Mode, OperationalError};
+use crate::{Finding, Fix, Mode, OperationalError};
 
 /// The superblock fsck will use, and what it found on the way.
 pub(crate) struct Chosen {
@@ -125,6 +125,7 @@ pub(crate) fn select(dev: &dyn BlockDevice, mode: Mode) -> Result<Chosen, Operat
             block: Some(i),
             what: format!("superblock slot {i} is damaged: {why}"),
             fixed: false,
+            fix: Fix::Safe,
         };
         if mode != Mode::Check {
             rewrite_slot(dev, &sb, i)?;

@@ -1,6 +1,13 @@
 //! Walking everything reachable from the superblock: trees, log chain, bitmap, xattr
-//! chains, and (with `--data`) data blocks. Each block is read once and marked referenced;
-//! a block reached twice is reported and not descended into again, which also stops loops.
+//! chains, and (with `--data`) data blocks. Each block is marked referenced once; a block
+//! reached twice is reported and not descended into again, which also stops loops. (A
+//! leaf reached twice is still decoded: it cannot lead anywhere, and if it verifies its
+//! entries are real; entries outside the range it was reached with are dropped.)
+//!
+//! With `-p`/`-y` the walk also keeps what survives ([`Kept`]): every entry that decodes,
+//! in the state recovery would produce (after the log), so that `repair` can write it out
+//! afresh. Memory is then bounded by the filesystem's metadata: the decoded entries of the
+//! trees (about the size of their leaves) plus three bitsets of one bit per block.
 
 use std::collections::BTreeMap;
 
@@ -13,10 +20,42 @@ use tuxfs_engine::format::log::LogRecord;
 use tuxfs_engine::format::xattr::XattrBlock;
 use tuxfs_engine::format::{SUPERBLOCK_SLOTS, Superblock, TreeId, bitmap, data_crc};
 use tuxfs_engine::io::BlockReader;
-use tuxfs_engine::recovery::{LogReplay, read_log};
+use tuxfs_engine::recovery::{LogReplay, read_log, stale_delta_max};
 
 use crate::bitset::Bitset;
-use crate::{Finding, Options, Stats};
+use crate::{Finding, Fix, Mode, Options, Stats};
+
+/// Byte offsets of the inode record (FORMAT.md §4.5) that salvaging needs: the fixed part,
+/// and the u16 length of the inline xattrs that follow it.
+const INODE_FIXED: usize = tuxfs_engine::format::inode::INODE_FIXED_SIZE;
+const INODE_XATTR_LEN: usize = 112;
+
+/// The record without its inline xattrs (length field zeroed, entries cut out), or None
+/// when the record is too short to say where they are.
+fn strip_inline_xattrs(value: &[u8]) -> Option<Vec<u8>> {
+    let len = value.get(INODE_XATTR_LEN..INODE_XATTR_LEN + 2)?;
+    let xattr_len = usize::from(u16::from_le_bytes([len[0], len[1]]));
+    let mut out = value.get(..INODE_FIXED)?.to_vec();
+    out[INODE_XATTR_LEN] = 0;
+    out[INODE_XATTR_LEN + 1] = 0;
+    out.extend_from_slice(value.get(INODE_FIXED + xattr_len..)?);
+    Some(out)
+}
+
+/// What survives the walk, for repair: every entry that decodes, as recovery would see it.
+#[derive(Debug)]
+pub(crate) struct Kept {
+    pub inodes: BTreeMap<u64, Inode>,
+    /// Extents that decode, cut to the part inside the filesystem.
+    pub extents: BTreeMap<Key, Extent>,
+    /// Per inode with a spill chain: its blocks if the whole chain verifies.
+    pub xattr_chains: BTreeMap<u64, Option<Vec<u64>>>,
+    /// Blocks whose header proved them metadata (nodes, leaves, xattr blocks, the log
+    /// chain): a data extent that points at one of them loses that block.
+    pub metadata: Bitset,
+    /// The highest delta number seen in the superblock, the log and any block header.
+    pub max_delta: u64,
+}
 
 /// What fsck remembers of an inode for the cross-checks.
 #[derive(Debug, Clone)]
@@ -32,6 +71,7 @@ pub(crate) struct InodeInfo {
 #[derive(Debug, Clone)]
 pub(crate) struct EntryInfo {
     pub dir: u64,
+    pub pos: u64,
     pub inum: u64,
     pub dtype: u8,
     pub name: Vec<u8>,
@@ -40,12 +80,16 @@ pub(crate) struct EntryInfo {
 pub(crate) struct Checker<'a> {
     dev: &'a dyn BlockDevice,
     pub sb: Superblock,
-    opts: Options,
+    pub opts: Options,
     pub findings: Vec<Finding>,
     pub notes: Vec<String>,
     pub stats: Stats,
     /// Every block something refers to.
-    referenced: Bitset,
+    pub referenced: Bitset,
+    /// What survives, kept only when repairing.
+    pub kept: Option<Kept>,
+    /// (inode, end) of the last extent visited, to catch overlaps.
+    last_extent: Option<(u64, u64)>,
     pub inodes: BTreeMap<u64, InodeInfo>,
     pub entries: Vec<EntryInfo>,
     pub orphans: Vec<u64>,
@@ -60,6 +104,13 @@ impl<'a> Checker<'a> {
     pub(crate) fn new(dev: &'a dyn BlockDevice, sb: Superblock, opts: Options) -> Self {
         let referenced = Bitset::new(sb.block_count);
         let next_inum = sb.next_inum;
+        let kept = (opts.mode != Mode::Check).then(|| Kept {
+            inodes: BTreeMap::new(),
+            extents: BTreeMap::new(),
+            xattr_chains: BTreeMap::new(),
+            metadata: Bitset::new(sb.block_count),
+            max_delta: sb.delta.max(sb.log_delta),
+        });
         Checker {
             dev,
             sb,
@@ -68,6 +119,8 @@ impl<'a> Checker<'a> {
             notes: Vec::new(),
             stats: Stats::default(),
             referenced,
+            kept,
+            last_extent: None,
             inodes: BTreeMap::new(),
             entries: Vec::new(),
             orphans: Vec::new(),
@@ -77,12 +130,31 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Records a problem whose repair drops or moves something (only `-y` repairs it).
     pub(crate) fn finding(&mut self, block: Option<u64>, what: impl Into<String>) {
+        self.finding_as(Fix::Lossy, block, what);
+    }
+
+    /// Records a problem whose repair loses nothing (`-p` repairs it too).
+    pub(crate) fn finding_safe(&mut self, block: Option<u64>, what: impl Into<String>) {
+        self.finding_as(Fix::Safe, block, what);
+    }
+
+    pub(crate) fn finding_as(&mut self, fix: Fix, block: Option<u64>, what: impl Into<String>) {
         self.findings.push(Finding {
             block,
             what: what.into(),
             fixed: false,
+            fix,
         });
+    }
+
+    /// Notes that `block` proved to be metadata, written by `delta`.
+    fn proved(&mut self, block: u64, delta: u64) {
+        if let Some(k) = &mut self.kept {
+            k.metadata.set(block);
+            k.max_delta = k.max_delta.max(delta);
+        }
     }
 
     /// Runs every check.
@@ -98,6 +170,12 @@ impl<'a> Checker<'a> {
         // The same log reader recovery uses: fsck judges the state a mount would produce.
         let replay = read_log(&reader, &self.sb);
         self.claim_log(&replay);
+        if let Some(k) = &mut self.kept {
+            // Stale log blocks after the end of the log carry numbers a repair must not
+            // reuse either.
+            let stale = stale_delta_max(&reader, self.sb.fs_id(), replay.ahead).unwrap_or(0);
+            k.max_delta = k.max_delta.max(stale).max(replay.next_delta);
+        }
         for tree in TreeId::ACTIVE {
             let root = self.sb.root(tree);
             let mut leaves = BTreeMap::new();
@@ -151,9 +229,13 @@ impl<'a> Checker<'a> {
             for &b in &d.blocks {
                 self.stats.log_blocks += 1;
                 self.claim(b, "the log chain");
+                self.proved(b, d.delta);
             }
         }
+        // read_log read every chain block and the block after it.
+        self.stats.blocks_read += self.stats.log_blocks + 1;
         self.claim(replay.ahead, "the log (block allocated ahead)");
+        self.proved(replay.ahead, replay.next_delta);
         self.stats.log_deltas = replay.deltas.len() as u64;
         if !replay.deltas.is_empty() {
             self.notes.push(format!(
@@ -232,6 +314,7 @@ impl<'a> Checker<'a> {
             Ok(node) => node,
             Err(e) => return self.finding(Some(block), format!("{}: {e}", tree.name())),
         };
+        self.proved(block, node.header.delta);
         if node.entries.first().map(|(k, _)| *k) != Some(lo) {
             self.finding(
                 Some(block),
@@ -270,7 +353,8 @@ impl<'a> Checker<'a> {
         let bounds: Vec<(Key, u64)> = leaves.iter().map(|(k, b)| (*k, *b)).collect();
         for (i, &(lo, block)) in bounds.iter().enumerate() {
             let hi = bounds.get(i + 1).map(|(k, _)| *k);
-            if !self.claim(block, &format!("{} leaf", tree.name())) {
+            let first = self.claim(block, &format!("{} leaf", tree.name()));
+            if !first && !self.in_fs(block) {
                 continue;
             }
             let Some(buf) = self.read(block) else {
@@ -280,12 +364,15 @@ impl<'a> Checker<'a> {
             let leaf = match Leaf::decode(&buf, block, tree, self.sb.fs_id()) {
                 Ok(leaf) => leaf,
                 Err(e) => {
-                    self.finding(Some(block), format!("{}: {e}", tree.name()));
+                    if first {
+                        self.finding(Some(block), format!("{}: {e}", tree.name()));
+                    }
                     continue;
                 }
             };
+            self.proved(block, leaf.header.delta);
             if leaf.entries.is_empty() && bounds.len() > 1 {
-                self.finding(
+                self.finding_safe(
                     Some(block),
                     format!(
                         "block {block}: empty {} leaf in a tree of several leaves",
@@ -331,7 +418,24 @@ impl<'a> Checker<'a> {
         if key.b != 0 || key.a == 0 {
             return Err("inode keys are (inum, 0) with inum >= 1".into());
         }
-        let inode = Inode::decode(value, block).map_err(|e| e.to_string())?;
+        let inode = match Inode::decode(value, block) {
+            Ok(inode) => inode,
+            Err(e) => {
+                let salvaged =
+                    strip_inline_xattrs(value).and_then(|v| Inode::decode(&v, block).ok());
+                let Some(inode) = salvaged else {
+                    return Err(e.to_string());
+                };
+                self.finding(
+                    Some(block),
+                    format!(
+                        "block {block}: inode {}: the record decodes only without its inline xattrs ({e})",
+                        key.a
+                    ),
+                );
+                inode
+            }
+        };
         self.stats.inodes += 1;
         self.inodes.insert(
             key.a,
@@ -343,19 +447,44 @@ impl<'a> Checker<'a> {
                 xattr_block: inode.xattr_block,
             },
         );
+        if let Some(k) = &mut self.kept {
+            k.inodes.insert(key.a, inode);
+        }
         Ok(())
     }
 
     fn visit_extent(&mut self, block: u64, key: Key, value: &[u8]) -> Result<(), String> {
         let valid = self.sb.first_block..self.sb.block_count;
-        let extent =
-            Extent::decode(value, block, self.sb.block_size, valid).map_err(|e| e.to_string())?;
+        let extent = match Extent::decode(value, block, self.sb.block_size, valid.clone()) {
+            Ok(extent) => extent,
+            Err(e) => {
+                // An extent that is well formed but runs off the device keeps its part
+                // inside the filesystem (the claims below report the rest).
+                let anywhere = Extent::decode(value, block, self.sb.block_size, 0..u64::MAX);
+                match anywhere {
+                    Ok(x) if valid.contains(&x.phys) => x,
+                    _ => return Err(e.to_string()),
+                }
+            }
+        };
         self.stats.extents += 1;
-        if key.b.checked_add(extent.count()).is_none() {
+        let Some(end) = key.b.checked_add(extent.count()) else {
             return Err("file block range overflows".into());
+        };
+        if let Some((inum, prev_end)) = self.last_extent
+            && inum == key.a
+            && key.b < prev_end
+        {
+            return Err(format!(
+                "overlaps the previous extent, which ends at file block {prev_end}"
+            ));
         }
+        self.last_extent = Some((key.a, end));
         *self.extent_blocks.entry(key.a).or_default() += extent.count();
         let by = format!("extent of inode {} at file block {}", key.a, key.b);
+        if let Some(k) = &mut self.kept {
+            k.extents.insert(key, extent.clone());
+        }
         for (i, crc) in extent.crcs.iter().enumerate() {
             let phys = extent.phys + i as u64;
             self.stats.data_blocks += 1;
@@ -374,7 +503,8 @@ impl<'a> Checker<'a> {
         self.stats.data_blocks_verified += 1;
         let got = data_crc(&buf);
         if got != crc {
-            self.finding(
+            self.finding_as(
+                Fix::Never,
                 Some(phys),
                 format!("data block {phys} (inode {inum}, file block {file_block}): checksum {got:#010x}, extent says {crc:#010x}"),
             );
@@ -387,6 +517,7 @@ impl<'a> Checker<'a> {
         self.stats.dirents += 1;
         self.entries.push(EntryInfo {
             dir: key.a,
+            pos: key.b,
             inum: d.inum,
             dtype: d.dtype,
             name: d.name,
@@ -421,20 +552,35 @@ impl<'a> Checker<'a> {
             .collect();
         for (inum, mut next) in heads {
             let mut by = format!("xattr chain of inode {inum}");
+            let mut chain = Some(Vec::new());
             while next != 0 {
                 let block = next;
                 if !self.claim(block, &by) {
+                    chain = None;
                     break;
                 }
-                let Some(buf) = self.read(block) else { break };
+                let Some(buf) = self.read(block) else {
+                    chain = None;
+                    break;
+                };
                 match XattrBlock::decode(&buf, block, inum, self.sb.fs_id()) {
-                    Ok(x) => next = x.next,
+                    Ok(x) => {
+                        next = x.next;
+                        self.proved(block, x.header.delta);
+                        if let Some(c) = &mut chain {
+                            c.push(block);
+                        }
+                    }
                     Err(e) => {
                         self.finding(Some(block), e.to_string());
+                        chain = None;
                         break;
                     }
                 }
                 by = format!("xattr block {block} of inode {inum}");
+            }
+            if let Some(k) = &mut self.kept {
+                k.xattr_chains.insert(inum, chain);
             }
         }
     }
@@ -446,7 +592,7 @@ impl<'a> Checker<'a> {
         let per = bitmap::bits_per_chunk(self.sb.block_size);
         let found: Vec<(u64, (u64, u64))> = self.chunks.iter().map(|(c, v)| (*c, *v)).collect();
         for (chunk, (_, leaf)) in found.iter().filter(|(c, _)| *c >= chunks) {
-            self.finding(
+            self.finding_safe(
                 Some(*leaf),
                 format!(
                     "block {leaf}: free-space map has chunk {chunk} past the last chunk {}",
@@ -459,7 +605,7 @@ impl<'a> Checker<'a> {
         let mut all_bits = Vec::new();
         for chunk in 0..chunks {
             let Some(&(target, leaf)) = self.chunks.get(&chunk) else {
-                self.finding(
+                self.finding_safe(
                     None,
                     format!("free-space map has no bitmap for chunk {chunk}"),
                 );
@@ -475,7 +621,7 @@ impl<'a> Checker<'a> {
                 match bitmap::decode(&buf, target, chunk, self.sb.block_count, self.sb.fs_id()) {
                     Ok(bits) => bits.to_vec(),
                     Err(e) => {
-                        self.finding(Some(target), e.to_string());
+                        self.finding_safe(Some(target), e.to_string());
                         continue;
                     }
                 };
@@ -524,12 +670,12 @@ impl<'a> Checker<'a> {
             let marked = bitmap::bit(bits, b - first).unwrap_or(false);
             let used = self.referenced.get(b);
             if marked && !used {
-                self.finding(
+                self.finding_safe(
                     Some(b),
                     format!("block {b} is marked in use but nothing refers to it (leaked)"),
                 );
             } else if used && !marked {
-                self.finding(Some(b), format!("block {b} is in use but marked free"));
+                self.finding_safe(Some(b), format!("block {b} is in use but marked free"));
             }
         }
     }

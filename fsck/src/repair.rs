@@ -1,0 +1,818 @@
+//! Repair (`-p`, `-y`): compute the repaired logical state from what the walk kept, then
+//! write it out as a fresh metadata set, the way unify does.
+//!
+//! **What is repaired, in this order** (each step works on the result of the one before):
+//! 1. inode records that decode (inline xattrs that do not decode were already cut off by
+//!    the walk); a missing or non-directory root is replaced by an empty root directory;
+//! 2. directory entries: dropped when their directory is missing or not a directory, when
+//!    their target is missing or is the root; their type is set from the target's mode; a
+//!    directory named more than once keeps the name its parent field agrees with (else the
+//!    first);
+//! 3. orphan cleanup is finished: an inode (other than the root) with no name that is on the
+//!    orphan list or has link count 0 is freed with its extents, and so are the entries of a
+//!    freed directory (repeated until nothing more is freed: fsck runs offline, nothing is
+//!    open);
+//! 4. `lost+found` is found (the root's entry of that name, a directory) or made (inode 2
+//!    when free, else a new inode number);
+//! 5. every inode not reachable from the root is attached under `lost+found` as `#<inum>`:
+//!    for each disconnected directory the top of its disconnected subtree is attached, and a
+//!    cycle of directories is cut at the directory where it was found;
+//! 6. parent fields and link counts are set from the entries;
+//! 7. extents: those of freed or missing inodes are dropped; a data block that a verified
+//!    metadata block or an earlier extent (in key order) already owns is cut out of the
+//!    extent (which may split it); block counts are set from what remains;
+//! 8. an xattr spill chain that does not verify whole (or shares a block) is cleared;
+//! 9. the free-space map is rebuilt from what is kept; the orphan list is empty.
+//!
+//! **What is written, in this order.** Every block goes to a block that is free in the
+//! repaired state *and* not referenced by the current metadata (the `referenced` set of the
+//! walk: trees, log chain, the block allocated ahead, bitmaps, data, even damaged blocks):
+//! 1. new leaves and interior nodes (`btree::build_interior`) of the inode table, extent
+//!    tree and directory index;
+//! 2. the free-space map: new bitmap blocks, then its tree (leaves, interior nodes);
+//! 3. a zeroed block as the new log head, so no stale block can pass as the first delta;
+//! 4. one flush;
+//! 5. the superblock, `sequence` + 1, into the slot *not* holding the superblock that was
+//!    checked, with `log_delta` = (highest delta number seen in the superblock, the log or
+//!    any block header) + 2, so no delta number is ever reused (FORMAT.md §6);
+//! 6. one flush.
+//!
+//! **Why a crash during repair is safe.** Until step 5 completes, the newest valid
+//! superblock is still the one that was checked, and nothing it reaches was written: the
+//! image is exactly as damaged as before, and fsck can run again. A torn step 5 leaves that
+//! slot invalid, so the old superblock still wins. After step 6 the new superblock wins, and
+//! everything it reaches was flushed in step 4.
+//!
+//! **Memory** is bounded by the metadata: the decoded entries of the trees (about the bytes
+//! of their leaves) plus a few bitsets of one bit per block; blocks are written in batches
+//! of [`WRITE_BATCH`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use tuxfs_engine::btree::build_interior;
+use tuxfs_engine::dev::{AlignedBuf, BlockDevice, WriteRequest};
+use tuxfs_engine::format::btree::{Key, Leaf, leaf_entry_cost, leaf_space};
+use tuxfs_engine::format::dirent::{self, DT_DIR, Dirent, dtype_of_mode};
+use tuxfs_engine::format::extent::Extent;
+use tuxfs_engine::format::hash::{POS_SEQ_MAX, name_hash};
+use tuxfs_engine::format::inode::{Inode, S_IFDIR, Timestamp};
+use tuxfs_engine::format::superblock::STATE_CLEAN;
+use tuxfs_engine::format::{
+    BlockHeader, FIRST_USER_INUM, HEADER_SIZE, Kind, LOST_FOUND_INUM, ROOT_INUM, Superblock,
+    TreeId, TreeRoot, bitmap,
+};
+
+use crate::bitset::Bitset;
+use crate::walk::{Checker, EntryInfo, Kept};
+
+/// Blocks handed to the device per submission.
+pub(crate) const WRITE_BATCH: usize = 256;
+
+/// Why a repair could not be written.
+#[derive(Debug)]
+pub(crate) enum RepairError {
+    /// The repaired metadata does not fit in the blocks that are free (nothing was changed
+    /// that any superblock reaches).
+    NoSpace(String),
+    /// The device failed.
+    Io(String),
+}
+
+/// The repaired logical state: every tree's entries.
+#[derive(Debug)]
+pub(crate) struct Repaired {
+    pub inodes: BTreeMap<u64, Inode>,
+    pub dirents: BTreeMap<Key, Dirent>,
+    pub extents: BTreeMap<Key, Extent>,
+    /// Blocks the repaired state keeps from the old one: data and xattr spill blocks.
+    pub kept_blocks: Bitset,
+    pub next_inum: u64,
+    /// The highest delta number seen anywhere (superblock, log, block headers).
+    pub max_delta: u64,
+}
+
+/// What was done, for the report.
+#[derive(Debug)]
+pub(crate) struct Written {
+    pub superblock: Superblock,
+    pub slot: u64,
+    pub blocks_written: u64,
+}
+
+fn now() -> Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Timestamp { sec: secs, nsec: 0 }
+}
+
+fn new_directory(mode: u32, parent: u64) -> Inode {
+    let t = now();
+    Inode {
+        mode: S_IFDIR | mode,
+        nlink: 2,
+        parent,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        btime: t,
+        ..Inode::default()
+    }
+}
+
+/// Computes the repaired state from what the walk kept (see the module comment, 1–9).
+pub(crate) fn repaired_state(ck: &mut Checker<'_>) -> Repaired {
+    let sb = ck.sb.clone();
+    let kept = ck.kept.take().unwrap_or_else(|| Kept {
+        inodes: BTreeMap::new(),
+        extents: BTreeMap::new(),
+        xattr_chains: BTreeMap::new(),
+        metadata: Bitset::new(sb.block_count),
+        max_delta: 0,
+    });
+    let Kept {
+        mut inodes,
+        extents,
+        xattr_chains,
+        metadata,
+        max_delta,
+    } = kept;
+    // 1. The root.
+    match inodes.get_mut(&ROOT_INUM) {
+        Some(root) if root.is_dir() => root.parent = ROOT_INUM,
+        _ => {
+            inodes.insert(ROOT_INUM, new_directory(0o755, ROOT_INUM));
+        }
+    }
+    // 2. Entries.
+    let mut dirents = keep_entries(&inodes, &ck.entries);
+    // 3. Orphan cleanup.
+    let orphans: BTreeSet<u64> = ck.orphans.iter().copied().collect();
+    free_unnamed(&mut inodes, &mut dirents, &orphans);
+    // 4. and 5. lost+found and everything disconnected.
+    let mut next_inum = ck
+        .next_inum
+        .max(FIRST_USER_INUM)
+        .max(inodes.keys().next_back().map_or(0, |n| n + 1));
+    let lost_found = lost_and_found(&mut inodes, &mut dirents, &sb.hash_seed, &mut next_inum);
+    reconnect(&inodes, &mut dirents, lost_found, &sb.hash_seed);
+    // 6. Parents and link counts.
+    set_links(&mut inodes, &dirents);
+    // 7. Extents and block counts; 8. xattr chains.
+    let mut owned = Bitset::new(sb.block_count);
+    let extents = keep_extents(&mut inodes, extents, &metadata, &mut owned, &sb);
+    for (inum, inode) in inodes.iter_mut() {
+        if inode.xattr_block == 0 {
+            continue;
+        }
+        let chain = xattr_chains.get(inum).cloned().flatten();
+        match chain {
+            Some(blocks) if blocks.iter().all(|&b| !owned.get(b)) => {
+                for b in blocks {
+                    owned.set(b);
+                }
+            }
+            _ => inode.xattr_block = 0,
+        }
+    }
+    Repaired {
+        inodes,
+        dirents,
+        extents,
+        kept_blocks: owned,
+        next_inum,
+        max_delta,
+    }
+}
+
+/// Step 2: entries whose directory and target exist, with the target's type; one name per
+/// directory.
+fn keep_entries(inodes: &BTreeMap<u64, Inode>, entries: &[EntryInfo]) -> BTreeMap<Key, Dirent> {
+    let mut dirents = BTreeMap::new();
+    let mut dir_names: HashMap<u64, Vec<Key>> = HashMap::new();
+    for e in entries {
+        if !inodes.get(&e.dir).is_some_and(Inode::is_dir) || e.inum == ROOT_INUM {
+            continue;
+        }
+        let Some(target) = inodes.get(&e.inum) else {
+            continue;
+        };
+        let key = Key::new(e.dir, e.pos);
+        if target.is_dir() {
+            dir_names.entry(e.inum).or_default().push(key);
+        }
+        dirents.insert(
+            key,
+            Dirent {
+                inum: e.inum,
+                dtype: dtype_of_mode(target.mode),
+                name: e.name.clone(),
+            },
+        );
+    }
+    for (inum, names) in dir_names {
+        if names.len() < 2 {
+            continue;
+        }
+        let parent = inodes.get(&inum).map_or(0, |i| i.parent);
+        let keep = names
+            .iter()
+            .find(|k| k.a == parent)
+            .or(names.first())
+            .copied();
+        for k in names {
+            if Some(k) != keep {
+                dirents.remove(&k);
+            }
+        }
+    }
+    dirents
+}
+
+/// Names per inode and subdirectories per directory.
+fn count_names(dirents: &BTreeMap<Key, Dirent>) -> (HashMap<u64, u32>, HashMap<u64, u32>) {
+    let mut names: HashMap<u64, u32> = HashMap::new();
+    let mut subdirs: HashMap<u64, u32> = HashMap::new();
+    for (k, d) in dirents {
+        *names.entry(d.inum).or_default() += 1;
+        if d.dtype == DT_DIR {
+            *subdirs.entry(k.a).or_default() += 1;
+        }
+    }
+    (names, subdirs)
+}
+
+/// Removes every entry of directory `dir`.
+fn drop_dir_entries(dirents: &mut BTreeMap<Key, Dirent>, dir: u64) {
+    let keys: Vec<Key> = dirents
+        .range(Key::new(dir, 0)..=Key::new(dir, u64::MAX))
+        .map(|(k, _)| *k)
+        .collect();
+    for k in keys {
+        dirents.remove(&k);
+    }
+}
+
+/// Step 3: frees unnamed inodes on the orphan list or with no links, until none is left.
+fn free_unnamed(
+    inodes: &mut BTreeMap<u64, Inode>,
+    dirents: &mut BTreeMap<Key, Dirent>,
+    orphans: &BTreeSet<u64>,
+) {
+    // Each round frees at least one inode, so this ends within inodes.len() rounds.
+    loop {
+        let (names, _) = count_names(dirents);
+        let doomed: Vec<u64> = inodes
+            .iter()
+            .filter(|(n, i)| {
+                **n != ROOT_INUM
+                    && !names.contains_key(*n)
+                    && (orphans.contains(*n) || i.nlink == 0)
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        if doomed.is_empty() {
+            return;
+        }
+        for inum in doomed {
+            inodes.remove(&inum);
+            drop_dir_entries(dirents, inum);
+        }
+        // Entries naming a freed inode go too.
+        dirents.retain(|_, d| inodes.contains_key(&d.inum));
+    }
+}
+
+/// Adds an entry `name` → `inum` to `dir` at the first free position for the name.
+/// Returns false when all 256 positions of the name's hash are taken.
+fn add_entry(
+    dirents: &mut BTreeMap<Key, Dirent>,
+    seed: &[u8; 16],
+    dir: u64,
+    name: &[u8],
+    inum: u64,
+    dtype: u8,
+) -> bool {
+    let hash = name_hash(seed, name);
+    for seq in 0..=POS_SEQ_MAX {
+        let key = Key::new(dir, dirent::position(seed, name, seq));
+        debug_assert_eq!(key.b, hash | seq);
+        if let std::collections::btree_map::Entry::Vacant(v) = dirents.entry(key) {
+            v.insert(Dirent {
+                inum,
+                dtype,
+                name: name.to_vec(),
+            });
+            return true;
+        }
+    }
+    false
+}
+
+/// Step 4: the inode number of `lost+found`, made if needed.
+fn lost_and_found(
+    inodes: &mut BTreeMap<u64, Inode>,
+    dirents: &mut BTreeMap<Key, Dirent>,
+    seed: &[u8; 16],
+    next_inum: &mut u64,
+) -> u64 {
+    const NAME: &[u8] = b"lost+found";
+    let named: Vec<(Key, u64)> = dirents
+        .range(Key::new(ROOT_INUM, 0)..=Key::new(ROOT_INUM, u64::MAX))
+        .filter(|(_, d)| d.name == NAME)
+        .map(|(k, d)| (*k, d.inum))
+        .collect();
+    for (key, inum) in named {
+        if inodes.get(&inum).is_some_and(Inode::is_dir) {
+            return inum;
+        }
+        // A non-directory by that name: it loses the name and is attached like any other
+        // disconnected inode.
+        dirents.remove(&key);
+    }
+    let (names, _) = count_names(dirents);
+    let reuse = inodes
+        .get(&LOST_FOUND_INUM)
+        .is_some_and(|i| i.is_dir() && !names.contains_key(&LOST_FOUND_INUM));
+    let inum = if reuse {
+        LOST_FOUND_INUM
+    } else if !inodes.contains_key(&LOST_FOUND_INUM) {
+        inodes.insert(LOST_FOUND_INUM, new_directory(0o700, ROOT_INUM));
+        LOST_FOUND_INUM
+    } else {
+        let n = *next_inum;
+        *next_inum += 1;
+        inodes.insert(n, new_directory(0o700, ROOT_INUM));
+        n
+    };
+    // The root has at most 256 entries per name hash; "lost+found" had none (above).
+    add_entry(dirents, seed, ROOT_INUM, NAME, inum, DT_DIR);
+    inum
+}
+
+/// Step 5: attaches every inode the root does not reach under `lost+found`.
+fn reconnect(
+    inodes: &BTreeMap<u64, Inode>,
+    dirents: &mut BTreeMap<Key, Dirent>,
+    lost_found: u64,
+    seed: &[u8; 16],
+) {
+    let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
+    // The naming entry of each directory (directories have at most one after step 2).
+    let mut dir_name: HashMap<u64, Key> = HashMap::new();
+    let mut named: BTreeSet<u64> = BTreeSet::new();
+    for (k, d) in dirents.iter() {
+        children.entry(k.a).or_default().push(d.inum);
+        named.insert(d.inum);
+        if d.dtype == DT_DIR {
+            dir_name.insert(d.inum, *k);
+        }
+    }
+    let mut reached: BTreeSet<u64> = BTreeSet::from([ROOT_INUM]);
+    let mut todo = vec![ROOT_INUM];
+    while let Some(dir) = todo.pop() {
+        for &c in children.get(&dir).into_iter().flatten() {
+            if reached.insert(c) && inodes.get(&c).is_some_and(Inode::is_dir) {
+                todo.push(c);
+            }
+        }
+    }
+    let mut tops: Vec<u64> = Vec::new();
+    let mut resolved: BTreeSet<u64> = BTreeSet::new();
+    for (&inum, inode) in inodes {
+        if reached.contains(&inum) || resolved.contains(&inum) {
+            continue;
+        }
+        if !inode.is_dir() {
+            // A file named only in disconnected directories comes back with them.
+            if !named.contains(&inum) {
+                tops.push(inum);
+            }
+            continue;
+        }
+        // Walk up through the naming entries to the top of the disconnected subtree.
+        let mut path: BTreeSet<u64> = BTreeSet::new();
+        let mut cur = inum;
+        loop {
+            if resolved.contains(&cur) {
+                break;
+            }
+            if !path.insert(cur) {
+                // A cycle of directories: cut it here.
+                if let Some(k) = dir_name.remove(&cur) {
+                    dirents.remove(&k);
+                }
+                tops.push(cur);
+                break;
+            }
+            match dir_name.get(&cur) {
+                Some(k) => cur = k.a,
+                None => {
+                    tops.push(cur);
+                    break;
+                }
+            }
+        }
+        resolved.extend(path);
+    }
+    for inum in tops {
+        let dtype = inodes.get(&inum).map_or(0, |i| dtype_of_mode(i.mode));
+        let base = format!("#{inum}");
+        // Another run may have left the same name there already: add a suffix.
+        for n in 0u32.. {
+            let name = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}.{n}")
+            };
+            if name_taken(dirents, seed, lost_found, name.as_bytes()) {
+                continue;
+            }
+            if add_entry(dirents, seed, lost_found, name.as_bytes(), inum, dtype) {
+                break;
+            }
+        }
+    }
+}
+
+/// True when `dir` has an entry named `name`.
+fn name_taken(dirents: &BTreeMap<Key, Dirent>, seed: &[u8; 16], dir: u64, name: &[u8]) -> bool {
+    let hash = name_hash(seed, name);
+    dirents
+        .range(Key::new(dir, hash)..=Key::new(dir, hash | POS_SEQ_MAX))
+        .any(|(_, d)| d.name == name)
+}
+
+/// Step 6: parent fields and link counts from the entries.
+fn set_links(inodes: &mut BTreeMap<u64, Inode>, dirents: &BTreeMap<Key, Dirent>) {
+    let (names, subdirs) = count_names(dirents);
+    let mut parent_of: HashMap<u64, u64> = HashMap::new();
+    for (k, d) in dirents {
+        if d.dtype == DT_DIR {
+            parent_of.insert(d.inum, k.a);
+        }
+    }
+    for (inum, inode) in inodes.iter_mut() {
+        if inode.is_dir() {
+            inode.parent = if *inum == ROOT_INUM {
+                ROOT_INUM
+            } else {
+                parent_of.get(inum).copied().unwrap_or(ROOT_INUM)
+            };
+            inode.nlink = 2 + subdirs.get(inum).copied().unwrap_or(0);
+        } else {
+            inode.nlink = names.get(inum).copied().unwrap_or(0);
+        }
+    }
+}
+
+/// Step 7: extents of live inodes, cut where a block is owned already; block counts.
+fn keep_extents(
+    inodes: &mut BTreeMap<u64, Inode>,
+    extents: BTreeMap<Key, Extent>,
+    metadata: &Bitset,
+    owned: &mut Bitset,
+    sb: &Superblock,
+) -> BTreeMap<Key, Extent> {
+    let mut out = BTreeMap::new();
+    let mut counts: HashMap<u64, u64> = HashMap::new();
+    for (key, ext) in extents {
+        if !inodes.contains_key(&key.a) {
+            continue;
+        }
+        let mut run: Option<(u64, Extent)> = None;
+        for (i, crc) in ext.crcs.iter().enumerate() {
+            let phys = ext.phys + i as u64;
+            let ok = phys >= sb.first_block
+                && phys < sb.block_count
+                && !metadata.get(phys)
+                && !owned.set(phys);
+            if ok {
+                let r = run.get_or_insert_with(|| {
+                    (
+                        key.b + i as u64,
+                        Extent {
+                            phys,
+                            flags: ext.flags,
+                            crcs: Vec::new(),
+                        },
+                    )
+                });
+                r.1.crcs.push(*crc);
+            } else if let Some((fb, e)) = run.take() {
+                *counts.entry(key.a).or_default() += e.count();
+                out.insert(Key::new(key.a, fb), e);
+            }
+        }
+        if let Some((fb, e)) = run.take() {
+            *counts.entry(key.a).or_default() += e.count();
+            out.insert(Key::new(key.a, fb), e);
+        }
+    }
+    for (inum, inode) in inodes.iter_mut() {
+        inode.blocks = counts.get(inum).copied().unwrap_or(0);
+    }
+    out
+}
+
+/// Hands out blocks that are free in the repaired state and unused by the current one.
+struct Placer {
+    avoid: Bitset,
+    used: Bitset,
+    cursor: u64,
+    end: u64,
+}
+
+impl Placer {
+    fn take(&mut self) -> Result<u64, RepairError> {
+        while self.cursor < self.end {
+            let b = self.cursor;
+            self.cursor += 1;
+            if !self.avoid.get(b) {
+                self.used.set(b);
+                return Ok(b);
+            }
+        }
+        Err(RepairError::NoSpace(
+            "no free block left for the repaired metadata".into(),
+        ))
+    }
+}
+
+/// Batches block writes.
+struct Writer<'a> {
+    dev: &'a dyn BlockDevice,
+    block_size: u32,
+    pending: Vec<WriteRequest>,
+    written: u64,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, block: u64, buf: AlignedBuf) -> Result<(), RepairError> {
+        self.pending.push(WriteRequest {
+            offset: block * u64::from(self.block_size),
+            data: Arc::new(buf),
+        });
+        self.written += 1;
+        if self.pending.len() >= WRITE_BATCH {
+            self.submit()?;
+        }
+        Ok(())
+    }
+
+    fn submit(&mut self) -> Result<(), RepairError> {
+        let reqs = std::mem::take(&mut self.pending);
+        if reqs.is_empty() {
+            return Ok(());
+        }
+        self.dev
+            .submit_writes(reqs)
+            .map_err(|e| RepairError::Io(format!("write failed: {e}")))
+    }
+
+    fn flush(&mut self) -> Result<(), RepairError> {
+        self.submit()?;
+        self.dev
+            .flush()
+            .map_err(|e| RepairError::Io(format!("flush failed: {e}")))
+    }
+}
+
+/// Builds one tree from sorted entries: leaves packed greedily, then interior nodes.
+fn write_tree<'v>(
+    tree: TreeId,
+    entries: impl Iterator<Item = (Key, Vec<u8>)> + 'v,
+    header: BlockHeader,
+    place: &mut Placer,
+    out: &mut Writer<'_>,
+) -> Result<TreeRoot, RepairError> {
+    let bs = out.block_size;
+    let space = leaf_space(bs);
+    let mut leaves: Vec<(Key, u64)> = Vec::new();
+    let mut chunk: Vec<(Key, Vec<u8>)> = Vec::new();
+    let mut used = 0usize;
+    let mut emit = |chunk: &mut Vec<(Key, Vec<u8>)>,
+                    leaves: &mut Vec<(Key, u64)>|
+     -> Result<(), RepairError> {
+        let block = place.take()?;
+        let lo = if leaves.is_empty() {
+            Key::MIN
+        } else {
+            chunk.first().map_or(Key::MIN, |(k, _)| *k)
+        };
+        let refs: Vec<(Key, &[u8])> = chunk.iter().map(|(k, v)| (*k, v.as_slice())).collect();
+        let mut buf = AlignedBuf::zeroed(bs as usize);
+        let h = BlockHeader {
+            kind: Kind::BtreeLeaf,
+            level: 0,
+            blocknr: block,
+            owner: tree as u64,
+            ..header
+        };
+        Leaf::encode(&mut buf, &h, &refs);
+        out.put(block, buf)?;
+        leaves.push((lo, block));
+        chunk.clear();
+        Ok(())
+    };
+    for (key, value) in entries {
+        let cost = leaf_entry_cost(value.len());
+        if used + cost > space && !chunk.is_empty() {
+            emit(&mut chunk, &mut leaves)?;
+            used = 0;
+        }
+        used += cost;
+        chunk.push((key, value));
+    }
+    if !chunk.is_empty() {
+        emit(&mut chunk, &mut leaves)?;
+    }
+    let mut failed = None;
+    let (root, nodes) =
+        build_interior(
+            tree,
+            &leaves,
+            bs,
+            header.delta,
+            header.fs_id,
+            &mut || match place.take() {
+                Ok(b) => Ok(b),
+                Err(e) => {
+                    failed = Some(e);
+                    Err(tuxfs_engine::Error::invalid("no space"))
+                }
+            },
+        )
+        .map_err(|e| failed.take().unwrap_or(RepairError::NoSpace(e.to_string())))?;
+    for (block, buf) in nodes {
+        out.put(block, buf)?;
+    }
+    Ok(root)
+}
+
+/// Writes `state` as a fresh metadata set and a new superblock (see the module comment).
+pub(crate) fn write(
+    dev: &dyn BlockDevice,
+    sb: &Superblock,
+    slot: u64,
+    referenced: &Bitset,
+    state: &Repaired,
+) -> Result<Written, RepairError> {
+    let bs = sb.block_size;
+    let new_delta = state.max_delta.saturating_add(2);
+    let header = BlockHeader {
+        kind: Kind::BtreeLeaf,
+        level: 0,
+        blocknr: 0,
+        owner: 0,
+        delta: new_delta - 1,
+        fs_id: sb.fs_id(),
+    };
+    let mut avoid = Bitset::new(sb.block_count);
+    let mut used = Bitset::new(sb.block_count);
+    for b in 0..sb.first_block {
+        avoid.set(b);
+        used.set(b);
+    }
+    for b in sb.first_block..sb.block_count {
+        let kept = state.kept_blocks.get(b);
+        if kept {
+            used.set(b);
+        }
+        if kept || referenced.get(b) {
+            avoid.set(b);
+        }
+    }
+    let mut place = Placer {
+        avoid,
+        used,
+        cursor: sb.first_block,
+        end: sb.block_count,
+    };
+    let mut out = Writer {
+        dev,
+        block_size: bs,
+        pending: Vec::new(),
+        written: 0,
+    };
+    let mut new = sb.clone();
+    let inodes = state
+        .inodes
+        .iter()
+        .map(|(n, i)| (Key::new(*n, 0), i.encode()));
+    new.set_root(
+        TreeId::Inodes,
+        write_tree(TreeId::Inodes, inodes, header, &mut place, &mut out)?,
+    );
+    let extents = state.extents.iter().map(|(k, e)| (*k, e.encode(bs)));
+    new.set_root(
+        TreeId::Extents,
+        write_tree(TreeId::Extents, extents, header, &mut place, &mut out)?,
+    );
+    let dirents = state.dirents.iter().map(|(k, d)| (*k, d.encode()));
+    new.set_root(
+        TreeId::Dirs,
+        write_tree(TreeId::Dirs, dirents, header, &mut place, &mut out)?,
+    );
+    new.set_root(TreeId::Orphans, TreeRoot::default());
+    // The free-space map: bitmap blocks first (their numbers are the map's values), then
+    // the map tree and the log head, and only then the bits, which include all of them.
+    let chunks = bitmap::chunk_count(bs, sb.block_count);
+    let chunk_blocks: Vec<u64> = (0..chunks)
+        .map(|_| place.take())
+        .collect::<Result<_, _>>()?;
+    let map = chunk_blocks
+        .iter()
+        .enumerate()
+        .map(|(c, b)| (Key::new(c as u64, 0), b.to_le_bytes().to_vec()));
+    new.set_root(
+        TreeId::Freemap,
+        write_tree(TreeId::Freemap, map, header, &mut place, &mut out)?,
+    );
+    let log_head = place.take()?;
+    out.put(log_head, AlignedBuf::zeroed(bs as usize))?;
+    let per = bitmap::bits_per_chunk(bs);
+    for (c, &block) in chunk_blocks.iter().enumerate() {
+        let first = c as u64 * per;
+        let mut bits = vec![0u8; bs as usize - HEADER_SIZE];
+        for b in first..sb.block_count.min(first + per) {
+            if place.used.get(b) {
+                bitmap::set_bit(&mut bits, b - first, true);
+            }
+        }
+        let mut buf = AlignedBuf::zeroed(bs as usize);
+        let h = BlockHeader {
+            kind: Kind::Bitmap,
+            blocknr: block,
+            owner: c as u64,
+            ..header
+        };
+        bitmap::encode(&mut buf, &h, &bits);
+        out.put(block, buf)?;
+    }
+    out.flush()?;
+
+    new.sequence += 1;
+    new.unify_seq += 1;
+    new.delta = new_delta - 1;
+    new.log_head = log_head;
+    new.log_delta = new_delta;
+    new.next_inum = state.next_inum;
+    new.inode_count = state.inodes.len() as u64;
+    new.free_blocks = sb.block_count - place.used.count();
+    new.state = STATE_CLEAN;
+    new.last_write_sec = now().sec;
+    new.validate(0)
+        .map_err(|e| RepairError::Io(format!("the repaired superblock does not validate: {e}")))?;
+    let target = 1 - slot.min(1);
+    let mut buf = AlignedBuf::zeroed(bs as usize);
+    new.encode(&mut buf, target);
+    out.put(target, buf)?;
+    out.flush()?;
+    Ok(Written {
+        superblock: new,
+        slot: target,
+        blocks_written: out.written,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_cycle_and_lost_found() {
+        let seed = [7u8; 16];
+        let mut inodes = BTreeMap::new();
+        inodes.insert(ROOT_INUM, new_directory(0o755, ROOT_INUM));
+        // 20 and 21 name each other: a cycle cut off from the root.
+        inodes.insert(20, new_directory(0o755, 21));
+        inodes.insert(21, new_directory(0o755, 20));
+        let mut file = Inode {
+            mode: tuxfs_engine::format::inode::S_IFREG | 0o644,
+            nlink: 1,
+            ..Inode::default()
+        };
+        inodes.insert(30, file.clone());
+        file.nlink = 0;
+        inodes.insert(31, file);
+        let mut dirents = BTreeMap::new();
+        add_entry(&mut dirents, &seed, 20, b"b", 21, DT_DIR);
+        add_entry(&mut dirents, &seed, 21, b"a", 20, DT_DIR);
+        free_unnamed(&mut inodes, &mut dirents, &BTreeSet::new());
+        assert!(!inodes.contains_key(&31), "no links, no name: freed");
+        let mut next = 40;
+        let lf = lost_and_found(&mut inodes, &mut dirents, &seed, &mut next);
+        assert_eq!(lf, LOST_FOUND_INUM);
+        reconnect(&inodes, &mut dirents, lf, &seed);
+        set_links(&mut inodes, &dirents);
+        let in_lf: Vec<&Dirent> = dirents
+            .range(Key::new(lf, 0)..=Key::new(lf, u64::MAX))
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(in_lf.len(), 2, "{in_lf:?}");
+        assert_eq!(inodes[&30].nlink, 1);
+        assert_eq!(inodes[&lf].nlink, 3);
+    }
+}
