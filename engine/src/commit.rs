@@ -526,7 +526,5 @@ fn write_superblock(
 
 /// Seconds since the epoch.
 pub fn now_sec() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    crate::fs::now().sec
 }

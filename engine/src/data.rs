@@ -19,14 +19,19 @@ pub fn find_extent(st: &mut State, inum: u64, fblock: u64) -> Result<Option<(u64
     else {
         return Ok(None);
     };
-    let ext = Extent::decode(
-        &value,
+    let ext = decode_extent(st, key, &value)?;
+    let end = extent_end(st, key, &ext)?;
+    Ok((end > fblock).then_some((key.b, ext)))
+}
+
+/// Decodes the extent stored at `key`, naming its leaf if it is damaged.
+fn decode_extent(st: &State, key: Key, value: &[u8]) -> Result<Extent> {
+    Extent::decode(
+        value,
         st.extents.leaf_block(key),
         st.bs(),
         st.sb.first_block..st.sb.block_count,
-    )?;
-    let end = extent_end(st, key, &ext)?;
-    Ok((end > fblock).then_some((key.b, ext)))
+    )
 }
 
 /// The file block after the last one an extent covers; corruption if that overflows.
@@ -146,12 +151,7 @@ pub fn punch(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
         st.extents
             .next(Key::new(inum, at), Key::new(inum, to), &st.io)?
     {
-        let ext = Extent::decode(
-            &value,
-            st.extents.leaf_block(key),
-            st.bs(),
-            st.sb.first_block..st.sb.block_count,
-        )?;
+        let ext = decode_extent(st, key, &value)?;
         let (start, end) = (key.b, extent_end(st, key, &ext)?);
         at = end;
         if end <= from {

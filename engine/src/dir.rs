@@ -69,7 +69,7 @@ pub fn add(st: &mut State, dir: u64, name: &[u8], inum: u64, dtype: u8) -> Resul
     Ok(pos)
 }
 
-/// Replaces the target of the entry at `pos`.
+/// Replaces the target of the entry at `pos` (same name, same position).
 pub fn retarget(
     st: &mut State,
     dir: u64,
@@ -78,13 +78,7 @@ pub fn retarget(
     inum: u64,
     dtype: u8,
 ) -> Result<()> {
-    let entry = Dirent {
-        inum,
-        dtype,
-        name: name.to_vec(),
-    }
-    .encode();
-    st.dirs.insert(Key::new(dir, pos), entry, &st.io)
+    insert_at(st, dir, pos, name, inum, dtype)
 }
 
 /// Removes the entry at `pos`.

@@ -7,7 +7,6 @@ pub mod signature;
 use std::path::Path;
 
 use tuxfs_engine::dev::{BlockDevice, DeviceKind, OpenOptions, open_file, read_at};
-use tuxfs_engine::format::inode::Timestamp;
 use tuxfs_engine::format::{BLOCK_SIZE_DEFAULT, Superblock};
 use tuxfs_engine::mkfs::{MkfsParams, blocks_for_size, format_device};
 
@@ -111,16 +110,6 @@ fn random_uuid() -> Result<[u8; 16], String> {
     Ok(u)
 }
 
-fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        sec: d.as_secs() as i64,
-        nsec: d.subsec_nanos(),
-    }
-}
-
 /// Refuses to overwrite a recognisable filesystem unless forced.
 fn check_signature(dev: &dyn BlockDevice, force: bool) -> Result<(), String> {
     let len = dev.size_bytes().min(signature::PROBE_BYTES as u64) / 512 * 512;
@@ -172,7 +161,7 @@ pub fn run(req: &Request) -> Result<Superblock, String> {
             None => random_uuid()?,
         },
         hash_seed: random16()?,
-        now: now(),
+        now: tuxfs_engine::fs::now(),
         // SAFETY: getuid/getgid have no preconditions and cannot fail.
         uid: unsafe { libc::getuid() },
         // SAFETY: as above.

@@ -10,6 +10,7 @@
 //! writeback, is the next step (docs/ARCHITECTURE.md).
 
 mod posix;
+pub use posix::now;
 mod types;
 mod writeback;
 

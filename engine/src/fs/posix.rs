@@ -21,7 +21,8 @@ const SYMLINK_MAX: usize = 4095;
 /// Largest file size: file blocks must stay far from u64 overflow.
 const FILE_SIZE_MAX: u64 = 1 << 50;
 
-pub(super) fn now() -> Timestamp {
+/// The current time, for timestamps.
+pub fn now() -> Timestamp {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
