@@ -21,6 +21,10 @@
 //!    be read whole (names, contents, link counts, symlink targets, file xattrs), and it
 //!    unmounts.
 //! 3. fsck on the unmounted image exits 0.
+//!    Every fourth state also lives on before that unmount: a file is created and fsynced
+//!    on the recovered filesystem, it crashes right after the fsync, and the next mount must
+//!    show the recovered tree plus that file (a writer after recovery must never meet the
+//!    stale log blocks of a delta recovery dropped, docs/FORMAT.md §6).
 //! 4. The visible tree equals the model at a delta boundary that is not older than the
 //!    acknowledged one (the last boundary whose call returned at or before the crash
 //!    point). Only the commit in flight at the crash point can have reached the disk beyond
@@ -60,11 +64,11 @@ use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
 use tuxfs_engine::dev::record::{Event, RecordingDevice, SECTOR_BYTES, TornWrite};
 use tuxfs_engine::format::inode::Timestamp;
-use tuxfs_engine::fs::{Filesystem, MountOptions};
+use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
 use tuxfs_engine::mkfs::{MkfsParams, format_device};
 use tuxfs_fsck::{Finding, Mode, Options, check};
 
-use crate::model::{Visible, diff, snapshot};
+use crate::model::{Shown, Visible, diff, snapshot};
 use crate::rng::{Rng, splitmix64};
 use workloads::Driver;
 
@@ -268,6 +272,8 @@ pub struct Stats {
     pub in_flight_recovered: u64,
     /// States whose raw image had a damaged superblock slot (allowed, repaired by mount).
     pub damaged_slot_states: u64,
+    /// States that also lived on: a sync after recovery, a crash, and a mount again.
+    pub second_lives: u64,
     pub events: u64,
     pub elapsed: Duration,
 }
@@ -281,6 +287,7 @@ impl Stats {
         self.torn_states += o.torn_states;
         self.in_flight_recovered += o.in_flight_recovered;
         self.damaged_slot_states += o.damaged_slot_states;
+        self.second_lives += o.second_lives;
         self.events += o.events;
     }
 
@@ -295,7 +302,7 @@ impl fmt::Display for Stats {
             f,
             "{} states in {:.1} s ({:.0} states/s) from {} cases ({} events): {} flush points, \
              {} subsets, {} with a torn write; {} recovered the delta in flight, {} had a \
-             damaged superblock slot before mount",
+             damaged superblock slot before mount, {} lived on after recovery",
             self.states,
             self.elapsed.as_secs_f64(),
             self.states_per_second(),
@@ -305,7 +312,8 @@ impl fmt::Display for Stats {
             self.subset_states,
             self.torn_states,
             self.in_flight_recovered,
-            self.damaged_slot_states
+            self.damaged_slot_states,
+            self.second_lives
         )
     }
 }
@@ -544,6 +552,52 @@ impl Recording {
         }
     }
 
+    /// Life after the crash: on the recovered filesystem, create and fsync a file, crash
+    /// again right after the fsync (drop without unmount), and mount once more: the tree must
+    /// be the recovered one plus that file. This is the case FORMAT.md §6 guards against,
+    /// a new writer whose chain could meet stale log blocks of a delta recovery dropped.
+    fn live_on(
+        &self,
+        fs: Arc<Filesystem>,
+        dev: &Arc<MemDevice>,
+        recovered: &Visible,
+    ) -> Result<Arc<Filesystem>, String> {
+        let name = b"zz-after-crash";
+        let data: Vec<u8> = (0..self.params.block_size * 2 + 100)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let attr = fs
+            .create(1, name, 0o644, Caller::default())
+            .map_err(|e| format!("after recovery: create: {e}"))?;
+        fs.write(attr.ino, 0, &data, false)
+            .map_err(|e| format!("after recovery: write: {e}"))?;
+        fs.fsync(attr.ino, false)
+            .map_err(|e| format!("after recovery: fsync: {e}"))?;
+        fs.release(attr.ino)
+            .map_err(|e| format!("after recovery: release: {e}"))?;
+        drop(fs);
+        let opts = mount_options(&self.params, false);
+        let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, opts)
+            .map_err(|e| format!("mount after a crash after recovery: {e}"))?;
+        let got = snapshot(&fs).map_err(|e| format!("reading the tree (second life): {e}"))?;
+        let mut want = recovered.clone();
+        want.insert(
+            String::from_utf8_lossy(name).into_owned(),
+            Shown::File {
+                data,
+                nlink: 1,
+                xattrs: Default::default(),
+            },
+        );
+        if got != want {
+            return Err(format!(
+                "lost a sync made after recovery: {}",
+                diff(&want, &got)
+            ));
+        }
+        Ok(fs)
+    }
+
     /// Index of the acknowledged boundary at event count `at`.
     fn acknowledged(&self, at: usize) -> usize {
         self.boundaries
@@ -581,7 +635,10 @@ impl Recording {
                 .map_err(|e| fail(format!("building the crash image: {e}")))?
         };
         let dev = Arc::new(MemDevice::from_bytes(image));
-        let verdict = catch_unwind(AssertUnwindSafe(|| self.check_image(&dev, point.at, stats)));
+        let second_life = index % 4 == 1;
+        let verdict = catch_unwind(AssertUnwindSafe(|| {
+            self.check_image(&dev, point.at, second_life, stats)
+        }));
         match verdict {
             Ok(r) => r.map_err(fail),
             Err(p) => Err(fail(format!("panic: {}", panic_text(p.as_ref())))),
@@ -592,6 +649,7 @@ impl Recording {
         &self,
         dev: &Arc<MemDevice>,
         at: usize,
+        second_life: bool,
         stats: &mut Stats,
     ) -> Result<Outcome, String> {
         let raw = fsck(dev.as_ref()).map_err(|e| format!("before mount: {e}"))?;
@@ -607,6 +665,12 @@ impl Recording {
         let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, opts)
             .map_err(|e| format!("mount: {e}"))?;
         let got = snapshot(&fs).map_err(|e| format!("reading the tree after mount: {e}"))?;
+        let fs = if second_life {
+            stats.second_lives += 1;
+            self.live_on(fs, dev, &got)?
+        } else {
+            fs
+        };
         fs.unmount().map_err(|e| format!("unmount: {e}"))?;
         drop(fs);
         let after = fsck(dev.as_ref()).map_err(|e| format!("after unmount: {e}"))?;

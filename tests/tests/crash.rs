@@ -8,6 +8,8 @@
 //! is acknowledged before its data is flushed) and requires the harness to catch it within
 //! a bounded number of states: a crash test that cannot see this bug proves nothing.
 //!
+//! Each failure is replayed from its seed and state index and must fail the same way.
+//!
 //! Replay a failure with the command it prints (`tuxfs-crashtest --seed ... --state ...`),
 //! or the random-seed test with `TUXFS_SEED=<seed> cargo test -p tuxfs-tests --test crash`.
 
@@ -88,5 +90,20 @@ fn broken_commit_order_is_caught() {
             f.what
         );
         assert!(f.state.is_some(), "the failure names its crash state");
+        // The replay command's options re-record the case and fail on the same state.
+        let replay = run(&RunOptions {
+            seed: f.case.seed,
+            workloads: vec![workload],
+            only_state: f.state,
+            expect_shape: Some(f.shape),
+            debug_ack_before_data: true,
+            ..RunOptions::default()
+        });
+        let again = replay.failure.expect("the replay fails too");
+        assert_eq!(
+            (again.state, &again.point, &again.what),
+            (f.state, &f.point, &f.what),
+            "the replay reproduces the failure"
+        );
     }
 }
