@@ -89,8 +89,18 @@ fn commit_delta(st: &mut State) -> Result<()> {
     let listed = writes.len() as u64;
     let log_blocks = write_log(st, delta, records, listed, &mut writes)?;
     let bytes = writes.len() as u64 * u64::from(st.bs());
-    st.io.write(writes)?;
-    st.io.flush()?;
+    if st.debug_ack_before_data {
+        // TEST ONLY (MountOptions::debug_ack_before_data): the log first and flushed, the
+        // data and leaves after it and not flushed (the next flush covers them). A crash
+        // before that flush loses an acknowledged delta: the crash harness must notice.
+        let data = writes.drain(..listed as usize).collect();
+        st.io.write(writes)?;
+        st.io.flush()?;
+        st.io.write(data)?;
+    } else {
+        st.io.write(writes)?;
+        st.io.flush()?;
+    }
     st.stats.flushes += 1;
     st.stats.blocks_written += bytes / u64::from(st.bs());
     st.stats.bytes_written += bytes;

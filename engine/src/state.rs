@@ -72,6 +72,8 @@ pub struct State {
     pub unmounted: bool,
     /// Log blocks after which a commit also unifies (bounds replay time after a crash).
     pub unify_log_blocks: u64,
+    /// TEST ONLY: `MountOptions::debug_ack_before_data` (commits out of order on purpose).
+    pub debug_ack_before_data: bool,
     /// Open handles per inode.
     pub opens: HashMap<u64, u32>,
     pub stats: FsStats,

@@ -2,8 +2,13 @@
 //!
 //! - [`decoder_fuzz`]: the seeded, structure-aware mutation fuzzer for every on-disk decoder
 //!   (binary `fuzz-decoders`, integration test `tests/decoder_fuzz.rs`).
+//! - [`crash`]: the crash-injection harness: records workloads on a recording device and
+//!   checks every flush point and random subsets and torn writes of unflushed writes
+//!   (binary `tuxfs-crashtest`, integration test `tests/crash.rs`).
+//! - [`model`]: the reference model of the visible tree and a snapshot of the real one.
 //! - [`rng`]: the tiny seeded PRNG every randomized test uses (`TUXFS_SEED` replays a run).
 
+pub mod crash;
 pub mod decoder_fuzz;
 pub mod model;
 pub mod rng;

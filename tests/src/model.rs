@@ -1,5 +1,8 @@
 //! A reference model of the visible filesystem tree, and a snapshot of the real one in the
 //! same shape, so tests can compare them after every remount and crash.
+//!
+//! Extended attributes are modelled on regular files only (keyed by file id, so hard links
+//! share them); directories and symlinks are shown without theirs.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,10 +12,18 @@ use tuxfs_engine::fs::{FileKind, Filesystem};
 /// What one path shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shown {
-    File { data: Vec<u8>, nlink: u32 },
+    File {
+        data: Vec<u8>,
+        nlink: u32,
+        /// Extended attributes: name → value.
+        xattrs: Xattrs,
+    },
     Dir,
     Symlink(Vec<u8>),
 }
+
+/// Extended attributes of one file, by name.
+pub type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
 
 /// The visible tree: path (relative, '/'-separated) → what it shows.
 pub type Visible = BTreeMap<String, Shown>;
@@ -41,9 +52,15 @@ pub fn snapshot(fs: &Filesystem) -> Result<Visible> {
                     _ => {
                         let attr = fs.getattr(e.ino)?;
                         let data = fs.read(e.ino, 0, attr.size as u32)?;
+                        let mut xattrs = Xattrs::new();
+                        for name in fs.listxattr(e.ino)? {
+                            let value = fs.getxattr(e.ino, &name)?;
+                            xattrs.insert(name, value);
+                        }
                         Shown::File {
                             data,
                             nlink: attr.nlink,
+                            xattrs,
                         }
                     }
                 };
@@ -68,6 +85,8 @@ pub enum Node {
 pub struct Model {
     pub names: BTreeMap<String, Node>,
     pub files: HashMap<u64, Vec<u8>>,
+    /// Extended attributes of files, by file id (absent = none).
+    pub xattrs: HashMap<u64, Xattrs>,
     next_id: u64,
 }
 
@@ -146,6 +165,7 @@ impl Model {
                     Node::File(id) => Shown::File {
                         data: self.files.get(id).cloned().unwrap_or_default(),
                         nlink: links.get(id).copied().unwrap_or(0),
+                        xattrs: self.xattrs.get(id).cloned().unwrap_or_default(),
                     },
                     Node::Dir => Shown::Dir,
                     Node::Symlink(t) => Shown::Symlink(t.clone()),
@@ -175,14 +195,32 @@ pub fn diff(want: &Visible, got: &Visible) -> String {
 
 fn brief(s: &Shown) -> String {
     match s {
-        Shown::File { data, nlink } => format!(
-            "file of {} bytes (crc {:08x}), {nlink} links",
+        Shown::File {
+            data,
+            nlink,
+            xattrs,
+        } => format!(
+            "file of {} bytes (crc {:08x}), {nlink} links, {} xattrs (crc {:08x})",
             data.len(),
-            crc(data)
+            crc(data),
+            xattrs.len(),
+            crc(&xattrs_bytes(xattrs))
         ),
         Shown::Dir => "directory".into(),
         Shown::Symlink(t) => format!("symlink to {}", String::from_utf8_lossy(t)),
     }
+}
+
+/// The xattrs as one byte string (names and values, length-prefixed), for a short digest.
+fn xattrs_bytes(xattrs: &Xattrs) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in xattrs {
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(name);
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+    out
 }
 
 fn crc(data: &[u8]) -> u32 {

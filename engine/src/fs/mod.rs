@@ -100,6 +100,7 @@ impl Filesystem {
         };
         let mut st = crate::recovery::recover(io, sb, opts.read_only)?;
         st.unify_log_blocks = opts.unify_log_blocks.max(1);
+        st.debug_ack_before_data = opts.debug_ack_before_data;
         if !opts.read_only {
             posix::destroy_orphans(&mut st)?;
             crate::commit::commit(&mut st)?;

@@ -114,6 +114,10 @@ pub struct MountOptions {
     pub dirty_limit_bytes: u64,
     /// Log blocks after which a commit also unifies.
     pub unify_log_blocks: u64,
+    /// TEST ONLY: acknowledge a commit after writing and flushing its log blocks, before its
+    /// data and leaves reach the disk. Breaks the crash promise on purpose so the crash
+    /// harness can prove it notices.
+    pub debug_ack_before_data: bool,
 }
 
 impl Default for MountOptions {
@@ -123,6 +127,7 @@ impl Default for MountOptions {
             commit_interval: std::time::Duration::from_secs(5),
             dirty_limit_bytes: 64 << 20,
             unify_log_blocks: 256,
+            debug_ack_before_data: false,
         }
     }
 }
