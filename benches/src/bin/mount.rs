@@ -3,6 +3,8 @@
 //! - 4 KiB append + fdatasync latency (median, p99) through tuxfs, on the host filesystem
 //!   holding the image (a peer), and on the raw device through the engine's io_uring path
 //!   (one 4 KiB write and one flush: the floor any filesystem pays);
+//! - group commit: 1, 16 and 256 writers each doing 10 x (4 KiB append + fdatasync) at once;
+//!   total time should grow clearly sub-linearly with the writers;
 //! - mount time after the daemon was killed mid-workload (recovery replays the log), next to
 //!   mount time after a clean unmount.
 //!
@@ -42,6 +44,9 @@ struct Args {
     /// Data written before the kill in the recovery test.
     #[arg(long, default_value = "256M", value_parser = tuxfs_bench::parse_size)]
     fill: u64,
+    /// Which measurements to run: latency, group, recovery (comma-separated).
+    #[arg(long, default_value = "latency,group,recovery")]
+    only: String,
 }
 
 fn tool(name: &str) -> Result<PathBuf, BoxErr> {
@@ -274,6 +279,55 @@ fn recovery(args: &Args, work: &Path) -> Result<(), BoxErr> {
     Ok(())
 }
 
+/// Group commit: `writers` threads, each doing 10 x (4 KiB append + fdatasync) on its own
+/// file at once. Returns the wall time of the whole round.
+fn group_round(dir: &Path, writers: usize) -> Result<Duration, BoxErr> {
+    let barrier = Arc::new(std::sync::Barrier::new(writers + 1));
+    let mut threads = Vec::new();
+    for w in 0..writers {
+        let path = dir.join(format!("w{w}"));
+        let barrier = barrier.clone();
+        threads.push(std::thread::spawn(move || -> std::io::Result<()> {
+            let mut f = FsOpen::new().create(true).append(true).open(&path)?;
+            let block = vec![0x3cu8; 4096];
+            barrier.wait();
+            for _ in 0..10 {
+                f.write_all(&block)?;
+                f.sync_data()?;
+            }
+            Ok(())
+        }));
+    }
+    barrier.wait();
+    let t = Instant::now();
+    for th in threads {
+        th.join().map_err(|_| "writer panicked")??;
+    }
+    Ok(t.elapsed())
+}
+
+fn group(args: &Args, work: &Path) -> Result<(), BoxErr> {
+    println!("== group commit: N writers, each 10 x (4 KiB append + fdatasync) on its own file");
+    let image = work.join("group.img");
+    let mnt = work.join("mnt");
+    let mut base = None;
+    for writers in [1usize, 16, 256] {
+        mkfs(&image, args.image_size)?;
+        let (m, _) = mount(&image, &mnt)?;
+        let took = group_round(&mnt, writers)?;
+        m.unmount()?;
+        let fsyncs = writers as f64 * 10.0;
+        let base_s = *base.get_or_insert(took.as_secs_f64());
+        println!(
+            "{writers:>4} writers: {:>9.1} ms total, {:>8.0} fsyncs/s, time x{:.2} for x{writers} the work",
+            took.as_secs_f64() * 1e3,
+            fsyncs / took.as_secs_f64(),
+            took.as_secs_f64() / base_s
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), BoxErr> {
     let args = Args::parse();
     let work = tempfile::Builder::new()
@@ -281,7 +335,15 @@ fn main() -> Result<(), BoxErr> {
         .tempdir_in(&args.dir)?;
     std::fs::create_dir(work.path().join("mnt"))?;
     println!("{}", tuxfs_bench::machine::describe(work.path()));
-    latency(&args, work.path())?;
-    recovery(&args, work.path())?;
+    let want = |name: &str| args.only.split(',').any(|w| w.trim() == name);
+    if want("latency") {
+        latency(&args, work.path())?;
+    }
+    if want("group") {
+        group(&args, work.path())?;
+    }
+    if want("recovery") {
+        recovery(&args, work.path())?;
+    }
     Ok(())
 }
