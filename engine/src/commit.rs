@@ -48,40 +48,54 @@ fn fail(st: &mut State, e: Error) -> Error {
     e
 }
 
-/// Commits the open delta if it has changes. On return the delta is durable.
+/// Commits the open delta if it has changes, synchronously: on return the delta is durable
+/// (and unified when the log is long). Mount, unmount and tests use this; the frontend's
+/// asynchronous path is [`close`], a flush outside the lock, then [`finish`].
 pub fn commit(st: &mut State) -> Result<()> {
     check_writable(st)?;
     if !st.has_changes() {
         return Ok(());
     }
-    let started = Instant::now();
-    let result = commit_delta(st).and_then(|()| {
-        // The log since the last unify is what a crash makes recovery replay: keep it short.
-        if st.log.chain.len() as u64 >= st.unify_log_blocks {
-            unify_inner(st, crate::format::superblock::STATE_MOUNTED)
-        } else {
-            Ok(())
-        }
+    let result = close(st).and_then(|closed| {
+        let flushed = st.io.flush();
+        finish(st, closed, flushed)
     });
-    match result {
-        Ok(()) => {
-            let us = started.elapsed().as_micros() as u64;
-            st.stats.commit_latency_us_last = us;
-            st.stats.commit_latency_us_max = st.stats.commit_latency_us_max.max(us);
-            Ok(())
-        }
-        Err(e) => Err(fail(st, e)),
+    result.map_err(|e| fail(st, e))
+}
+
+/// A delta whose writes are submitted but not yet flushed.
+#[derive(Debug)]
+pub struct Closed {
+    pub delta: u64,
+    log_blocks: Vec<u64>,
+    /// Blocks this delta freed: free once it is durable.
+    freed: Vec<(u64, u64)>,
+    started: Instant,
+    /// TEST ONLY: data and leaf writes to submit after the log's flush.
+    late: Vec<(u64, Arc<AlignedBuf>)>,
+}
+
+impl Closed {
+    /// True when the commit must run synchronously: it is due to unify.
+    pub fn unify_due(st: &State) -> bool {
+        st.log.chain.len() as u64 + 1 >= st.unify_log_blocks
     }
 }
 
-fn commit_delta(st: &mut State) -> Result<()> {
+/// Closes the open delta: allocates and encodes everything it changed, submits the writes,
+/// and opens the next delta. The delta's dirty pages stay readable in `st.inflight` until
+/// [`finish`]; a frontend write to one of them forks it (data.rs). Call only when
+/// `has_changes`.
+pub fn close(st: &mut State) -> Result<Closed> {
+    let started = Instant::now();
     let delta = st.delta;
     st.alloc.unreserve(std::mem::take(&mut st.delta_reserved));
     let mut writes: Vec<(u64, Arc<AlignedBuf>)> = Vec::new();
     let mut records: Vec<LogRecord> = Vec::new();
     crate::data::flush_pages(st, &mut writes, &mut records)?;
     flush_trees(st, delta, &mut writes, &mut records)?;
-    for (start, count) in st.alloc.deferred().to_vec() {
+    let freed = st.alloc.take_deferred();
+    for &(start, count) in &freed {
         push_range(&mut records, start, count, false);
     }
     records.append(&mut st.records);
@@ -89,26 +103,54 @@ fn commit_delta(st: &mut State) -> Result<()> {
     let listed = writes.len() as u64;
     let log_blocks = write_log(st, delta, records, listed, &mut writes)?;
     let bytes = writes.len() as u64 * u64::from(st.bs());
+    let mut late = Vec::new();
     if st.debug_ack_before_data {
         // TEST ONLY (MountOptions::debug_ack_before_data): the log first and flushed, the
         // data and leaves after it and not flushed (the next flush covers them). A crash
         // before that flush loses an acknowledged delta: the crash harness must notice.
-        let data = writes.drain(..listed as usize).collect();
-        st.io.write(writes)?;
-        st.io.flush()?;
-        st.io.write(data)?;
-    } else {
-        st.io.write(writes)?;
-        st.io.flush()?;
+        late = writes.drain(..listed as usize).collect();
     }
-    st.stats.flushes += 1;
+    st.io.write(writes)?;
     st.stats.blocks_written += bytes / u64::from(st.bs());
     st.stats.bytes_written += bytes;
-    st.stats.deltas_committed += 1;
-    st.log.chain.extend(log_blocks);
-    st.durable_delta = delta;
     st.delta = delta + 1;
-    st.alloc.release_deferred()
+    Ok(Closed {
+        delta,
+        log_blocks,
+        freed,
+        started,
+        late,
+    })
+}
+
+/// Finishes a closed delta once its flush returned (`flushed`): marks it durable, releases
+/// the blocks it freed, drops its in-flight pages, and unifies when the log is long.
+pub fn finish(st: &mut State, closed: Closed, flushed: Result<()>) -> Result<()> {
+    flushed?;
+    if !closed.late.is_empty() {
+        st.io.write(closed.late)?;
+    }
+    st.stats.flushes += 1;
+    st.stats.deltas_committed += 1;
+    st.log.chain.extend(closed.log_blocks);
+    st.durable_delta = closed.delta;
+    st.inflight.clear();
+    for (start, count) in closed.freed {
+        st.alloc.mark_free(start, count)?;
+    }
+    // The log since the last unify is what a crash makes recovery replay: keep it short.
+    if st.log.chain.len() as u64 >= st.unify_log_blocks {
+        unify_inner(st, crate::format::superblock::STATE_MOUNTED)?;
+    }
+    let us = closed.started.elapsed().as_micros() as u64;
+    st.stats.commit_latency_us_last = us;
+    st.stats.commit_latency_us_max = st.stats.commit_latency_us_max.max(us);
+    Ok(())
+}
+
+/// Marks the filesystem failed after an error on the asynchronous path.
+pub fn fail_with(st: &mut State, e: Error) -> Error {
+    fail(st, e)
 }
 
 /// Alloc/Free records for a range, split so each count fits its u32.

@@ -53,6 +53,11 @@ pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> 
     if let Some(page) = st.pages.get(&(inum, fblock)) {
         return Ok(page.clone());
     }
+    // Written by the delta being flushed: its bytes are here, and the device may not have
+    // them yet (a read must not race the write).
+    if let Some(page) = st.inflight.get(&(inum, fblock)) {
+        return Ok(AlignedBuf::from_slice(page));
+    }
     let bs = st.bs();
     let Some((start, ext)) = find_extent(st, inum, fblock)? else {
         return Ok(AlignedBuf::zeroed(bs as usize));
@@ -86,6 +91,10 @@ pub fn write(st: &mut State, inum: u64, offset: u64, data: &[u8]) -> Result<()> 
         let fblock = pos / bs;
         let within = (pos % bs) as usize;
         let n = (bs as usize - within).min(data.len() - done);
+        if !st.pages.contains_key(&(inum, fblock)) && st.inflight.contains_key(&(inum, fblock)) {
+            // Page forking: the frontend changes a copy; the flush keeps writing the old bytes.
+            st.stats.pages_forked += 1;
+        }
         let mut page = if within == 0 && n == bs as usize && !st.pages.contains_key(&(inum, fblock))
         {
             AlignedBuf::zeroed(bs as usize)
@@ -140,6 +149,16 @@ pub fn punch(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
         .collect();
     for k in dirty {
         st.pages.remove(&k);
+    }
+    // Truncate never waits for writeback: it drops the in-flight copies (the device keeps
+    // its own references until the writes complete).
+    let flying: Vec<(u64, u64)> = st
+        .inflight
+        .range((inum, from)..(inum, to))
+        .map(|(k, _)| *k)
+        .collect();
+    for k in flying {
+        st.inflight.remove(&k);
     }
     let mut freed = 0;
     let mut at = from;
@@ -241,7 +260,11 @@ fn write_run(
         let mut crcs = Vec::with_capacity(n as usize);
         for (i, page) in pages.by_ref().take(n as usize).enumerate() {
             crcs.push(data_crc(&page));
-            writes.push((phys + i as u64, Arc::new(page)));
+            let page = Arc::new(page);
+            // Readable (and forkable) until the flush completes; the write holds its own Arc.
+            st.inflight
+                .insert((inum, first + done as u64 + i as u64), page.clone());
+            writes.push((phys + i as u64, page));
         }
         let ext = Extent {
             phys,

@@ -307,6 +307,7 @@ pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
         },
         records: Vec::new(),
         pages: BTreeMap::new(),
+        inflight: BTreeMap::new(),
         delta_reserved: 0,
         next_inum: sb.next_inum,
         inode_count: sb.inode_count,

@@ -30,6 +30,10 @@ pub struct FsStats {
     pub commit_latency_us_last: u64,
     pub commit_latency_us_max: u64,
     pub orphans_destroyed: u64,
+    /// Frontend writes that copied a page of the delta being flushed instead of waiting.
+    pub pages_forked: u64,
+    /// Time writers spent throttled at the dirty limit, in microseconds.
+    pub writer_throttle_us: u64,
     pub data_checksum_errors: u64,
 }
 
@@ -62,6 +66,9 @@ pub struct State {
     pub records: Vec<LogRecord>,
     /// Dirty file data of the open delta: (inode, file block) → block contents.
     pub pages: BTreeMap<(u64, u64), AlignedBuf>,
+    /// Dirty pages of the delta being flushed, readable until its flush completes; the
+    /// device holds its own references until each write completes.
+    pub inflight: BTreeMap<(u64, u64), std::sync::Arc<AlignedBuf>>,
     /// Blocks reserved by the open delta's writes.
     pub delta_reserved: u64,
     pub next_inum: u64,

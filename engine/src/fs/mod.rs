@@ -39,12 +39,49 @@ pub struct XattrFlags {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub state: Mutex<State>,
+    /// The backend: one commit at a time, so delta D+1 is written only after D's flush
+    /// returned (the recovery argument depends on it). Taken before `state`, never after.
+    pub backend: Mutex<()>,
     /// Mirror of `State::delta` readable without the lock (group commit).
     pub open_delta: AtomicU64,
     pub opts: MountOptions,
 }
 
 impl Shared {
+    /// Commits the open delta if it has changes; returns when it is durable. The flush runs
+    /// without the state lock, so the frontend goes on in the next delta meanwhile (writes
+    /// to pages being flushed fork them). A commit that will unify runs synchronously.
+    pub(crate) fn commit_open(&self) -> Result<()> {
+        let _backend = self
+            .backend
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = self.lock();
+        if st.unmounted || st.read_only {
+            return Ok(());
+        }
+        crate::commit::check_writable(&st)?;
+        if !st.has_changes() {
+            return Ok(());
+        }
+        if crate::commit::Closed::unify_due(&st) {
+            let out = crate::commit::commit(&mut st);
+            self.open_delta.store(st.delta, Ordering::Release);
+            return out;
+        }
+        let closed = match crate::commit::close(&mut st) {
+            Ok(c) => c,
+            Err(e) => return Err(crate::commit::fail_with(&mut st, e)),
+        };
+        self.open_delta.store(st.delta, Ordering::Release);
+        let io = st.io.clone();
+        drop(st);
+        let flushed = io.flush();
+        let mut st = self.lock();
+        crate::commit::finish(&mut st, closed, flushed)
+            .map_err(|e| crate::commit::fail_with(&mut st, e))
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the state as it was at the panic; the
         // filesystem then refuses writes (failed) rather than propagating the poison.
@@ -111,6 +148,7 @@ impl Filesystem {
         let shared = Arc::new(Shared {
             open_delta: AtomicU64::new(st.delta),
             state: Mutex::new(st),
+            backend: Mutex::new(()),
             opts: opts.clone(),
         });
         let handle = if opts.read_only {
@@ -132,6 +170,11 @@ impl Filesystem {
         if let Some(h) = handle {
             h.stop();
         }
+        let _backend = self
+            .shared
+            .backend
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut st = self.shared.lock();
         if st.unmounted {
             return Ok(());
@@ -168,25 +211,38 @@ impl Filesystem {
         out
     }
 
-    /// Runs a change: refuses on a read-only or failed filesystem, and commits when dirty
-    /// data passed the limit (the writer pays for the writeback it caused).
+    /// Runs a change: refuses on a read-only or failed filesystem. A writer that pushed dirty
+    /// data past the limit then commits and waits for it (throttling, counted in
+    /// `writer_throttle_us`); under the limit a writer never waits for I/O.
     fn change<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         let limit = self.shared.opts.dirty_limit_bytes;
-        self.with(|st| {
+        let (out, over) = self.with(|st| {
             crate::commit::check_writable(st)?;
             let out = f(st)?;
-            if st.dirty_bytes() > limit {
-                crate::commit::commit(st)?;
-            }
-            Ok(out)
-        })
+            Ok((out, st.dirty_bytes() > limit))
+        })?;
+        if over {
+            let started = std::time::Instant::now();
+            self.shared.commit_open()?;
+            self.shared.lock().stats.writer_throttle_us += started.elapsed().as_micros() as u64;
+        }
+        Ok(out)
     }
 
-    /// Returns once the delta that was open at the call is durable (group commit: callers
-    /// that waited for the lock while another commit ran find their delta already durable).
+    /// Returns once the delta that was open at the call is durable. Group commit: callers
+    /// queue on the backend, and those whose delta a commit already covered return at once.
     fn sync_open_delta(&self) -> Result<()> {
         let target = self.shared.open_delta.load(Ordering::Acquire);
-        self.with(|st| {
+        let _backend = self
+            .shared
+            .backend
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        {
+            let st = self.shared.lock();
+            if st.unmounted {
+                return Err(Errno::Io.into());
+            }
             // After a failed write, fsync reports the I/O error (EIO), not EROFS.
             if st.failed.is_some() {
                 return Err(Errno::Io.into());
@@ -194,8 +250,9 @@ impl Filesystem {
             if st.durable_delta >= target || st.read_only {
                 return Ok(());
             }
-            crate::commit::commit(st)
-        })
+        }
+        drop(_backend);
+        self.shared.commit_open()
     }
 
     pub fn statfs(&self) -> Result<StatFs> {

@@ -42,16 +42,9 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
                 match rx.recv_timeout(interval) {
                     Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                     Err(RecvTimeoutError::Timeout) => {
-                        let mut st = shared.lock();
-                        if st.unmounted || st.failed.is_some() {
-                            continue;
-                        }
-                        if let Err(e) = crate::commit::commit(&mut st) {
+                        if let Err(e) = shared.commit_open() {
                             eprintln!("tuxfs: background commit failed: {e}");
                         }
-                        shared
-                            .open_delta
-                            .store(st.delta, std::sync::atomic::Ordering::Release);
                     }
                 }
             }
