@@ -107,3 +107,26 @@ impl State {
             || !self.alloc.deferred().is_empty()
     }
 }
+
+impl std::fmt::Display for FsStats {
+    /// One `name value` line per figure, for people and scripts alike.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows = [
+            ("deltas_committed", self.deltas_committed),
+            ("bytes_written", self.bytes_written),
+            ("blocks_written", self.blocks_written),
+            ("flushes", self.flushes),
+            ("unifies", self.unifies),
+            ("pages_forked", self.pages_forked),
+            ("writer_throttle_us", self.writer_throttle_us),
+            ("commit_latency_us_last", self.commit_latency_us_last),
+            ("commit_latency_us_max", self.commit_latency_us_max),
+            ("orphans_destroyed", self.orphans_destroyed),
+            ("data_checksum_errors", self.data_checksum_errors),
+        ];
+        for (name, value) in rows {
+            writeln!(f, "{name} {value}")?;
+        }
+        Ok(())
+    }
+}

@@ -163,7 +163,9 @@ fn detach_stdio() {
 }
 
 /// The signals that end a mount.
-const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+/// The signal that asks for the filesystem's figures.
+pub const STATS_SIGNAL: i32 = libc::SIGUSR1;
 
 /// A blocked signal set, to be waited on by [`spawn_signal_thread`].
 #[derive(Clone, Copy)]
@@ -171,7 +173,7 @@ pub struct BlockedSignals(libc::sigset_t);
 
 impl std::fmt::Debug for BlockedSignals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BlockedSignals(TERM, INT, HUP)")
+        f.write_str("BlockedSignals(TERM, INT, HUP, USR1)")
     }
 }
 
@@ -182,7 +184,7 @@ pub fn block_signals() -> Result<BlockedSignals, String> {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for sig in STOP_SIGNALS {
+        for sig in STOP_SIGNALS.into_iter().chain([STATS_SIGNAL]) {
             libc::sigaddset(&mut set, sig);
         }
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());

@@ -82,6 +82,12 @@ fn main() -> ExitCode {
 /// until it is unmounted.
 fn run(settings: &Settings, ready: &mut Ready) -> Result<(), String> {
     let mut settings = settings.clone();
+    if let Some(stats) = &settings.stats {
+        // The daemon changes directory to /: keep the path meaningful.
+        let stats =
+            std::path::absolute(stats).map_err(|e| format!("stats={}: {e}", stats.display()))?;
+        settings.stats = Some(stats);
+    }
     if let Some(log) = &settings.log_writes {
         // Resolved now, in the directory the user started us in.
         let log =
@@ -135,6 +141,25 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// Writes the filesystem's figures to the stats file (atomically: a temporary file renamed
+/// over it) and, in the foreground, to stderr. Failures are reported, never fatal.
+fn report_stats(fs: &Filesystem, file: Option<&Path>, foreground: bool) {
+    let text = fs.stats().to_string();
+    if foreground {
+        eprint!("tuxfs-mount: figures:\n{text}");
+    }
+    if let Some(path) = file {
+        let tmp = path.with_extension("tmp");
+        let written = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = written {
+            eprintln!(
+                "tuxfs-mount: cannot write the figures to {}: {e}",
+                path.display()
+            );
+        }
+    }
+}
+
 /// Mounts the engine and the FUSE session, reports readiness, serves until unmounted, and
 /// commits everything through `Filesystem::unmount`.
 fn serve(
@@ -186,7 +211,13 @@ fn serve(
 
     let mut unmounter = session.unmount_callable();
     let target = mountpoint.to_path_buf();
-    daemon::spawn_signal_thread(signals, move |_sig| {
+    let (stats_fs, stats_file, foreground) =
+        (Arc::clone(&fs), settings.stats.clone(), settings.foreground);
+    daemon::spawn_signal_thread(signals, move |sig| {
+        if sig == daemon::STATS_SIGNAL {
+            report_stats(&stats_fs, stats_file.as_deref(), foreground);
+            return;
+        }
         // A busy mount cannot be unmounted at once: detach it, and the session ends when its
         // last user closes.
         if unmounter.unmount().is_err() {
@@ -197,6 +228,7 @@ fn serve(
     ready.mounted();
     let served = session.run();
     let committed = fs.unmount();
+    report_stats(&fs, settings.stats.as_deref(), settings.foreground);
     match (served, committed) {
         (_, Err(e)) => Err(format!(
             "committing {} at unmount failed: {}",

@@ -55,6 +55,9 @@ pub const THREADS_MAX: usize = 64;
                   log_writes=FILE (debugging, crash injection): copy the image to FILE.base \
                   at mount and append every write and flush to FILE; rebuild crash images \
                   with `tuxfs-replay FILE`. Neither file may exist.\n\
+                  stats=FILE: on SIGUSR1 and at unmount, write the filesystem's figures \
+                  (deltas committed, bytes written, pages forked, writer throttle time, unifies, \
+                  commit latency) to FILE as `name value` lines; with -f also to stderr.\n\
                   Unmount with `umount MOUNTPOINT`, `fusermount3 -u MOUNTPOINT`, or SIGTERM."
 )]
 pub struct Cli {
@@ -109,6 +112,8 @@ pub struct Settings {
     pub kernel_flags: Vec<MountOption>,
     /// `log_writes=`: log every write and flush to this file (see the module doc).
     pub log_writes: Option<PathBuf>,
+    /// `stats=`: where SIGUSR1 and the unmount write the filesystem's figures.
+    pub stats: Option<PathBuf>,
 }
 
 impl Settings {
@@ -144,6 +149,7 @@ impl Settings {
             subtype: "tuxfs".to_string(),
             kernel_flags: Vec::new(),
             log_writes: None,
+            stats: None,
         };
         for group in &cli.options {
             for opt in group.split(',') {
@@ -187,6 +193,7 @@ impl Settings {
             ("fsname", Some(v)) => self.fsname = Some(non_empty(key, v)?),
             ("subtype", Some(v)) => self.subtype = non_empty(key, v)?,
             ("log_writes", Some(v)) => self.log_writes = Some(PathBuf::from(non_empty(key, v)?)),
+            ("stats", Some(v)) => self.stats = Some(PathBuf::from(non_empty(key, v)?)),
             _ if value.is_none() && kernel_flag(key).is_some() => {
                 if let Some(flag) = kernel_flag(key) {
                     self.set_kernel_flag(flag);

@@ -183,3 +183,46 @@ fn usage_mistakes_are_reported_with_exit_status_1() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_option"));
 }
+
+/// Story: an administrator asks a running mount for its figures with SIGUSR1 and reads them
+/// from the file named by `-o stats=FILE`; the unmount writes them once more.
+#[test]
+fn sigusr1_and_unmount_write_the_figures() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let stats = out.path().join("tuxfs.stats");
+    let option = format!("stats={}", stats.display());
+    let Some(m) = Mount::with_options("stats", 64 * MIB, &[option.as_str()]) else {
+        return;
+    };
+    std::fs::write(m.path("f"), vec![7u8; 100_000]).expect("write");
+    std::fs::File::open(m.path("f"))
+        .and_then(|f| f.sync_all())
+        .expect("fsync");
+    m.signal(libc::SIGUSR1);
+    let start = Instant::now();
+    let text = loop {
+        if let Ok(t) = std::fs::read_to_string(&stats) {
+            break t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no figures after SIGUSR1"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let value = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+    };
+    assert!(value(&text, "deltas_committed") >= 1, "{text}");
+    assert!(value(&text, "bytes_written") >= 100_000, "{text}");
+    let unifies_before = value(&text, "unifies");
+    m.finish();
+    let text = std::fs::read_to_string(&stats).expect("figures after unmount");
+    assert!(
+        value(&text, "unifies") > unifies_before,
+        "the unmount's unify is counted:\n{text}"
+    );
+}
