@@ -118,6 +118,10 @@ pub struct MountOptions {
     /// data and leaves reach the disk. Breaks the crash promise on purpose so the crash
     /// harness can prove it notices.
     pub debug_ack_before_data: bool,
+    /// BENCHMARK BASELINE ONLY: commits keep the state lock through their flush, so the
+    /// frontend waits for writeback instead of forking pages. Safe, just slower; it exists
+    /// so that benches can measure what page forking buys in the same run.
+    pub debug_wait_writeback: bool,
 }
 
 impl Default for MountOptions {
@@ -128,6 +132,7 @@ impl Default for MountOptions {
             dirty_limit_bytes: 64 << 20,
             unify_log_blocks: 256,
             debug_ack_before_data: false,
+            debug_wait_writeback: false,
         }
     }
 }
