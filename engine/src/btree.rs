@@ -312,7 +312,13 @@ impl Tree {
         Ok(out)
     }
 
-    /// Drops the entries of clean leaves from memory (they are read again on demand).
+    /// Leaves whose entries are in memory.
+    pub fn loaded_leaves(&self) -> usize {
+        self.leaves.values().filter(|s| s.entries.is_some()).count()
+    }
+
+    /// Drops the entries of clean leaves from memory (they are read again on demand). Call
+    /// only when no write of a clean leaf is in flight (after a commit's flush).
     pub fn evict_clean(&mut self) {
         for slot in self.leaves.values_mut() {
             if !slot.dirty && slot.block != 0 {

@@ -142,10 +142,23 @@ pub fn finish(st: &mut State, closed: Closed, flushed: Result<()>) -> Result<()>
     if st.log.chain.len() as u64 >= st.unify_log_blocks {
         unify_inner(st, crate::format::superblock::STATE_MOUNTED)?;
     }
+    evict_leaves_over_budget(st);
     let us = closed.started.elapsed().as_micros() as u64;
     st.stats.commit_latency_us_last = us;
     st.stats.commit_latency_us_max = st.stats.commit_latency_us_max.max(us);
     Ok(())
+}
+
+/// Bounded memory: when the loaded leaves pass `leaf_cache_bytes`, drop every clean one.
+/// Runs after a flush, so no clean leaf has a write in flight and reading it back is safe.
+fn evict_leaves_over_budget(st: &mut State) {
+    let loaded = st.inodes.loaded_leaves() + st.extents.loaded_leaves() + st.dirs.loaded_leaves();
+    if loaded as u64 * u64::from(st.bs()) > st.leaf_cache_bytes {
+        st.inodes.evict_clean();
+        st.extents.evict_clean();
+        st.dirs.evict_clean();
+        st.stats.leaf_evictions += 1;
+    }
 }
 
 /// Marks the filesystem failed after an error on the asynchronous path.

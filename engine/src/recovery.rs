@@ -315,6 +315,7 @@ pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
         failed: None,
         unmounted: false,
         unify_log_blocks: crate::fs::MountOptions::default().unify_log_blocks,
+        leaf_cache_bytes: crate::fs::MountOptions::default().leaf_cache_bytes,
         debug_ack_before_data: false,
         opens: Default::default(),
         stats: FsStats::default(),

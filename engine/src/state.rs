@@ -34,6 +34,8 @@ pub struct FsStats {
     pub pages_forked: u64,
     /// Time writers spent throttled at the dirty limit, in microseconds.
     pub writer_throttle_us: u64,
+    /// Times the leaf cache passed its limit and clean leaves were dropped.
+    pub leaf_evictions: u64,
     pub data_checksum_errors: u64,
 }
 
@@ -77,6 +79,8 @@ pub struct State {
     /// Set when a write or flush failed: the filesystem is read-only from then on.
     pub failed: Option<String>,
     pub unmounted: bool,
+    /// Memory for loaded B+tree leaves; past it, clean leaves are dropped after a commit.
+    pub leaf_cache_bytes: u64,
     /// Log blocks after which a commit also unifies (bounds replay time after a crash).
     pub unify_log_blocks: u64,
     /// TEST ONLY: `MountOptions::debug_ack_before_data` (commits out of order on purpose).
@@ -122,6 +126,7 @@ impl std::fmt::Display for FsStats {
             ("commit_latency_us_last", self.commit_latency_us_last),
             ("commit_latency_us_max", self.commit_latency_us_max),
             ("orphans_destroyed", self.orphans_destroyed),
+            ("leaf_evictions", self.leaf_evictions),
             ("data_checksum_errors", self.data_checksum_errors),
         ];
         for (name, value) in rows {

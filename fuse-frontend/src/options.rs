@@ -55,6 +55,9 @@ pub const THREADS_MAX: usize = 64;
                   log_writes=FILE (debugging, crash injection): copy the image to FILE.base \
                   at mount and append every write and flush to FILE; rebuild crash images \
                   with `tuxfs-replay FILE`. Neither file may exist.\n\
+                  cache=SIZE: memory for data and metadata (default: 64M of dirty data, \
+                  256M of leaves); dirty data and the delta in flight stay under SIZE/4 each, \
+                  loaded leaves are cut back to SIZE/4 after each commit.\n\
                   stats=FILE: on SIGUSR1 and at unmount, write the filesystem's figures \
                   (deltas committed, bytes written, pages forked, writer throttle time, unifies, \
                   commit latency) to FILE as `name value` lines; with -f also to stderr.\n\
@@ -114,6 +117,8 @@ pub struct Settings {
     pub log_writes: Option<PathBuf>,
     /// `stats=`: where SIGUSR1 and the unmount write the filesystem's figures.
     pub stats: Option<PathBuf>,
+    /// `cache=`: memory for file data and metadata the daemon keeps (see engine_options).
+    pub cache_bytes: Option<u64>,
 }
 
 impl Settings {
@@ -150,6 +155,7 @@ impl Settings {
             kernel_flags: Vec::new(),
             log_writes: None,
             stats: None,
+            cache_bytes: None,
         };
         for group in &cli.options {
             for opt in group.split(',') {
@@ -194,6 +200,13 @@ impl Settings {
             ("subtype", Some(v)) => self.subtype = non_empty(key, v)?,
             ("log_writes", Some(v)) => self.log_writes = Some(PathBuf::from(non_empty(key, v)?)),
             ("stats", Some(v)) => self.stats = Some(PathBuf::from(non_empty(key, v)?)),
+            ("cache", Some(v)) => {
+                let bytes = tuxfs_mkfs::parse_size(v).map_err(|e| format!("cache={v}: {e}"))?;
+                if bytes < 4 << 20 {
+                    return Err(format!("cache={v}: at least 4M"));
+                }
+                self.cache_bytes = Some(bytes);
+            }
             _ if value.is_none() && kernel_flag(key).is_some() => {
                 if let Some(flag) = kernel_flag(key) {
                     self.set_kernel_flag(flag);
@@ -248,6 +261,12 @@ impl Settings {
         };
         if let Some(interval) = self.commit_interval {
             opts.commit_interval = interval;
+        }
+        if let Some(cache) = self.cache_bytes {
+            // Dirty data and the delta in flight each stay under a quarter; loaded leaves
+            // are cut back to a quarter after each commit: about SIZE in all.
+            opts.dirty_limit_bytes = cache / 4;
+            opts.leaf_cache_bytes = cache / 4;
         }
         opts
     }
@@ -401,6 +420,25 @@ mod tests {
         .unwrap();
         assert_eq!(s.mountpoint, PathBuf::from("/mnt"));
         assert!(!s.foreground);
+    }
+
+    #[test]
+    fn cache_bounds_dirty_data_and_leaves() {
+        let s = parse(&["-o", "cache=32M,stats=/tmp/s", "img", "mnt"]).expect("parses");
+        let o = s.engine_options();
+        assert_eq!(
+            (o.dirty_limit_bytes, o.leaf_cache_bytes),
+            (8 << 20, 8 << 20)
+        );
+        assert_eq!(s.stats, Some(PathBuf::from("/tmp/s")));
+        assert!(
+            parse(&["-o", "cache=1M", "img", "mnt"]).is_err(),
+            "too small"
+        );
+        assert!(
+            parse(&["-o", "cache=lots", "img", "mnt"]).is_err(),
+            "not a size"
+        );
     }
 
     #[test]

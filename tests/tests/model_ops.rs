@@ -46,6 +46,8 @@ fn options(unify_log_blocks: u64) -> MountOptions {
         commit_interval: Duration::from_secs(3600),
         dirty_limit_bytes: u64::MAX,
         unify_log_blocks,
+        // No leaf cache: every clean leaf is dropped after every commit and read back.
+        leaf_cache_bytes: 0,
         ..MountOptions::default()
     }
 }
@@ -407,6 +409,10 @@ fn run(seed: u64, ops: u64, block_size: u32, unify: u64) {
         h.step = step;
         h.op(&mut rng);
     }
+    println!(
+        "leaf evictions since the last mount: {}",
+        h.fs.stats().leaf_evictions
+    );
     h.remount(false);
     h.remount(true);
 }

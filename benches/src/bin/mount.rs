@@ -44,8 +44,8 @@ struct Args {
     /// Data written before the kill in the recovery test.
     #[arg(long, default_value = "256M", value_parser = tuxfs_bench::parse_size)]
     fill: u64,
-    /// Which measurements to run: latency, group, recovery (comma-separated).
-    #[arg(long, default_value = "latency,group,recovery")]
+    /// Which measurements to run: latency, group, memory, recovery (comma-separated).
+    #[arg(long, default_value = "latency,group,memory,recovery")]
     only: String,
 }
 
@@ -75,12 +75,16 @@ struct Mounted {
 }
 
 fn mount(image: &Path, dir: &Path) -> Result<(Mounted, Duration), BoxErr> {
+    mount_with(image, dir, &[])
+}
+
+fn mount_with(image: &Path, dir: &Path, options: &[&str]) -> Result<(Mounted, Duration), BoxErr> {
     let start = Instant::now();
-    let child = Command::new(tool("tuxfs-mount")?)
-        .arg("-f")
-        .arg(image)
-        .arg(dir)
-        .spawn()?;
+    let mut cmd = Command::new(tool("tuxfs-mount")?);
+    for o in options {
+        cmd.arg("-o").arg(o);
+    }
+    let child = cmd.arg("-f").arg(image).arg(dir).spawn()?;
     let mut m = Mounted {
         child,
         dir: dir.to_path_buf(),
@@ -279,6 +283,67 @@ fn recovery(args: &Args, work: &Path) -> Result<(), BoxErr> {
     Ok(())
 }
 
+/// A field of /proc/PID/status in KiB (VmHWM: peak resident set; VmRSS: now).
+fn proc_kib(pid: u32, field: &str) -> Result<u64, BoxErr> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .ok_or("no such field")?;
+    Ok(line.split_whitespace().nth(1).ok_or("no value")?.parse()?)
+}
+
+/// Bounded memory: write and read back a file four times the cache limit through a mount
+/// with `-o cache=32M`; the daemon's peak RSS against the limit.
+fn memory(args: &Args, work: &Path) -> Result<(), BoxErr> {
+    const CACHE: u64 = 32 << 20;
+    println!(
+        "== memory: a {} MiB file through a mount with -o cache=32M",
+        (4 * CACHE) >> 20
+    );
+    let image = work.join("mem.img");
+    let mnt = work.join("mnt");
+    mkfs(&image, args.image_size.max(8 * CACHE))?;
+    let (m, _) = mount_with(&image, &mnt, &["cache=32M"])?;
+    let pid = m.child.id();
+    let idle = proc_kib(pid, "VmRSS:")?;
+    let chunk = vec![0x6bu8; 1 << 20];
+    let mut f = File::create(mnt.join("big"))?;
+    for _ in 0..((4 * CACHE) >> 20) {
+        f.write_all(&chunk)?;
+    }
+    f.sync_all()?;
+    drop(f);
+    let after_write = proc_kib(pid, "VmHWM:")?;
+    // Drop the kernel's page cache so the reads reach the daemon.
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut f = File::open(mnt.join("big"))?;
+    let mut total = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    drop(f);
+    let peak = proc_kib(pid, "VmHWM:")?;
+    m.unmount()?;
+    println!(
+        "read back {} MiB; daemon RSS idle {} MiB, peak after writing {} MiB, peak after reading {} MiB",
+        total >> 20,
+        idle >> 10,
+        after_write >> 10,
+        peak >> 10
+    );
+    println!(
+        "cache limit 32 MiB; peak - limit = {} MiB (binary, io_uring ring, FUSE buffers, allocator slack)",
+        (peak >> 10).saturating_sub(32)
+    );
+    Ok(())
+}
+
 /// Group commit: `writers` threads, each doing 10 x (4 KiB append + fdatasync) on its own
 /// file at once. Returns the wall time of the whole round.
 fn group_round(dir: &Path, writers: usize) -> Result<Duration, BoxErr> {
@@ -341,6 +406,9 @@ fn main() -> Result<(), BoxErr> {
     }
     if want("group") {
         group(&args, work.path())?;
+    }
+    if want("memory") {
+        memory(&args, work.path())?;
     }
     if want("recovery") {
         recovery(&args, work.path())?;

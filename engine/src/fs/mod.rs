@@ -137,6 +137,7 @@ impl Filesystem {
         };
         let mut st = crate::recovery::recover(io, sb, opts.read_only)?;
         st.unify_log_blocks = opts.unify_log_blocks.max(1);
+        st.leaf_cache_bytes = opts.leaf_cache_bytes;
         st.debug_ack_before_data = opts.debug_ack_before_data;
         if !opts.read_only {
             posix::destroy_orphans(&mut st)?;

@@ -118,6 +118,9 @@ pub struct MountOptions {
     /// data and leaves reach the disk. Breaks the crash promise on purpose so the crash
     /// harness can prove it notices.
     pub debug_ack_before_data: bool,
+    /// Memory for B+tree leaves kept in memory: past it, clean leaves are dropped after a
+    /// commit (and read again on demand).
+    pub leaf_cache_bytes: u64,
     /// BENCHMARK BASELINE ONLY: commits keep the state lock through their flush, so the
     /// frontend waits for writeback instead of forking pages. Safe, just slower; it exists
     /// so that benches can measure what page forking buys in the same run.
@@ -133,6 +136,7 @@ impl Default for MountOptions {
             unify_log_blocks: 256,
             debug_ack_before_data: false,
             debug_wait_writeback: false,
+            leaf_cache_bytes: 256 << 20,
         }
     }
 }
