@@ -36,6 +36,8 @@ pub struct FsStats {
     pub writer_throttle_us: u64,
     /// Times the leaf cache passed its limit and clean leaves were dropped.
     pub leaf_evictions: u64,
+    /// Commits made because an operation hit ENOSPC while the open delta held frees.
+    pub space_pressure_commits: u64,
     pub data_checksum_errors: u64,
 }
 
@@ -127,6 +129,7 @@ impl std::fmt::Display for FsStats {
             ("commit_latency_us_max", self.commit_latency_us_max),
             ("orphans_destroyed", self.orphans_destroyed),
             ("leaf_evictions", self.leaf_evictions),
+            ("space_pressure_commits", self.space_pressure_commits),
             ("data_checksum_errors", self.data_checksum_errors),
         ];
         for (name, value) in rows {

@@ -55,8 +55,8 @@ pub const THREADS_MAX: usize = 64;
                   log_writes=FILE (debugging, crash injection): copy the image to FILE.base \
                   at mount and append every write and flush to FILE; rebuild crash images \
                   with `tuxfs-replay FILE`. Neither file may exist.\n\
-                  cache=SIZE: memory for data and metadata (default: 64M of dirty data, \
-                  256M of leaves); dirty data and the delta in flight stay under SIZE/4 each, \
+                  cache=SIZE: memory for data and metadata (default: 1/32 of RAM, between \
+                  64M and 512M); dirty data and the delta in flight stay under SIZE/4 each, \
                   loaded leaves are cut back to SIZE/4 after each commit.\n\
                   stats=FILE: on SIGUSR1 and at unmount, write the filesystem's figures \
                   (deltas committed, bytes written, pages forked, writer throttle time, unifies, \
@@ -262,14 +262,31 @@ impl Settings {
         if let Some(interval) = self.commit_interval {
             opts.commit_interval = interval;
         }
-        if let Some(cache) = self.cache_bytes {
-            // Dirty data and the delta in flight each stay under a quarter; loaded leaves
-            // are cut back to a quarter after each commit: about SIZE in all.
-            opts.dirty_limit_bytes = cache / 4;
-            opts.leaf_cache_bytes = cache / 4;
-        }
+        // Dirty data and the delta in flight each stay under a quarter; loaded leaves are
+        // cut back to a quarter after each commit: about SIZE in all.
+        let cache = self.cache_bytes.unwrap_or_else(default_cache_bytes);
+        opts.dirty_limit_bytes = cache / 4;
+        opts.leaf_cache_bytes = cache / 4;
         opts
     }
+}
+
+/// The cache when `cache=` is not given: 1/32 of the machine's memory, between 64 MiB and
+/// 512 MiB (768 MiB of a 24 GiB machine is clamped to 512 MiB: 128 MiB of dirty data).
+pub fn default_cache_bytes() -> u64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 when the value is unknown.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let ram = if pages > 0 && page > 0 {
+        pages as u64 * page as u64
+    } else {
+        2 << 30
+    };
+    (ram / 32).clamp(64 << 20, 512 << 20)
 }
 
 /// Generic mount flags the kernel understands (mount(8) passes them to helpers).
@@ -435,6 +452,9 @@ mod tests {
             parse(&["-o", "cache=1M", "img", "mnt"]).is_err(),
             "too small"
         );
+        let d = parse(&["img", "mnt"]).expect("parses").engine_options();
+        assert_eq!(d.dirty_limit_bytes, default_cache_bytes() / 4);
+        assert!((64 << 20..=512 << 20).contains(&default_cache_bytes()));
         assert!(
             parse(&["-o", "cache=lots", "img", "mnt"]).is_err(),
             "not a size"

@@ -299,3 +299,38 @@ fn reformat_with_the_same_uuid_does_not_revive_the_old_log() {
         fsck_clean(&dev);
     }
 }
+
+/// A file deleted and the space used again at once, without a sync in between: the frees
+/// of the open delta become allocatable when it commits, so the ENOSPC the second write
+/// first meets must turn into a commit and a successful retry, not an error.
+#[test]
+fn space_freed_by_a_delete_is_usable_before_any_sync() {
+    let dev = new_device(4096, 2048);
+    let fs = mount(&dev);
+    let size = 1200 * 4096;
+    let a = fs.create(ROOT, b"a", 0o644, ME).expect("create a");
+    fs.write(a.ino, 0, &pattern(size, 1), false)
+        .expect("write a");
+    fs.release(a.ino).expect("release");
+    fs.sync().expect("sync");
+    fs.unlink(ROOT, b"a").expect("unlink a");
+    let b = fs.create(ROOT, b"b", 0o644, ME).expect("create b");
+    fs.write(b.ino, 0, &pattern(size, 2), false)
+        .expect("write b into the space a freed");
+    fs.release(b.ino).expect("release");
+    assert!(fs.stats().space_pressure_commits >= 1);
+    assert_eq!(
+        fs.read(b.ino, 0, size as u32).expect("read b"),
+        pattern(size, 2)
+    );
+    // A write that cannot fit even after committing still gets ENOSPC.
+    let c = fs.create(ROOT, b"c", 0o644, ME).expect("create c");
+    assert_eq!(
+        fs.write(c.ino, 0, &pattern(size, 3), false)
+            .map_err(|e| e.errno()),
+        Err(Errno::NoSpace)
+    );
+    fs.release(c.ino).expect("release");
+    fs.unmount().expect("unmount");
+    fsck_clean(&dev);
+}

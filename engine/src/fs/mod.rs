@@ -215,13 +215,28 @@ impl Filesystem {
     /// Runs a change: refuses on a read-only or failed filesystem. A writer that pushed dirty
     /// data past the limit then commits and waits for it (throttling, counted in
     /// `writer_throttle_us`); under the limit a writer never waits for I/O.
-    fn change<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
+    ///
+    /// Space pressure: blocks the open delta freed (a deleted file's) become allocatable only
+    /// once that delta is durable. So an ENOSPC while the open delta has changes commits it
+    /// and retries once; every operation reserves before it changes anything, so the failed
+    /// attempt left nothing behind.
+    fn change<T>(&self, f: impl Fn(&mut State) -> Result<T>) -> Result<T> {
         let limit = self.shared.opts.dirty_limit_bytes;
-        let (out, over) = self.with(|st| {
-            crate::commit::check_writable(st)?;
-            let out = f(st)?;
-            Ok((out, st.dirty_bytes() > limit))
-        })?;
+        let attempt = || {
+            self.with(|st| {
+                crate::commit::check_writable(st)?;
+                let out = f(st)?;
+                Ok((out, st.dirty_bytes() > limit))
+            })
+        };
+        let (out, over) = match attempt() {
+            Err(e) if e.errno() == Errno::NoSpace && self.with(|st| Ok(st.has_changes()))? => {
+                self.shared.commit_open()?;
+                self.shared.lock().stats.space_pressure_commits += 1;
+                attempt()?
+            }
+            other => other?,
+        };
         if over {
             let started = std::time::Instant::now();
             self.shared.commit_open()?;
