@@ -104,6 +104,8 @@ impl Shared {
 pub struct Filesystem {
     shared: Arc<Shared>,
     writeback: Mutex<Option<writeback::Handle>>,
+    /// Commit requests to the writeback thread (None on a read-only mount).
+    commits: Option<crossbeam_channel::Sender<writeback::Request>>,
 }
 
 impl Filesystem {
@@ -158,9 +160,11 @@ impl Filesystem {
             let started = writeback::start(shared.clone());
             Some(started.map_err(|e| crate::Error::io("starting the writeback thread", e))?)
         };
+        let commits = handle.as_ref().map(writeback::Handle::sender);
         Ok(Arc::new(Filesystem {
             shared,
             writeback: Mutex::new(handle),
+            commits,
         }))
     }
 
@@ -201,6 +205,15 @@ impl Filesystem {
         self.shared.lock().stats.clone()
     }
 
+    /// Has the writeback thread commit the open delta and waits until it is durable (on a
+    /// read-only mount there is nothing to commit).
+    fn commit(&self) -> Result<()> {
+        match &self.commits {
+            Some(tx) => writeback::request_commit(tx),
+            None => self.shared.commit_open(),
+        }
+    }
+
     /// Runs `f` on the state, refusing after unmount.
     fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         let mut st = self.shared.lock();
@@ -231,7 +244,7 @@ impl Filesystem {
         };
         let (out, over) = match attempt() {
             Err(e) if e.errno() == Errno::NoSpace && self.with(|st| Ok(st.has_changes()))? => {
-                self.shared.commit_open()?;
+                self.commit()?;
                 self.shared.lock().stats.space_pressure_commits += 1;
                 attempt()?
             }
@@ -239,7 +252,7 @@ impl Filesystem {
         };
         if over {
             let started = std::time::Instant::now();
-            self.shared.commit_open()?;
+            self.commit()?;
             self.shared.lock().stats.writer_throttle_us += started.elapsed().as_micros() as u64;
         }
         Ok(out)
@@ -268,7 +281,7 @@ impl Filesystem {
             }
         }
         drop(_backend);
-        self.shared.commit_open()
+        self.commit()
     }
 
     pub fn statfs(&self) -> Result<StatFs> {

@@ -1,18 +1,28 @@
-//! The writeback scheduler: one thread per mounted filesystem that commits the open delta
-//! when it has been open for the commit interval. Requests arrive over a channel.
+//! The writeback scheduler: one thread per mounted filesystem, the only one that commits
+//! while the filesystem is mounted (mount and unmount commit themselves). It commits the
+//! open delta when it has been open for the commit interval, and on request: fsync/sync
+//! callers, writers past the dirty limit and operations under space pressure send a
+//! `Commit` over the channel and wait for the answer. Every request already queued when a
+//! commit starts is answered by that one commit (group commit).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
 use super::Shared;
+use crate::{Errno, Result};
 
 /// Messages to the scheduler.
 #[derive(Debug)]
-enum Request {
+pub(crate) enum Request {
     Stop,
+    /// Commit the open delta and answer when it is durable.
+    Commit(Sender<std::result::Result<(), Errno>>),
 }
+
+/// Requests the channel holds before senders wait: bounds memory under a storm of fsyncs.
+const QUEUE_MAX: usize = 1024;
 
 /// The running scheduler.
 #[derive(Debug)]
@@ -22,6 +32,11 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
+    /// A sender for commit requests.
+    pub(crate) fn sender(&self) -> Sender<Request> {
+        self.tx.clone()
+    }
+
     /// Stops the thread and waits for it.
     pub(crate) fn stop(mut self) {
         let _ = self.tx.send(Request::Stop);
@@ -31,9 +46,44 @@ impl Handle {
     }
 }
 
+/// Asks the scheduler to commit the open delta and waits until it is durable.
+pub(crate) fn request_commit(tx: &Sender<Request>) -> Result<()> {
+    let (reply_tx, reply_rx) = bounded(1);
+    tx.send(Request::Commit(reply_tx)).map_err(|_| Errno::Io)?;
+    match reply_rx.recv() {
+        Ok(answer) => answer.map_err(Into::into),
+        Err(_) => Err(Errno::Io.into()),
+    }
+}
+
+/// Commits once for every request queued now; answers all of them. Returns whether a Stop
+/// was among them.
+fn serve(
+    shared: &Shared,
+    first: Sender<std::result::Result<(), Errno>>,
+    rx: &Receiver<Request>,
+) -> bool {
+    let mut replies = vec![first];
+    let mut stop = false;
+    while let Ok(req) = rx.try_recv() {
+        match req {
+            Request::Commit(r) => replies.push(r),
+            Request::Stop => stop = true,
+        }
+    }
+    let answer = shared.commit_open().map_err(|e| e.errno());
+    if let Err(e) = &answer {
+        eprintln!("tuxfs: commit failed: {e:?}");
+    }
+    for r in replies {
+        let _ = r.send(answer);
+    }
+    stop
+}
+
 /// Starts the scheduler for `shared`.
 pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
-    let (tx, rx) = bounded::<Request>(16);
+    let (tx, rx) = bounded::<Request>(QUEUE_MAX);
     let interval = shared.opts.commit_interval;
     let thread = std::thread::Builder::new()
         .name("tuxfs-writeback".into())
@@ -41,6 +91,11 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
             loop {
                 match rx.recv_timeout(interval) {
                     Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                    Ok(Request::Commit(reply)) => {
+                        if serve(&shared, reply, &rx) {
+                            return;
+                        }
+                    }
                     Err(RecvTimeoutError::Timeout) => {
                         if let Err(e) = shared.commit_open() {
                             eprintln!("tuxfs: background commit failed: {e}");
