@@ -139,27 +139,29 @@ pub fn read(st: &mut State, inum: u64, offset: u64, size: u32, file_size: u64) -
     Ok(out)
 }
 
+/// Removes the entries for file blocks `[from, to)` of `inum` from a page map.
+fn drop_range<V>(
+    map: &mut std::collections::BTreeMap<(u64, u64), V>,
+    inum: u64,
+    from: u64,
+    to: u64,
+) {
+    let keys: Vec<(u64, u64)> = map
+        .range((inum, from)..(inum, to))
+        .map(|(k, _)| *k)
+        .collect();
+    for k in keys {
+        map.remove(&k);
+    }
+}
+
 /// Removes file blocks `[from, to)` of `inum`: drops dirty blocks, trims and splits
 /// extents, frees their blocks once durable. Returns the number of disk blocks freed.
 pub fn punch(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
-    let dirty: Vec<(u64, u64)> = st
-        .pages
-        .range((inum, from)..(inum, to))
-        .map(|(k, _)| *k)
-        .collect();
-    for k in dirty {
-        st.pages.remove(&k);
-    }
+    drop_range(&mut st.pages, inum, from, to);
     // Truncate never waits for writeback: it drops the in-flight copies (the device keeps
     // its own references until the writes complete).
-    let flying: Vec<(u64, u64)> = st
-        .inflight
-        .range((inum, from)..(inum, to))
-        .map(|(k, _)| *k)
-        .collect();
-    for k in flying {
-        st.inflight.remove(&k);
-    }
+    drop_range(&mut st.inflight, inum, from, to);
     let mut freed = 0;
     let mut at = from;
     // Start with an extent that began before `from` and reaches into the range.
