@@ -3,8 +3,9 @@
 //!
 //! **Invariants.**
 //! - A block freed by delta D is not handed out again until D is durable: frees go to
-//!   `deferred` and are applied by [`Allocator::release_deferred`] after the flush. So no
-//!   block reachable from the last durable state is ever overwritten.
+//!   `deferred`, are taken with the delta when it closes, and are applied by
+//!   [`Allocator::release`] after its flush. So no block reachable from the last durable
+//!   state is ever overwritten.
 //! - `free + used == block_count - first_block` for the blocks the allocator manages.
 //! - Reservations never exceed what is free beyond the metadata reserve: a write the
 //!   frontend accepted always finds its blocks at commit.
@@ -165,11 +166,6 @@ impl Allocator {
         self.reserved = self.reserved.saturating_sub(n);
     }
 
-    /// Blocks currently reserved.
-    pub fn reserved(&self) -> u64 {
-        self.reserved
-    }
-
     /// Allocates up to `max` contiguous blocks, searching from `goal` (or the cursor) and
     /// wrapping around. Returns (start, count) with count >= 1.
     pub fn alloc_run(&mut self, goal: Option<u64>, max: u64) -> Result<(u64, u64)> {
@@ -233,15 +229,17 @@ impl Allocator {
         &self.deferred
     }
 
-    /// Applies the deferred frees: call after the delta that made them is durable.
-    pub fn release_deferred(&mut self) -> Result<()> {
-        for (start, count) in std::mem::take(&mut self.deferred) {
+    /// Frees the ranges a delta released, once that delta is durable (they came from
+    /// [`Allocator::take_deferred`] when the delta closed).
+    pub fn release(&mut self, freed: Vec<(u64, u64)>) -> Result<()> {
+        for (start, count) in freed {
             self.mark_free(start, count)?;
         }
         Ok(())
     }
 
-    /// Takes the deferred frees without applying them (unify keeps its own list).
+    /// Takes the deferred frees of the delta being closed: they stay in use until
+    /// [`Allocator::release`] after its flush (frees made later wait for the next delta).
     pub fn take_deferred(&mut self) -> Vec<(u64, u64)> {
         std::mem::take(&mut self.deferred)
     }
@@ -261,7 +259,8 @@ mod tests {
         assert_eq!(s2, 150, "continues after the used range");
         a.free_later(100, 50);
         assert!(a.is_used(100), "deferred frees stay used");
-        a.release_deferred().expect("release");
+        let freed = a.take_deferred();
+        a.release(freed).expect("release");
         assert!(!a.is_used(100));
         assert_eq!(a.free_blocks(), 998 - 10);
         let avail = a.available();

@@ -60,6 +60,16 @@ pub fn commit(st: &mut State) -> Result<()> {
         let flushed = st.io.flush();
         finish(st, closed, flushed)
     });
+    // Unify only here, where nothing of the next delta can have happened yet: on the
+    // asynchronous path the frontend goes on during the flush, and a unify after it would
+    // write the next delta's in-memory orphans and new leaves into the superblock.
+    let result = result.and_then(|()| {
+        if st.log.chain.len() as u64 >= st.unify_log_blocks {
+            unify_inner(st, crate::format::superblock::STATE_MOUNTED)
+        } else {
+            Ok(())
+        }
+    });
     result.map_err(|e| fail(st, e))
 }
 
@@ -75,11 +85,12 @@ pub struct Closed {
     late: Vec<(u64, Arc<AlignedBuf>)>,
 }
 
-impl Closed {
-    /// True when the commit must run synchronously: it is due to unify.
-    pub fn unify_due(st: &State) -> bool {
-        st.log.chain.len() as u64 + 1 >= st.unify_log_blocks
-    }
+/// True when the next commit must run synchronously ([`commit`]) because it will unify:
+/// the log already holds `unify_log_blocks` log blocks, or will once this delta adds one.
+/// A delta that adds several log blocks can pass the threshold on the asynchronous path;
+/// the next commit then unifies, so the log stays within one delta of the bound.
+pub fn unify_due(st: &State) -> bool {
+    st.log.chain.len() as u64 + 1 >= st.unify_log_blocks
 }
 
 /// Closes the open delta: allocates and encodes everything it changed, submits the writes,
@@ -124,7 +135,7 @@ pub fn close(st: &mut State) -> Result<Closed> {
 }
 
 /// Finishes a closed delta once its flush returned (`flushed`): marks it durable, releases
-/// the blocks it freed, drops its in-flight pages, and unifies when the log is long.
+/// the blocks it freed and drops its in-flight pages. It never unifies (see [`commit`]).
 pub fn finish(st: &mut State, closed: Closed, flushed: Result<()>) -> Result<()> {
     flushed?;
     if !closed.late.is_empty() {
@@ -135,13 +146,7 @@ pub fn finish(st: &mut State, closed: Closed, flushed: Result<()>) -> Result<()>
     st.log.chain.extend(closed.log_blocks);
     st.durable_delta = closed.delta;
     st.inflight.clear();
-    for (start, count) in closed.freed {
-        st.alloc.mark_free(start, count)?;
-    }
-    // The log since the last unify is what a crash makes recovery replay: keep it short.
-    if st.log.chain.len() as u64 >= st.unify_log_blocks {
-        unify_inner(st, crate::format::superblock::STATE_MOUNTED)?;
-    }
+    st.alloc.release(closed.freed)?;
     evict_leaves_over_budget(st);
     let us = closed.started.elapsed().as_micros() as u64;
     st.stats.commit_latency_us_last = us;

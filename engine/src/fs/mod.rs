@@ -64,7 +64,7 @@ impl Shared {
         if !st.has_changes() {
             return Ok(());
         }
-        if crate::commit::Closed::unify_due(&st) || self.opts.debug_wait_writeback {
+        if crate::commit::unify_due(&st) || self.opts.debug_wait_writeback {
             let out = crate::commit::commit(&mut st);
             self.open_delta.store(st.delta, Ordering::Release);
             return out;
