@@ -72,9 +72,12 @@ pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> 
     let got = data_crc(&buf);
     if got != want {
         st.stats.data_checksum_errors += 1;
-        eprintln!(
-            "tuxfs: data checksum mismatch: inode {inum}, offset {}, block {phys}: stored {want:#010x}, read {got:#010x}",
-            fblock * u64::from(bs)
+        crate::events::report(
+            crate::events::Level::Error,
+            &format!(
+                "data checksum mismatch: inode {inum}, offset {}, block {phys}: stored {want:#010x}, read {got:#010x}",
+                fblock * u64::from(bs)
+            ),
         );
         return Err(Errno::Io.into());
     }

@@ -331,9 +331,12 @@ pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
         st.alloc.mark_used(b, 1)?;
     }
     if replay.dropped_unverified {
-        eprintln!(
-            "tuxfs: recovery dropped delta {}: its blocks did not all reach the disk",
-            replay.next_delta
+        crate::events::report(
+            crate::events::Level::Warning,
+            &format!(
+                "recovery dropped delta {}: its blocks did not all reach the disk",
+                replay.next_delta
+            ),
         );
     }
     Ok(st)

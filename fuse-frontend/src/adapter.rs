@@ -72,6 +72,8 @@ pub struct Adapter {
     fs: Arc<Filesystem>,
     timeouts: Timeouts,
     handles: HandleTable,
+    /// Run at DESTROY, before the kernel is answered (see [`fuser::Filesystem::destroy`]).
+    on_destroy: Option<crate::daemon::OnDestroy>,
 }
 
 impl Adapter {
@@ -80,7 +82,15 @@ impl Adapter {
             fs,
             timeouts,
             handles: HandleTable::new(),
+            on_destroy: None,
         }
+    }
+
+    /// Has `hook` run when the session is destroyed: at unmount of a `fuseblk` mount before
+    /// the kernel lets `umount` return, otherwise when the session ends.
+    pub fn with_destroy(mut self, hook: crate::daemon::OnDestroy) -> Self {
+        self.on_destroy = Some(hook);
+        self
     }
 
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, Error>) {
@@ -193,6 +203,12 @@ fn permission_bits(mode: u32) -> u32 {
 }
 
 impl fuser::Filesystem for Adapter {
+    fn destroy(&self) {
+        if let Some(hook) = &self.on_destroy {
+            hook.run();
+        }
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Each setter returns the nearest acceptable value when ours is refused; take it.
         if let Err(nearest) = config.set_max_write(MAX_WRITE_BYTES) {

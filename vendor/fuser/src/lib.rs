@@ -406,8 +406,11 @@ pub trait Filesystem: Send + Sync + 'static {
     }
 
     /// Clean up filesystem.
-    /// Called on filesystem exit.
-    fn destroy(&mut self) {}
+    /// Called once: when the kernel sends DESTROY (at unmount of a `fuseblk` mount, before
+    /// the reply, so the kernel's unmount waits for it), or else on filesystem exit.
+    /// (tuxfs change: takes `&self`, as the other methods, so that the event loop can call
+    /// it while other workers still hold the filesystem.)
+    fn destroy(&self) {}
 
     /// Look up a directory entry by name and get its attributes.
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

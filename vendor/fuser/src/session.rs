@@ -83,11 +83,17 @@ impl SessionACL {
 #[derive(Debug)]
 pub(crate) struct FilesystemHolder<FS: Filesystem> {
     pub(crate) fs: Option<FS>,
+    /// tuxfs change: set once `destroy` has run, so it runs exactly once whether DESTROY
+    /// arrived or the session ended otherwise.
+    pub(crate) destroyed: std::sync::atomic::AtomicBool,
 }
 
 impl<FS: Filesystem> FilesystemHolder<FS> {
-    fn destroy(&mut self) {
-        if let Some(mut fs) = self.fs.take() {
+    pub(crate) fn destroy(&self) {
+        if self.destroyed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Some(fs) = &self.fs {
             fs.destroy();
         }
     }
@@ -177,6 +183,7 @@ impl<FS: Filesystem> Session<FS> {
         let mut session = Session {
             filesystem: FilesystemHolder {
                 fs: Some(filesystem),
+                destroyed: std::sync::atomic::AtomicBool::new(false),
             },
             ch,
             mount: UmountOnDrop {
@@ -205,6 +212,7 @@ impl<FS: Filesystem> Session<FS> {
         let mut session = Session {
             filesystem: FilesystemHolder {
                 fs: Some(filesystem),
+                destroyed: std::sync::atomic::AtomicBool::new(false),
             },
             ch,
             mount: UmountOnDrop {
@@ -534,6 +542,9 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                     // Dispatch request
                     Some(req) => {
                         if let Ok(Operation::Destroy(_)) = req.request.operation() {
+                            // tuxfs change: the kernel waits for this reply at unmount;
+                            // answer only once the filesystem has finished.
+                            self.filesystem.destroy();
                             req.reply::<ReplyEmpty>().ok();
                             return Ok(());
                         } else {

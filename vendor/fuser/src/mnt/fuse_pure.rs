@@ -477,11 +477,28 @@ fn fuse_mount_sys(
         source = name;
     }
 
+    // tuxfs change: the mount type carries the subtype ("fuse.SUBTYPE", as libfuse does), so
+    // /proc/mounts and `df -t` show it, and `Blkdev` mounts as "fuseblk[.SUBTYPE]".
+    #[cfg(target_os = "linux")]
+    let fstype = {
+        let base = if options.contains(&MountOption::Blkdev) {
+            "fuseblk"
+        } else {
+            "fuse"
+        };
+        match options
+            .iter()
+            .find(|x| matches!(**x, MountOption::Subtype(_)))
+        {
+            Some(MountOption::Subtype(subtype)) => format!("{base}.{subtype}"),
+            _ => base.to_string(),
+        }
+    };
     #[cfg(target_os = "linux")]
     let result = nix::mount::mount(
         Some(source),
         mountpoint,
-        Some("fuse"),
+        Some(fstype.as_str()),
         flags,
         Some(mount_options.as_str()),
     );

@@ -40,6 +40,10 @@ pub enum MountOption {
     AutoUnmount,
     /// Enable permission checking in the kernel
     DefaultPermissions,
+    /// Mount as `fuseblk` (tuxfs change): the source (`FSName`) must be a block device, which
+    /// the kernel holds for the life of the mount; at unmount the kernel then sends DESTROY
+    /// and waits for its reply. Needs CAP_SYS_ADMIN.
+    Blkdev,
 
     /* Flags */
     /// Enable special character and block devices
@@ -78,6 +82,7 @@ impl MountOption {
         match s {
             "auto_unmount" => MountOption::AutoUnmount,
             "default_permissions" => MountOption::DefaultPermissions,
+            "blkdev" => MountOption::Blkdev,
             "dev" => MountOption::Dev,
             "nodev" => MountOption::NoDev,
             "suid" => MountOption::Suid,
@@ -132,6 +137,7 @@ fn conflicts_with(option: &MountOption) -> Vec<MountOption> {
         | MountOption::CUSTOM(_)
         | MountOption::DirSync
         | MountOption::AutoUnmount
+        | MountOption::Blkdev
         | MountOption::DefaultPermissions => vec![],
         MountOption::Dev => vec![MountOption::NoDev],
         MountOption::NoDev => vec![MountOption::Dev],
@@ -157,6 +163,7 @@ pub(crate) fn option_to_string(option: &MountOption) -> String {
         MountOption::CUSTOM(value) => value.to_string(),
         MountOption::AutoUnmount => "auto_unmount".to_string(),
         MountOption::DefaultPermissions => "default_permissions".to_string(),
+        MountOption::Blkdev => "blkdev".to_string(),
         MountOption::Dev => "dev".to_string(),
         MountOption::NoDev => "nodev".to_string(),
         MountOption::Suid => "suid".to_string(),
@@ -180,6 +187,7 @@ pub(crate) fn option_group(option: &MountOption) -> MountOptionGroup {
         MountOption::Subtype(_) => MountOptionGroup::Fusermount,
         MountOption::CUSTOM(_) => MountOptionGroup::KernelOption,
         MountOption::AutoUnmount => MountOptionGroup::Fusermount,
+        MountOption::Blkdev => MountOptionGroup::Fusermount,
         MountOption::Dev => MountOptionGroup::KernelFlag,
         MountOption::NoDev => MountOptionGroup::KernelFlag,
         MountOption::Suid => MountOptionGroup::KernelFlag,
