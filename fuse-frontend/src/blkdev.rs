@@ -147,15 +147,3 @@ fn configure(device: &File, backing: &File, read_only: bool) -> std::io::Result<
     }
     Ok(())
 }
-
-/// Is the loop device at `path` attached to a file? (`/sys/block/loopN/loop/backing_file`
-/// exists only while it is.)
-pub fn loop_attached(path: &Path) -> bool {
-    let Some(name) = path.file_name() else {
-        return false;
-    };
-    Path::new("/sys/block")
-        .join(name)
-        .join("loop/backing_file")
-        .exists()
-}

@@ -379,13 +379,16 @@ fn mount_session(
     let source = image.display().to_string();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let token = if root {
-        blkdev::token_for(image, settings.read_only)
+    let token = if !settings.fuseblk {
+        None
+    } else if root {
+        Some(blkdev::token_for(image, settings.read_only))
     } else {
-        Err(std::io::Error::from_raw_os_error(libc::EPERM))
+        Some(Err(std::io::Error::from_raw_os_error(libc::EPERM)))
     };
     match token {
-        Ok(token) => {
+        None => {}
+        Some(Ok(token)) => {
             let config = settings.fuser_config(&source, Some(token.path()));
             match fuser::Session::new(adapter(), mountpoint, &config) {
                 Ok(session) => {
@@ -413,7 +416,7 @@ fn mount_session(
                 ),
             }
         }
-        Err(e) => log(
+        Some(Err(e)) => log(
             Level::Warning,
             &format!(
                 "no block device for a fuseblk mount of {} ({e}); mounting plain fuse: umount \

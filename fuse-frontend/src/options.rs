@@ -61,6 +61,8 @@ pub const THREADS_MAX: usize = 64;
                   stats=FILE: on SIGUSR1 and at unmount, write the filesystem's figures \
                   (deltas committed, bytes written, pages forked, writer throttle time, unifies, \
                   commit latency) to FILE as `name value` lines; with -f also to stderr.\n\
+                  nofuseblk: mount plain fuse even as root (no loop device; umount then \
+                  returns before the final commit: wait for the daemon to exit).\n\
                   log=FILE: append the daemon's messages (mount, unmount, checksum errors, \
                   the switch to read-only after a write failure) to FILE as timestamped \
                   lines; they always go to syslog (LOG_DAEMON) too, and with -f to stderr.\n\
@@ -121,6 +123,9 @@ pub struct Settings {
     pub stats: Option<PathBuf>,
     /// `log=`: where the daemon appends its messages (besides syslog).
     pub log: Option<PathBuf>,
+    /// Mount `fuseblk` (so `umount` waits for the final commit) when privileged; `nofuseblk`
+    /// turns it off.
+    pub fuseblk: bool,
     /// `cache=`: memory for file data and metadata the daemon keeps (see engine_options).
     pub cache_bytes: Option<u64>,
 }
@@ -160,6 +165,7 @@ impl Settings {
             log_writes: None,
             stats: None,
             log: None,
+            fuseblk: true,
             cache_bytes: None,
         };
         for group in &cli.options {
@@ -205,6 +211,7 @@ impl Settings {
             ("subtype", Some(v)) => self.subtype = non_empty(key, v)?,
             ("log_writes", Some(v)) => self.log_writes = Some(PathBuf::from(non_empty(key, v)?)),
             ("stats", Some(v)) => self.stats = Some(PathBuf::from(non_empty(key, v)?)),
+            ("nofuseblk", None) => self.fuseblk = false,
             ("log", Some(v)) => self.log = Some(PathBuf::from(non_empty(key, v)?)),
             ("cache", Some(v)) => {
                 let bytes = tuxfs_mkfs::parse_size(v).map_err(|e| format!("cache={v}: {e}"))?;
@@ -516,6 +523,8 @@ mod tests {
         let s = parse(&["-o", "log=/var/log/tuxfs.log", "img", "mnt"]).unwrap();
         assert_eq!(s.log, Some(PathBuf::from("/var/log/tuxfs.log")));
         assert!(parse(&["-o", "log=", "img", "mnt"]).is_err());
+        assert!(s.fuseblk);
+        assert!(!parse(&["-o", "nofuseblk", "img", "mnt"]).unwrap().fuseblk);
     }
 
     #[test]
