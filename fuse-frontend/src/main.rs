@@ -255,15 +255,26 @@ impl Closing {
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .take(),
                 );
-                match committed {
-                    Ok(()) => {
+                match (committed, self.fs.failure()) {
+                    (Ok(()), Some(why)) => {
+                        log(
+                            Level::Error,
+                            &format!(
+                                "unmounted {} after a write failure ({why}): changes since the \
+                                 last durable commit were not written; check it with fsck",
+                                self.image.display()
+                            ),
+                        );
+                        Ok(())
+                    }
+                    (Ok(()), None) => {
                         log(
                             Level::Info,
                             &format!("unmounted {}: everything committed", self.image.display()),
                         );
                         Ok(())
                     }
-                    Err(e) => {
+                    (Err(e), _) => {
                         let msg = format!(
                             "committing {} at unmount failed: {}",
                             self.image.display(),

@@ -145,3 +145,75 @@ fn files_the_options_name_are_checked_before_mounting() {
     };
     m.finish();
 }
+
+/// A tmpfs mounted for one test, unmounted (retried briefly, then lazily) on drop.
+struct SmallTmpfs(std::path::PathBuf);
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        // The loop device a fuseblk mount held detaches a moment after its unmount.
+        for _ in 0..100 {
+            let ok = Command::new("umount").arg(&self.0).output();
+            if ok.is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+/// Story: the disk under a sparse image fills up; the daemon's writes fail, the filesystem
+/// turns read-only, and the log file says so (and the unmount line says what was lost).
+#[test]
+fn the_switch_to_read_only_after_a_write_failure_is_logged() {
+    if std::fs::metadata("/dev/fuse").is_err() {
+        common::skip("/dev/fuse is missing");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&small)
+        .output()
+        .expect("run mount");
+    if !out.status.success() {
+        common::skip(&format!(
+            "cannot mount a tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        return;
+    }
+    let _small = SmallTmpfs(small.clone());
+    let image = small.join("image");
+    common::mkfs(&image, 64 * MIB);
+    let dir = tmp.path().join("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let log_path = tmp.path().join("tuxfs.log");
+    let mount = Command::new(TUXFS_MOUNT)
+        .arg("-o")
+        .arg(format!("log={}", log_path.display()))
+        .arg(&image)
+        .arg(&dir)
+        .output()
+        .expect("run tuxfs-mount");
+    assert!(
+        mount.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mount.stderr)
+    );
+    // More than the tmpfs holds; the write or the fsync fails once the image cannot grow.
+    let written = std::fs::write(dir.join("f"), vec![b'a'; 24 << 20])
+        .and_then(|()| std::fs::File::open(dir.join("f"))?.sync_all());
+    assert!(written.is_err(), "24 MiB fit in a 16 MiB tmpfs");
+    run(Command::new("umount").arg(&dir));
+    let log = std::fs::read_to_string(&log_path).expect("the log file");
+    assert!(
+        log.contains("error: write failed, the filesystem is now read-only"),
+        "{log}"
+    );
+    assert!(log.contains("after a write failure"), "{log}");
+    assert!(!log.contains("everything committed"), "{log}");
+}

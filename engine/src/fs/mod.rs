@@ -195,6 +195,12 @@ impl Filesystem {
         result
     }
 
+    /// Why the filesystem went read-only after a write failure, if it did (then nothing more
+    /// is written, and `unmount` commits nothing).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.lock().failed.clone()
+    }
+
     /// Filesystem block size in bytes.
     pub fn block_size(&self) -> u32 {
         self.shared.lock().bs()
