@@ -76,6 +76,7 @@ use tuxfs_engine::dev::{BlockDevice, DeviceKind, OpenOptions, open_file};
 use tuxfs_engine::events::Level;
 use tuxfs_engine::fs::Filesystem;
 use tuxfs_fuse::adapter::Adapter;
+use tuxfs_fuse::closable::ClosableDevice;
 use tuxfs_fuse::daemon::{self, OnDestroy, Ready};
 use tuxfs_fuse::logging::{self, log};
 use tuxfs_fuse::options::Settings;
@@ -231,9 +232,10 @@ fn report_stats(fs: &Filesystem, file: Option<&Path>, foreground: bool) {
 
 /// What must be done once when the session ends, before the kernel is told (DESTROY of a
 /// `fuseblk` mount) or else right after the session loop returns: commit and flush
-/// everything, write the figures, release the image lock.
+/// everything, write the figures, close the image's device, release the image lock.
 struct Closing {
     fs: Arc<Filesystem>,
+    device: Arc<ClosableDevice>,
     image: PathBuf,
     lock: Mutex<Option<File>>,
     stats: Option<PathBuf>,
@@ -249,6 +251,7 @@ impl Closing {
                 let committed = self.fs.unmount();
                 report_stats(&self.fs, self.stats.as_deref(), self.foreground);
                 // Everything is durable (or failed and reported): let the image go.
+                self.device.close();
                 drop(
                     self.lock
                         .lock()
@@ -310,7 +313,7 @@ fn serve(
         },
     )
     .map_err(|e| format!("cannot open {}: {}", image.display(), errno::describe(&e)))?;
-    let device: Arc<dyn BlockDevice> = match &settings.log_writes {
+    let inner: Arc<dyn BlockDevice> = match &settings.log_writes {
         None => Arc::from(device),
         Some(log) => Arc::new(LogWritesDevice::create(device, log).map_err(|e| {
             format!(
@@ -320,10 +323,15 @@ fn serve(
             )
         })?),
     };
-    let fs = Filesystem::mount(device, settings.engine_options())
-        .map_err(|e| format!("cannot mount {}: {}", image.display(), errno::describe(&e)))?;
+    let device = Arc::new(ClosableDevice::new(inner));
+    let fs = Filesystem::mount(
+        Arc::clone(&device) as Arc<dyn BlockDevice>,
+        settings.engine_options(),
+    )
+    .map_err(|e| format!("cannot mount {}: {}", image.display(), errno::describe(&e)))?;
     let closing = Arc::new(Closing {
         fs: Arc::clone(&fs),
+        device,
         image: image.to_path_buf(),
         lock: Mutex::new(Some(lock)),
         stats: settings.stats.clone(),

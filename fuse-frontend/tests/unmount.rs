@@ -54,6 +54,17 @@ fn read_from_image(image: &Path, name: &str) -> Vec<u8> {
     out
 }
 
+/// How many of process `pid`'s descriptors are open on `file` (0 once it has exited).
+fn descriptors_on(pid: u32, file: &Path) -> usize {
+    let file = file.canonicalize().expect("image path");
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    fds.filter_map(Result::ok)
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == file))
+        .count()
+}
+
 /// The mount's type as /proc/mounts shows it.
 fn mount_type(dir: &Path) -> Option<String> {
     let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
@@ -86,7 +97,13 @@ fn unmount_leaves_the_image_current(name: &str, command: &[&str]) {
     let took = started.elapsed();
     eprintln!("{name}: `{}` took {took:?}", command.join(" "));
 
-    // At once: the lock is free, and a copy taken now is the backup a script would make.
+    // At once: the daemon (still running, not yet waited for) holds no descriptor of the
+    // image, the lock is free, and a copy taken now is the backup a script would make.
+    let open = descriptors_on(m.pid(), &m.image);
+    assert_eq!(
+        open, 0,
+        "the daemon still has the image open after the unmount"
+    );
     let lock = daemon::lock_image(&m.image)
         .unwrap_or_else(|e| panic!("the image is still locked after the unmount: {e}"));
     drop(lock);
