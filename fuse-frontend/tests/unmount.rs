@@ -208,3 +208,63 @@ fn the_loop_device_detaches_after_the_unmount() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A loop device set up by the test (the image then *is* a block device); detached on drop.
+struct LoopDevice(String);
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).output();
+    }
+}
+
+/// An image that is a block device is the fuseblk source itself, and `umount` waits for it
+/// the same way.
+#[test]
+fn a_block_device_image_is_mounted_fuseblk_directly() {
+    if std::fs::metadata("/dev/fuse").is_err() {
+        common::skip("/dev/fuse is missing");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("backing");
+    std::fs::File::create(&file)
+        .and_then(|f| f.set_len(128 * MIB))
+        .unwrap();
+    let Ok(out) = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&file)
+        .output()
+    else {
+        eprintln!("SKIPPED: losetup is not installed");
+        return;
+    };
+    if !out.status.success() {
+        common::skip(&format!(
+            "cannot attach a loop device: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        return;
+    }
+    let dev = LoopDevice(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    let image = PathBuf::from(&dev.0);
+    common::mkfs(&image, 128 * MIB);
+    let dir = tmp.path().join("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    run(Command::new(common::TUXFS_MOUNT).arg(&image).arg(&dir));
+    let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+    let line = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == dir.to_str())
+        .expect("mounted");
+    assert!(
+        line.starts_with(&format!("{} ", dev.0)) && line.contains(" fuseblk.tuxfs "),
+        "{line}"
+    );
+    let data = Rng::from_env("blockdev").bytes(8 << 20);
+    std::fs::write(dir.join("f"), &data).unwrap();
+    run(Command::new("umount").arg(&dir));
+    daemon::lock_image(&image).expect("the device is released when umount returns");
+    fsck_clean(&image);
+    assert!(read_from_image(&image, "f") == data, "content after umount");
+}
