@@ -102,7 +102,12 @@ pub fn write(st: &mut State, inum: u64, offset: u64, data: &[u8]) -> Result<()> 
             read_block(st, inum, fblock)?
         };
         page[within..within + n].copy_from_slice(&data[done..done + n]);
-        st.pages.insert((inum, fblock), page);
+        let newly_dirty = st.pages.insert((inum, fblock), page).is_none();
+        // A block no extent backs is a delayed allocation: counted in st_blocks from now.
+        // (A page being flushed already has its extent in the tree.)
+        if newly_dirty && find_extent(st, inum, fblock)?.is_none() {
+            st.delalloc.insert((inum, fblock));
+        }
         done += n;
     }
     Ok(())
@@ -159,6 +164,14 @@ fn drop_range<V>(
 /// extents, frees their blocks once durable. Returns the number of disk blocks freed.
 pub fn punch(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
     drop_range(&mut st.pages, inum, from, to);
+    let delalloc: Vec<(u64, u64)> = st
+        .delalloc
+        .range((inum, from)..(inum, to))
+        .copied()
+        .collect();
+    for k in delalloc {
+        st.delalloc.remove(&k);
+    }
     // Truncate never waits for writeback: it drops the in-flight copies (the device keeps
     // its own references until the writes complete).
     drop_range(&mut st.inflight, inum, from, to);
@@ -215,6 +228,8 @@ pub fn flush_pages(
     records: &mut Vec<LogRecord>,
 ) -> Result<()> {
     let pages = std::mem::take(&mut st.pages);
+    // Every dirty page gets its blocks now and is counted in its inode's `blocks`.
+    st.delalloc.clear();
     let max_run = u64::from(max_extent_blocks(st.bs()));
     let mut iter = pages.into_iter().peekable();
     while let Some(((inum, first), page)) = iter.next() {

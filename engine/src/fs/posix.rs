@@ -49,7 +49,9 @@ fn attr_of(st: &State, ino: u64, i: &Inode) -> Attr {
     Attr {
         ino,
         size: if i.is_dir() { u64::from(bs) } else { i.size },
-        blocks: i.blocks * u64::from(bs) / 512,
+        // Allocated blocks plus the delayed allocations of the open delta, so a file
+        // written a moment ago does not look like a hole to tar -S or du.
+        blocks: (i.blocks + st.delalloc_blocks(ino)) * u64::from(bs) / 512,
         atime: i.atime,
         mtime: i.mtime,
         ctime: i.ctime,
@@ -82,7 +84,8 @@ pub(super) fn statfs(st: &State) -> StatFs {
     let used_inodes = st.inode_count;
     StatFs {
         blocks: st.sb.block_count,
-        bfree: st.alloc.free_blocks(),
+        // Blocks reserved by accepted writes are used from the moment they are accepted.
+        bfree: st.alloc.free_blocks().saturating_sub(st.alloc.reserved()),
         bavail: st.alloc.available(),
         files: used_inodes + st.alloc.available(),
         ffree: st.alloc.available(),
