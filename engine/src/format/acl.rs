@@ -7,7 +7,9 @@
 //! 4     entries, 8 bytes each:
 //!       0  2  tag    USER_OBJ 0x01, USER 0x02, GROUP_OBJ 0x04, GROUP 0x08, MASK 0x10, OTHER 0x20
 //!       2  2  perm   r 4, w 2, x 1 (no other bits)
-//!       4  4  id     uid (USER) or gid (GROUP); 0xffffffff for the other tags
+//!       4  4  id     uid (USER) or gid (GROUP); 0xffffffff for the other tags (as the
+//!                    kernel writes them; any other value there is refused, so a stored
+//!                    value always re-encodes to the same bytes)
 //! ```
 //!
 //! A valid ACL (as the kernel's `posix_acl_valid`) has its entries sorted by tag and then
@@ -91,11 +93,16 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<AclEntry>, AclError> {
         if perm & !ACL_PERM_ALL != 0 {
             return Err(bad(format!("ACL entry {k} has permission bits {perm:#o}")));
         }
-        let id = match tag {
-            ACL_USER | ACL_GROUP => id,
-            ACL_USER_OBJ | ACL_GROUP_OBJ | ACL_MASK | ACL_OTHER => ACL_UNDEFINED_ID,
+        match tag {
+            ACL_USER | ACL_GROUP => {}
+            ACL_USER_OBJ | ACL_GROUP_OBJ | ACL_MASK | ACL_OTHER if id == ACL_UNDEFINED_ID => {}
+            ACL_USER_OBJ | ACL_GROUP_OBJ | ACL_MASK | ACL_OTHER => {
+                return Err(bad(format!(
+                    "ACL entry {k} (tag {tag:#x}) names id {id}, which only user and group entries may"
+                )));
+            }
             _ => return Err(bad(format!("ACL entry {k} has unknown tag {tag:#x}"))),
-        };
+        }
         entries.push(AclEntry { tag, perm, id });
     }
     validate(&entries)?;
@@ -231,10 +238,10 @@ mod tests {
     }
 
     #[test]
-    fn ids_of_unnamed_entries_are_ignored() {
+    fn ids_of_unnamed_entries_must_be_undefined() {
         let mut v = encode(&minimal());
         v[8..12].copy_from_slice(&5u32.to_le_bytes());
-        assert_eq!(decode(&v).unwrap(), minimal());
+        assert!(decode(&v).unwrap_err().0.contains("names id 5"));
     }
 
     #[test]
