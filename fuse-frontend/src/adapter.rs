@@ -311,9 +311,9 @@ impl fuser::Filesystem for Adapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let result =
-            self.fs
-                .mkdir_umask(parent.0, name, permission_bits(mode), umask, caller(req));
+        let result = self
+            .fs
+            .mkdir_umask(parent.0, name, permission_bits(mode), umask, caller(req));
         self.reply_entry(reply, result);
     }
 

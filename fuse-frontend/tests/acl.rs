@@ -63,12 +63,7 @@ fn mount(name: &str, options: &[&str]) -> Option<Mount> {
 /// Whether user nobody can read `path`.
 fn nobody_can_read(path: &Path) -> bool {
     Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "cat",
-        ])
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
         .arg(path)
         .output()
         .expect("run setpriv")
@@ -95,15 +90,18 @@ fn tar_right_after_a_write_archives_the_data() {
         &format!("head -c 300000 /dev/urandom > f && cp f {}", orig.display()),
     );
     let blocks = std::fs::metadata(m.path("f")).unwrap().blocks();
-    assert!(blocks >= 300_000 / 512, "st_blocks {blocks} right after the write");
+    assert!(
+        blocks >= 300_000 / 512,
+        "st_blocks {blocks} right after the write"
+    );
     let du = sh(&m.dir, "du -k f");
     let du_kib: u64 = du.split_whitespace().next().unwrap().parse().unwrap();
     assert!(du_kib >= 293, "du says {du_kib} KiB");
+    sh(&m.dir, &format!("tar -S -cf {} f", tarball.display()));
     sh(
-        &m.dir,
-        &format!("tar -S -cf {} f", tarball.display()),
+        &out,
+        &format!("tar -xf {} && cmp f ../orig", tarball.display()),
     );
-    sh(&out, &format!("tar -xf {} && cmp f ../orig", tarball.display()));
     m.finish();
 }
 
@@ -119,7 +117,10 @@ fn setfacl_grants_access_the_kernel_enforces() {
     sh(&m.dir, "echo secret > f && chmod 600 f");
     assert!(!nobody_can_read(&f), "0600 root file readable by nobody");
     sh(&m.dir, "setfacl -m u:nobody:r f");
-    assert!(nobody_can_read(&f), "the ACL entry for nobody is not enforced");
+    assert!(
+        nobody_can_read(&f),
+        "the ACL entry for nobody is not enforced"
+    );
     let acl = sh(&m.dir, "getfacl -c f");
     assert!(acl.contains("user:nobody:r--"), "getfacl: {acl}");
     // The group bits show the mask.
@@ -196,8 +197,15 @@ fn tools_keep_modes_and_acls_as_on_ext4() {
     let ours = sh(&m.dir, LISTING);
     let theirs = sh(&host, LISTING);
     // The comparison means something only if the host kept ACLs (ext4 with acl).
-    for want in ["default:user:nobody:rwx", "group:nogroup:rw-", "# file: r/d.cpa/sub"] {
-        assert!(theirs.contains(want), "host listing lacks {want}:\n{theirs}");
+    for want in [
+        "default:user:nobody:rwx",
+        "group:nogroup:rw-",
+        "# file: r/d.cpa/sub",
+    ] {
+        assert!(
+            theirs.contains(want),
+            "host listing lacks {want}:\n{theirs}"
+        );
     }
     if ours != theirs {
         let diff: Vec<String> = ours

@@ -460,14 +460,17 @@ pub fn default_targets() -> Vec<Target> {
                 Err(e) => Outcome::reject(e),
             },
         ),
-        Target::new("acl::decode", false, gen_acl, |b, _| {
-            match tuxfs_engine::format::acl::decode(b) {
+        Target::new(
+            "acl::decode",
+            false,
+            gen_acl,
+            |b, _| match tuxfs_engine::format::acl::decode(b) {
                 Ok(entries) => Outcome::accept(entries.capacity() * 8, move || {
                     tuxfs_engine::format::acl::encode(&entries)
                 }),
                 Err(e) => Outcome::reject(e),
-            }
-        }),
+            },
+        ),
     ]
 }
 
@@ -475,12 +478,14 @@ pub fn default_targets() -> Vec<Target> {
 /// distinct ids, and a mask when there are named entries (or sometimes anyway).
 fn gen_acl(rng: &mut Rng, _ctx: &mut Ctx) -> Sample {
     use tuxfs_engine::format::acl::{
-        ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_UNDEFINED_ID, ACL_USER,
-        ACL_USER_OBJ, AclEntry, decode, encode,
+        ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_UNDEFINED_ID, ACL_USER, ACL_USER_OBJ,
+        AclEntry, decode, encode,
     };
     let perm = |rng: &mut Rng| rng.below(8) as u16;
     let named = |rng: &mut Rng, tag| {
-        let mut ids: Vec<u32> = (0..rng.below(6)).map(|_| rng.below(70_000) as u32).collect();
+        let mut ids: Vec<u32> = (0..rng.below(6))
+            .map(|_| rng.below(70_000) as u32)
+            .collect();
         ids.sort_unstable();
         ids.dedup();
         ids.into_iter()

@@ -10,8 +10,8 @@ use tuxfs_engine::Errno;
 use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
 use tuxfs_engine::format::acl::{
-    ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_UNDEFINED_ID as U, ACL_USER,
-    ACL_USER_OBJ, AclEntry, XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT, decode, encode,
+    ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_UNDEFINED_ID as U, ACL_USER, ACL_USER_OBJ,
+    AclEntry, XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT, decode, encode,
 };
 use tuxfs_engine::format::inode::Timestamp;
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, SetAttr, XattrFlags};
@@ -82,7 +82,11 @@ fn access_acl_sets_mode_and_equivalent_acl_is_not_stored() {
     let fs = mount(&dev);
     let f = fs.create(ROOT, b"f", 0o600, ME).expect("create").ino;
     // What cp -p of a 0644 file does: an ACL equal to the mode.
-    let plain = vec![e(ACL_USER_OBJ, 6, U), e(ACL_GROUP_OBJ, 4, U), e(ACL_OTHER, 4, U)];
+    let plain = vec![
+        e(ACL_USER_OBJ, 6, U),
+        e(ACL_GROUP_OBJ, 4, U),
+        e(ACL_OTHER, 4, U),
+    ];
     set(&fs, f, XATTR_ACL_ACCESS, &plain).expect("set");
     assert_eq!(fs.getattr(f).unwrap().perm, 0o644);
     assert_eq!(get(&fs, f, XATTR_ACL_ACCESS), None);
@@ -148,7 +152,11 @@ fn bad_acl_values_are_einval_and_change_nothing() {
     assert_eq!(fs.getattr(f).unwrap().perm, 0o640);
     assert!(fs.listxattr(f).unwrap().is_empty());
     // A default ACL on a file is refused as the kernel does (EACCES).
-    let d = vec![e(ACL_USER_OBJ, 7, U), e(ACL_GROUP_OBJ, 5, U), e(ACL_OTHER, 5, U)];
+    let d = vec![
+        e(ACL_USER_OBJ, 7, U),
+        e(ACL_GROUP_OBJ, 5, U),
+        e(ACL_OTHER, 5, U),
+    ];
     assert_eq!(set(&fs, f, XATTR_ACL_DEFAULT, &d), Err(Errno::Access));
     fs.unmount().unwrap();
 }
@@ -192,9 +200,7 @@ fn default_acl_is_inherited_and_umask_applies_only_without_it() {
     assert_eq!(get(&fs, sub.ino, XATTR_ACL_ACCESS), Some(default.clone()));
     assert_eq!(get(&fs, sub.ino, XATTR_ACL_DEFAULT), Some(default.clone()));
     // Special files too (mknod), symlinks never.
-    let fifo = fs
-        .mknod_umask(d, b"fifo", 0o010_644, 0, 0o077, ME)
-        .unwrap();
+    let fifo = fs.mknod_umask(d, b"fifo", 0o010_644, 0, 0o077, ME).unwrap();
     assert_eq!(fifo.perm, 0o644);
     let link = fs.symlink(d, b"l", b"f", ME).unwrap();
     assert!(fs.listxattr(link.ino).unwrap().is_empty());

@@ -143,10 +143,7 @@ pub(super) fn stored(
         Ok(entries) => Ok(Some(entries)),
         Err(e) => Err(Error::corrupt(
             st.inodes.leaf_block(Key::new(ino, 0)),
-            format!(
-                "inode {ino}: {}: {e}",
-                String::from_utf8_lossy(name)
-            ),
+            format!("inode {ino}: {}: {e}", String::from_utf8_lossy(name)),
         )),
     }
 }
@@ -245,7 +242,11 @@ mod tests {
     }
 
     fn base(u: u16, g: u16, o: u16) -> Vec<AclEntry> {
-        vec![e(ACL_USER_OBJ, u, U), e(ACL_GROUP_OBJ, g, U), e(ACL_OTHER, o, U)]
+        vec![
+            e(ACL_USER_OBJ, u, U),
+            e(ACL_GROUP_OBJ, g, U),
+            e(ACL_OTHER, o, U),
+        ]
     }
 
     fn with_nobody(u: u16, nobody: u16, g: u16, mask: u16, o: u16) -> Vec<AclEntry> {
