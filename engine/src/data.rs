@@ -86,6 +86,9 @@ pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> 
 pub fn write(st: &mut State, inum: u64, offset: u64, data: &[u8]) -> Result<()> {
     let bs = u64::from(st.bs());
     let mut done = 0usize;
+    // The extent (or hole) the last newly dirtied block fell in: one tree lookup per run,
+    // not per block.
+    let mut span: Option<Span> = None;
     while done < data.len() {
         let pos = offset + done as u64;
         let fblock = pos / bs;
@@ -105,12 +108,48 @@ pub fn write(st: &mut State, inum: u64, offset: u64, data: &[u8]) -> Result<()> 
         let newly_dirty = st.pages.insert((inum, fblock), page).is_none();
         // A block no extent backs is a delayed allocation: counted in st_blocks from now.
         // (A page being flushed already has its extent in the tree.)
-        if newly_dirty && find_extent(st, inum, fblock)?.is_none() {
-            st.delalloc.insert((inum, fblock));
+        if newly_dirty {
+            let known = span.filter(|s| s.from <= fblock && fblock < s.to);
+            let here = match known {
+                Some(s) => s,
+                None => span_at(st, inum, fblock)?,
+            };
+            span = Some(here);
+            if !here.backed {
+                st.delalloc.insert((inum, fblock));
+            }
         }
         done += n;
     }
     Ok(())
+}
+
+/// File blocks `[from, to)` of one inode that an extent backs, or that none does.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    from: u64,
+    to: u64,
+    backed: bool,
+}
+
+/// The extent covering `fblock`, or the hole around it up to the next extent.
+fn span_at(st: &mut State, inum: u64, fblock: u64) -> Result<Span> {
+    if let Some((start, ext)) = find_extent(st, inum, fblock)? {
+        let to = extent_end(st, Key::new(inum, start), &ext)?;
+        return Ok(Span {
+            from: start,
+            to,
+            backed: true,
+        });
+    }
+    let next = st
+        .extents
+        .next(Key::new(inum, fblock), Key::new(inum, u64::MAX), &st.io)?;
+    Ok(Span {
+        from: fblock,
+        to: next.map_or(u64::MAX, |(k, _)| k.b),
+        backed: false,
+    })
 }
 
 /// Blocks in `[offset, offset + len)` of `inum` not yet dirty: what a write must reserve.

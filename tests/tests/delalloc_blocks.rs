@@ -87,6 +87,34 @@ fn overwrites_of_allocated_blocks_are_not_counted_twice() {
     assert_eq!(blocks(&fs, f), 9 * SECTORS, "before commit");
     fs.sync().expect("sync");
     assert_eq!(blocks(&fs, f), 9 * SECTORS, "after commit");
+    // One write across extents and holes: blocks 0..8 and 9 are allocated, 8 and 10..14
+    // are not. Writing 6..14 adds exactly 8, 10, 11, 12, 13.
+    fs.write(f, 6 * BS, &vec![5u8; 8 * BS as usize], false)
+        .expect("write across extents");
+    assert_eq!(blocks(&fs, f), 14 * SECTORS, "before commit");
+    fs.sync().expect("sync");
+    assert_eq!(blocks(&fs, f), 14 * SECTORS, "after commit");
+    fs.unmount().expect("unmount");
+}
+
+#[test]
+fn one_write_over_two_extents_and_the_holes_between() {
+    let fs = mounted();
+    let f = fs.create(ROOT, b"f", 0o644, ME).expect("create").ino;
+    // Two extents, 0..4 and 8..10, committed separately; a hole 4..8.
+    fs.write(f, 0, &vec![1u8; 4 * BS as usize], false)
+        .expect("write");
+    fs.sync().expect("sync");
+    fs.write(f, 8 * BS, &vec![1u8; 2 * BS as usize], false)
+        .expect("write");
+    fs.sync().expect("sync");
+    assert_eq!(blocks(&fs, f), 6 * SECTORS);
+    // 2..12: blocks 2, 3, 8, 9 are allocated already; 4..8, 10, 11 are new.
+    fs.write(f, 2 * BS, &vec![2u8; 10 * BS as usize], false)
+        .expect("write");
+    assert_eq!(blocks(&fs, f), 12 * SECTORS, "before commit");
+    fs.sync().expect("sync");
+    assert_eq!(blocks(&fs, f), 12 * SECTORS, "after commit");
     fs.unmount().expect("unmount");
 }
 
