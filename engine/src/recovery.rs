@@ -309,6 +309,7 @@ pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
         pages: BTreeMap::new(),
         inflight: BTreeMap::new(),
         delta_reserved: 0,
+        delalloc: BTreeSet::new(),
         next_inum: sb.next_inum,
         inode_count: sb.inode_count,
         read_only,

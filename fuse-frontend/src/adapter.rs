@@ -220,9 +220,19 @@ impl fuser::Filesystem for Adapter {
         // READDIRPLUS fills the inode cache while listing; PARALLEL_DIROPS lets lookups and
         // readdirs of one directory run concurrently (every engine method takes &self).
         // Writeback caching stays off: every write(2) reaches the engine.
+        //
+        // POSIX_ACL: the kernel enforces ACLs (it reads system.posix_acl_access through
+        // getxattr) and leaves the rest to the engine: the mode an ACL sets, chmod of the
+        // ACL, default ACL inheritance (engine::fs::acl). It then skips the umask for
+        // create/mkdir/mknod; DONT_MASK keeps the FUSE layer from applying it anyway, so
+        // the engine gets the unmasked mode and the umask and applies whichever rule holds.
+        // (FUSE_SETXATTR_EXT, which would carry FUSE_SETXATTR_ACL_KILL_SGID, is not asked
+        // for: fuser 0.18 reads its larger setxattr header as the old one.)
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_PARALLEL_DIROPS;
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK;
         let offered = config.capabilities() & wanted;
         // Cannot fail: only capabilities the kernel offered are asked for.
         let _ = config.add_capabilities(offered);
@@ -288,7 +298,7 @@ impl fuser::Filesystem for Adapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -296,8 +306,11 @@ impl fuser::Filesystem for Adapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        // mknod's mode carries the file type (S_IF*), which the engine needs.
-        let result = self.fs.mknod(parent.0, name, mode, rdev, caller(req));
+        // mknod's mode carries the file type (S_IF*), which the engine needs. The umask
+        // is the engine's to apply (it does not when the parent has a default ACL).
+        let result = self
+            .fs
+            .mknod_umask(parent.0, name, mode, rdev, umask, caller(req));
         self.reply_entry(reply, result);
     }
 
@@ -307,7 +320,7 @@ impl fuser::Filesystem for Adapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let name = match checked_name(name) {
@@ -316,7 +329,7 @@ impl fuser::Filesystem for Adapter {
         };
         let result = self
             .fs
-            .mkdir(parent.0, name, permission_bits(mode), caller(req));
+            .mkdir_umask(parent.0, name, permission_bits(mode), umask, caller(req));
         self.reply_entry(reply, result);
     }
 
@@ -637,7 +650,7 @@ impl fuser::Filesystem for Adapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -647,7 +660,7 @@ impl fuser::Filesystem for Adapter {
         };
         match self
             .fs
-            .create(parent.0, name, permission_bits(mode), caller(req))
+            .create_umask(parent.0, name, permission_bits(mode), umask, caller(req))
         {
             Ok(attr) => {
                 let fh = self.open_handle(attr.ino, flags);
