@@ -9,11 +9,34 @@
 //! - FUSE inode numbers are engine inode numbers; the root is 1 on both sides.
 //! - `fh` numbers name entries of a [`HandleTable`]; every successful open/create/opendir
 //!   adds one and the matching release/releasedir removes it and releases the engine's open.
+//! - No request that waits for a commit holds a worker: fsync and fsyncdir hand their reply
+//!   to the engine ([`Filesystem::fsync_then`]), which sends it from the writeback thread.
+//! - With the kernel's writeback cache ([`Caching::writeback_cache`]) the kernel owns size
+//!   and mtime between flushes and resolves O_APPEND itself; writes then always go where
+//!   their offset says.
+//!
+//! # What the kernel may cache, and why nothing needs invalidating
+//!
+//! The daemon is the image's only writer while it is mounted, and every change reaches it
+//! through this kernel mount, so the kernel's caches are never stale because of a change it
+//! did not see. Attributes and entries are therefore cached for [`Timeouts::default`]
+//! (60 s). What the engine changes as a consequence of a request is either in the reply
+//! (link counts and ctime after link, mode after chown) or invalidated by the kernel
+//! itself: unlink and rename drop the victim's nlink and invalidate its attributes, the
+//! parents' attributes (nlink, mtime) are invalidated after every directory change, ctime
+//! after setxattr, atime after reads. An unlinked open file destroyed at its last release
+//! (an orphan) is no longer reachable by name, and its inode number, if reused, comes back
+//! with a new generation. Symlink targets never change. So the adapter sends no
+//! invalidation notices; should the engine ever change something on its own (a background
+//! scrubber, an online resize), it must use `fuser::Notifier::inval_inode`/`inval_entry`.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags,
@@ -57,12 +80,83 @@ pub struct Timeouts {
     pub entry: Duration,
 }
 
+/// 60 s: the daemon is the only writer of the image, so what the kernel caches goes stale
+/// only through changes the kernel itself made (see the module doc); the bound is there
+/// for changes nobody thought of, not for correctness.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Default for Timeouts {
     fn default() -> Self {
         Timeouts {
-            attr: Duration::from_secs(1),
-            entry: Duration::from_secs(1),
+            attr: DEFAULT_TIMEOUT,
+            entry: DEFAULT_TIMEOUT,
         }
+    }
+}
+
+/// The kernel's page and symlink caching, each on by default (`-o nowriteback_cache`,
+/// `nokeep_cache`, `nocache_symlinks` and `max_background=N` change them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caching {
+    /// FUSE_WRITEBACK_CACHE: the kernel keeps dirty pages and writes them back in large
+    /// requests; it owns size and mtime until then, reads a page before a partial write,
+    /// and resolves O_APPEND itself.
+    pub writeback_cache: bool,
+    /// FOPEN_KEEP_CACHE on opens of files whose data no write or truncate reached since the
+    /// previous open, so their pages survive the re-open.
+    pub keep_cache: bool,
+    /// FUSE_CACHE_SYMLINKS: symlink targets are kept in the page cache.
+    pub cache_symlinks: bool,
+    /// Background requests (read-ahead, page writeback, async direct I/O) the kernel keeps
+    /// in flight; it counts as congested at 3/4 of it.
+    pub max_background: u16,
+}
+
+/// Background requests in flight by default: room for a queue depth of 32 of direct I/O
+/// plus read-ahead and page writeback beside it.
+pub const DEFAULT_MAX_BACKGROUND: u16 = 64;
+
+impl Default for Caching {
+    fn default() -> Self {
+        Caching {
+            writeback_cache: true,
+            keep_cache: true,
+            cache_symlinks: true,
+            max_background: DEFAULT_MAX_BACKGROUND,
+        }
+    }
+}
+
+/// Inodes whose data nothing changed since their last open: opened again, they keep their
+/// pages. Bounded: past [`UNCHANGED_MAX`] entries it starts over (files then lose their
+/// pages once more at the next open, which costs reads, not correctness).
+#[derive(Debug, Default)]
+struct Unchanged(Mutex<HashMap<u64, ()>>);
+
+const UNCHANGED_MAX: usize = 1 << 16;
+
+impl Unchanged {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ()>> {
+        // Each use is one map call: a panic cannot leave it half-changed.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called at open: whether the inode's pages may be kept, and it is now "opened".
+    fn opened(&self, ino: u64) -> bool {
+        let mut map = self.map();
+        if map.contains_key(&ino) {
+            return true;
+        }
+        if map.len() >= UNCHANGED_MAX {
+            map.clear();
+        }
+        map.insert(ino, ());
+        false
+    }
+
+    /// Called when a write or a size change reaches the inode.
+    fn changed(&self, ino: u64) {
+        self.map().remove(&ino);
     }
 }
 
@@ -71,6 +165,11 @@ impl Default for Timeouts {
 pub struct Adapter {
     fs: Arc<Filesystem>,
     timeouts: Timeouts,
+    /// What was asked for.
+    caching: Caching,
+    /// Whether the kernel granted FUSE_WRITEBACK_CACHE (known at INIT).
+    writeback_cache: bool,
+    unchanged: Unchanged,
     handles: HandleTable,
     /// Run at DESTROY, before the kernel is answered (see [`fuser::Filesystem::destroy`]).
     on_destroy: Option<crate::daemon::OnDestroy>,
@@ -81,8 +180,27 @@ impl Adapter {
         Adapter {
             fs,
             timeouts,
+            caching: Caching::default(),
+            writeback_cache: false,
+            unchanged: Unchanged::default(),
             handles: HandleTable::new(),
             on_destroy: None,
+        }
+    }
+
+    /// Sets what the kernel may cache (the default is everything on).
+    pub fn with_caching(mut self, caching: Caching) -> Self {
+        self.caching = caching;
+        self
+    }
+
+    /// The open flags for a regular file's open: FOPEN_KEEP_CACHE when allowed and nothing
+    /// changed its data since the previous open.
+    fn file_open_flags(&self, ino: u64) -> FopenFlags {
+        if self.unchanged.opened(ino) && self.caching.keep_cache {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
         }
     }
 
@@ -219,7 +337,8 @@ impl fuser::Filesystem for Adapter {
         }
         // READDIRPLUS fills the inode cache while listing; PARALLEL_DIROPS lets lookups and
         // readdirs of one directory run concurrently (every engine method takes &self).
-        // Writeback caching stays off: every write(2) reaches the engine.
+        // ASYNC_DIO lets one O_DIRECT request of many pages, or AIO, be several requests in
+        // flight. WRITEBACK_CACHE and CACHE_SYMLINKS as `self.caching` says.
         //
         // POSIX_ACL: the kernel enforces ACLs (it reads system.posix_acl_access through
         // getxattr) and leaves the rest to the engine: the mode an ACL sets, chmod of the
@@ -228,14 +347,30 @@ impl fuser::Filesystem for Adapter {
         // the engine gets the unmasked mode and the umask and applies whichever rule holds.
         // (FUSE_SETXATTR_EXT, which would carry FUSE_SETXATTR_ACL_KILL_SGID, is not asked
         // for: fuser 0.18 reads its larger setxattr header as the old one.)
-        let wanted = InitFlags::FUSE_DO_READDIRPLUS
+        let mut wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_POSIX_ACL
-            | InitFlags::FUSE_DONT_MASK;
+            | InitFlags::FUSE_DONT_MASK
+            | InitFlags::FUSE_ASYNC_DIO;
+        if self.caching.writeback_cache {
+            wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        if self.caching.cache_symlinks {
+            wanted |= InitFlags::FUSE_CACHE_SYMLINKS;
+        }
         let offered = config.capabilities() & wanted;
         // Cannot fail: only capabilities the kernel offered are asked for.
         let _ = config.add_capabilities(offered);
+        self.writeback_cache = offered.contains(InitFlags::FUSE_WRITEBACK_CACHE);
+        let background = self.caching.max_background.max(1);
+        if let Err(nearest) = config.set_max_background(background) {
+            let _ = config.set_max_background(nearest);
+        }
+        let congested = (u32::from(background) * 3 / 4).max(1) as u16;
+        if let Err(nearest) = config.set_congestion_threshold(congested) {
+            let _ = config.set_congestion_threshold(nearest);
+        }
         Ok(())
     }
 
@@ -273,6 +408,9 @@ impl fuser::Filesystem for Adapter {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if size.is_some() {
+            self.unchanged.changed(ino.0);
+        }
         let set = SetAttr {
             mode: mode.map(permission_bits),
             uid,
@@ -403,8 +541,14 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // With the writeback cache the kernel sends O_RDWR for O_WRONLY (it may read pages
+        // before partial writes) and keeps O_APPEND for itself: neither matters here, the
+        // engine's open does not depend on the access mode and `write` ignores O_APPEND then.
         match self.fs.open(ino.0) {
-            Ok(()) => reply.opened(self.open_handle(ino.0, flags.0), FopenFlags::empty()),
+            Ok(()) => reply.opened(
+                self.open_handle(ino.0, flags.0),
+                self.file_open_flags(ino.0),
+            ),
             Err(e) => reply.error(errno::to_fuser(&e)),
         }
     }
@@ -442,11 +586,15 @@ impl fuser::Filesystem for Adapter {
             return reply.error(Errno::EBADF);
         };
         // Page-cache writeback (FUSE_WRITE_CACHE, e.g. from a shared mapping) writes pages at
-        // their own offsets, never appends. Otherwise the request carries the file's current
-        // flags, which include a later fcntl(F_SETFL, O_APPEND); the flag remembered at open
-        // covers requests that carry none.
-        let append = !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE)
+        // their own offsets, never appends. With the writeback cache every write is one of
+        // those or an O_DIRECT write whose offset the kernel already set to the end of file
+        // for O_APPEND (it owns the size), so nothing appends here. Otherwise the request
+        // carries the file's current flags, which include a later fcntl(F_SETFL, O_APPEND);
+        // the flag remembered at open covers requests that carry none.
+        let append = !self.writeback_cache
+            && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE)
             && (file.append || flags.0 & libc::O_APPEND != 0);
+        self.unchanged.changed(ino.0);
         match self.fs.write(ino.0, offset, data, append) {
             Ok(written) => reply.written(written),
             Err(e) => reply.error(errno::to_fuser(&e)),
@@ -486,7 +634,9 @@ impl fuser::Filesystem for Adapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fs.fsync(ino.0, datasync));
+        // Answered from the writeback thread once durable; this worker goes on serving.
+        self.fs
+            .fsync_then(ino.0, datasync, move |outcome| reply_empty(reply, outcome));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -578,7 +728,9 @@ impl fuser::Filesystem for Adapter {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, self.fs.fsync(ino.0, datasync));
+        // Answered from the writeback thread once durable; this worker goes on serving.
+        self.fs
+            .fsync_then(ino.0, datasync, move |outcome| reply_empty(reply, outcome));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -664,6 +816,8 @@ impl fuser::Filesystem for Adapter {
         {
             Ok(attr) => {
                 let fh = self.open_handle(attr.ino, flags);
+                // A new file has no pages to keep; this counts as its first open.
+                let _ = self.file_open_flags(attr.ino);
                 reply.created(
                     &self.timeouts.entry,
                     &convert::file_attr(&attr),

@@ -391,9 +391,11 @@ fn mount_session(
 ) -> std::io::Result<fuser::Session<Adapter>> {
     let adapter = || {
         let closing = Arc::clone(closing);
-        Adapter::new(Arc::clone(fs), settings.timeouts).with_destroy(OnDestroy::new(move || {
-            let _ = closing.close();
-        }))
+        Adapter::new(Arc::clone(fs), settings.timeouts)
+            .with_caching(settings.caching)
+            .with_destroy(OnDestroy::new(move || {
+                let _ = closing.close();
+            }))
     };
     let source = image.display().to_string();
     // SAFETY: geteuid has no preconditions.

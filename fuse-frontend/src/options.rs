@@ -31,7 +31,7 @@ use std::time::Duration;
 use clap::Parser;
 use fuser::{MountOption, SessionACL};
 
-use crate::adapter::Timeouts;
+use crate::adapter::{Caching, Timeouts};
 
 /// Seconds a timeout option may ask for at most (a day): anything larger is a typo.
 const TIMEOUT_SECONDS_MAX: f64 = 86_400.0;
@@ -47,8 +47,10 @@ pub const THREADS_MAX: usize = 64;
     version,
     about = "Mount a tuxfs image through FUSE",
     after_help = "Options for -o: ro, rw, commit=SECONDS, allow_other, allow_root, \
-                  default_permissions (always on), threads=N, attr_timeout=SECONDS, \
-                  entry_timeout=SECONDS, fsname=NAME, subtype=NAME, dev, nodev, suid, nosuid, \
+                  default_permissions (always on), threads=N (default: one per CPU), \
+                  attr_timeout=SECONDS, entry_timeout=SECONDS (default 60: the daemon is the \
+                  image's only writer), nowriteback_cache, nokeep_cache, nocache_symlinks, \
+                  max_background=N (default 64), fsname=NAME, subtype=NAME, dev, nodev, suid, nosuid, \
                   exec, noexec, atime, noatime, sync, async, dirsync; fstab-only options \
                   (defaults, auto, noauto, user, users, nouser, nofail, _netdev, x-*, \
                   relatime, ...) are accepted and ignored.\n\
@@ -111,6 +113,8 @@ pub struct Settings {
     /// FUSE worker threads.
     pub threads: usize,
     pub timeouts: Timeouts,
+    /// What the kernel may cache (writeback cache, kept pages, symlinks, background queue).
+    pub caching: Caching,
     /// Source shown in /proc/mounts; the image path when not given.
     pub fsname: Option<String>,
     /// Subtype: the mount's type is "fuse.SUBTYPE" ("fuseblk.SUBTYPE" for a fuseblk mount).
@@ -157,8 +161,9 @@ impl Settings {
             read_only: false,
             commit_interval: None,
             acl: SessionACL::Owner,
-            threads: 1,
+            threads: default_threads(),
             timeouts: Timeouts::default(),
+            caching: Caching::default(),
             fsname: None,
             subtype: "tuxfs".to_string(),
             kernel_flags: Vec::new(),
@@ -204,6 +209,19 @@ impl Settings {
                     return Err(format!("threads={v}: give 1 to {THREADS_MAX}"));
                 }
                 self.threads = n as usize;
+            }
+            ("writeback_cache", None) => self.caching.writeback_cache = true,
+            ("nowriteback_cache", None) => self.caching.writeback_cache = false,
+            ("keep_cache", None) => self.caching.keep_cache = true,
+            ("nokeep_cache", None) => self.caching.keep_cache = false,
+            ("cache_symlinks", None) => self.caching.cache_symlinks = true,
+            ("nocache_symlinks", None) => self.caching.cache_symlinks = false,
+            ("max_background", Some(v)) => {
+                let n = parse_u64(key, v)?;
+                self.caching.max_background = match u16::try_from(n) {
+                    Ok(n) if n > 0 => n,
+                    _ => return Err(format!("max_background={v}: give 1 to {}", u16::MAX)),
+                };
             }
             ("attr_timeout", Some(v)) => self.timeouts.attr = parse_seconds(key, v)?,
             ("entry_timeout", Some(v)) => self.timeouts.entry = parse_seconds(key, v)?,
@@ -302,6 +320,14 @@ impl Settings {
         opts.leaf_cache_bytes = cache / 4;
         opts
     }
+}
+
+/// Worker threads when `threads=` is not given: one per CPU this process may run on (so a
+/// worker is free while others run), at most [`THREADS_MAX`].
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, THREADS_MAX)
 }
 
 /// Block size a `fuseblk` mount tells the kernel (`blksize=`): the page size.
@@ -428,9 +454,15 @@ mod tests {
         assert!(!s.foreground && !s.read_only);
         assert_eq!(s.image, PathBuf::from("img"));
         assert_eq!(s.mountpoint, PathBuf::from("/mnt"));
-        assert_eq!(s.threads, 1);
+        assert_eq!(s.threads, default_threads());
+        assert!(s.threads >= 1);
         assert_eq!(s.acl, SessionACL::Owner);
         assert_eq!(s.timeouts, Timeouts::default());
+        assert_eq!(s.timeouts.attr, Duration::from_secs(60));
+        assert_eq!(s.timeouts.entry, Duration::from_secs(60));
+        assert_eq!(s.caching, Caching::default());
+        assert!(s.caching.writeback_cache && s.caching.keep_cache && s.caching.cache_symlinks);
+        assert_eq!(s.caching.max_background, 64);
         assert_eq!(s.commit_interval, None);
         assert_eq!(s.create_size, None);
         assert_eq!(s.log_writes, None);
@@ -445,7 +477,46 @@ mod tests {
             cfg.mount_options
                 .contains(&MountOption::FSName("img".into()))
         );
-        assert!(!cfg.clone_fd);
+        assert_eq!(cfg.n_threads, Some(default_threads()));
+        assert_eq!(cfg.clone_fd, default_threads() > 1);
+    }
+
+    #[test]
+    fn caching_options_turn_each_cache_off_and_on() {
+        let s = parse(&[
+            "-o",
+            "nowriteback_cache,nokeep_cache,nocache_symlinks,max_background=12",
+            "img",
+            "mnt",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.caching,
+            Caching {
+                writeback_cache: false,
+                keep_cache: false,
+                cache_symlinks: false,
+                max_background: 12,
+            }
+        );
+        let s = parse(&[
+            "-o",
+            "nowriteback_cache,writeback_cache,nokeep_cache,keep_cache",
+            "-o",
+            "nocache_symlinks,cache_symlinks",
+            "img",
+            "mnt",
+        ])
+        .unwrap();
+        assert_eq!(s.caching, Caching::default());
+        for bad in [
+            "max_background=0",
+            "max_background=65536",
+            "max_background=x",
+            "nowriteback_cache=1",
+        ] {
+            assert!(parse(&["-o", bad, "img", "mnt"]).is_err(), "{bad}");
+        }
     }
 
     #[test]

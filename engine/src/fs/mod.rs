@@ -421,6 +421,42 @@ impl Filesystem {
         self.with(|st| crate::inode::get(st, ino).map(|_| ()))?;
         self.sync_open_delta()
     }
+    /// fsync that does not wait: returns at once and calls `done` with what [`fsync`]
+    /// would have returned, once every change made before the call is durable. `done` runs
+    /// on the calling thread when nothing needs committing (or on an error found at once),
+    /// otherwise on the writeback thread, which it must not hold up (answer and return). If
+    /// the filesystem is unmounted meanwhile, `done` may be dropped without being called.
+    ///
+    /// [`fsync`]: Filesystem::fsync
+    pub fn fsync_then(
+        &self,
+        ino: u64,
+        _datasync: bool,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
+        if let Err(e) = self.with(|st| crate::inode::get(st, ino).map(|_| ())) {
+            return done(Err(e));
+        }
+        let target = self.shared.open_delta.load(Ordering::Acquire);
+        {
+            let st = self.shared.lock();
+            // As sync_open_delta: after unmount or a failed write, EIO.
+            if st.unmounted || st.failed.is_some() {
+                return done(Err(Errno::Io.into()));
+            }
+            if st.durable_delta >= target || st.read_only {
+                return done(Ok(()));
+            }
+        }
+        match &self.commits {
+            Some(tx) => writeback::request_commit_then(
+                tx,
+                target,
+                Box::new(move |outcome| done(outcome.map_err(Into::into))),
+            ),
+            None => done(self.shared.commit_open()),
+        }
+    }
     /// Returns when everything is durable.
     pub fn sync(&self) -> Result<()> {
         self.sync_open_delta()
