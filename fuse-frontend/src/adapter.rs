@@ -337,8 +337,11 @@ impl fuser::Filesystem for Adapter {
         }
         // READDIRPLUS fills the inode cache while listing; PARALLEL_DIROPS lets lookups and
         // readdirs of one directory run concurrently (every engine method takes &self).
-        // ASYNC_DIO lets one O_DIRECT request of many pages, or AIO, be several requests in
-        // flight. WRITEBACK_CACHE and CACHE_SYMLINKS as `self.caching` says.
+        // WRITEBACK_CACHE and CACHE_SYMLINKS as `self.caching` says. With the writeback
+        // cache, ASYNC_DIO too: one O_DIRECT request of many pages, or AIO, becomes several
+        // requests in flight at once, which is safe only when each carries its final offset
+        // (without the writeback cache an O_APPEND piece is placed at the engine's end of
+        // file, and pieces handled out of order would be swapped).
         //
         // POSIX_ACL: the kernel enforces ACLs (it reads system.posix_acl_access through
         // getxattr) and leaves the rest to the engine: the mode an ACL sets, chmod of the
@@ -351,18 +354,20 @@ impl fuser::Filesystem for Adapter {
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_POSIX_ACL
-            | InitFlags::FUSE_DONT_MASK
-            | InitFlags::FUSE_ASYNC_DIO;
+            | InitFlags::FUSE_DONT_MASK;
         if self.caching.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
         if self.caching.cache_symlinks {
             wanted |= InitFlags::FUSE_CACHE_SYMLINKS;
         }
-        let offered = config.capabilities() & wanted;
+        let mut offered = config.capabilities() & wanted;
+        self.writeback_cache = offered.contains(InitFlags::FUSE_WRITEBACK_CACHE);
+        if self.writeback_cache {
+            offered |= config.capabilities() & InitFlags::FUSE_ASYNC_DIO;
+        }
         // Cannot fail: only capabilities the kernel offered are asked for.
         let _ = config.add_capabilities(offered);
-        self.writeback_cache = offered.contains(InitFlags::FUSE_WRITEBACK_CACHE);
         let background = self.caching.max_background.max(1);
         if let Err(nearest) = config.set_max_background(background) {
             let _ = config.set_max_background(nearest);

@@ -155,7 +155,7 @@ fn serve(shared: &Shared, first: Request, rx: &Receiver<Request>) -> bool {
         );
     }
     for r in replies {
-        let _ = r.send(answer);
+        r.send(answer);
     }
     stop
 }
