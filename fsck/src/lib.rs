@@ -20,6 +20,7 @@ mod bitset;
 mod cross;
 mod repair;
 mod report;
+mod salvage;
 mod superblock;
 mod walk;
 
