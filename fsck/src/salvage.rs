@@ -83,6 +83,9 @@ fn min_end(a: Option<Key>, b: Option<Key>) -> Option<Key> {
     }
 }
 
+/// Keys `[lo, hi)`; hi None = no end.
+type Range = (Key, Option<Key>);
+
 /// Key ranges `[lo, hi)` not yet covered: a set of disjoint intervals.
 #[derive(Debug, Default)]
 struct Uncovered(BTreeMap<Key, Option<Key>>);
@@ -137,8 +140,8 @@ impl Checker<'_> {
             open.entry(h.tree).or_default().0.insert(h.lo, h.hi);
         }
         let mut candidates = self.scan(reader, &open);
-        candidates.sort_by(|x, y| (y.delta, y.block).cmp(&(x.delta, x.block)));
-        let mut chosen: Vec<(Candidate, Vec<(Key, Option<Key>)>)> = Vec::new();
+        candidates.sort_by_key(|c| std::cmp::Reverse((c.delta, c.block)));
+        let mut chosen: Vec<(Candidate, Vec<Range>)> = Vec::new();
         for c in candidates {
             let Some(set) = open.get_mut(&c.tree) else {
                 continue;
@@ -269,13 +272,7 @@ impl Checker<'_> {
     }
 
     /// Visits the entries of a chosen leaf inside the ranges it was granted.
-    fn use_candidate(
-        &mut self,
-        c: &Candidate,
-        parts: &[(Key, Option<Key>)],
-        buf: &AlignedBuf,
-        holes: &[Hole],
-    ) {
+    fn use_candidate(&mut self, c: &Candidate, parts: &[Range], buf: &AlignedBuf, holes: &[Hole]) {
         let Ok(leaf) = Leaf::decode(buf, c.block, c.tree, self.sb.fs_id()) else {
             // It verified during the scan; the device changed under fsck.
             return;

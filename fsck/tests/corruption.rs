@@ -523,6 +523,9 @@ struct Kept {
     logged: bool,
 }
 
+/// One cell of the table: bytes correct, bytes in all, cases.
+type Cell = (u64, u64, u64);
+
 /// A base image with what the per-block suite needs to know about it.
 struct Known {
     base: Base,
@@ -758,7 +761,7 @@ fn salvage_keeps_file_data() {
             .collect()
     });
     // The table: per tree and level, per kind of damage, bytes correct and cases.
-    let mut table: BTreeMap<(u8, u8), [(u64, u64, u64); 4]> = BTreeMap::new();
+    let mut table: BTreeMap<(u8, u8), [Cell; 4]> = BTreeMap::new();
     let mut failures = Vec::new();
     for (t, r) in &results {
         match r {
