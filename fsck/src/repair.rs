@@ -18,9 +18,14 @@
 //!    for each disconnected directory the top of its disconnected subtree is attached, and a
 //!    cycle of directories is cut at the directory where it was found;
 //! 6. parent fields and link counts are set from the entries;
-//! 7. extents: those of freed or missing inodes are dropped; a data block that a verified
-//!    metadata block or an earlier extent (in key order) already owns is cut out of the
-//!    extent (which may split it); block counts are set from what remains;
+//! 7. extents: those of freed or missing inodes are dropped; extents are taken in order of
+//!    the delta of the leaf they came from, newest first, then key order: a data block that
+//!    a verified metadata block or an earlier extent already owns, or a file block an
+//!    earlier extent maps, is cut out of the extent (which may split it); block counts are
+//!    set from what remains; what a file lost (no extent left for a range of its size that
+//!    an extent or a lost key range covered) is reported with its path and byte ranges,
+//!    and so are lost inode records, directories that lost entries and every inode moved
+//!    to `lost+found`;
 //! 8. an xattr spill chain that does not verify whole (or shares a block) is cleared;
 //! 9. the free-space map is rebuilt from what is kept; the orphan list is empty.
 //!

@@ -8,6 +8,10 @@
 //! in the state recovery would produce (after the log), so that `repair` can write it out
 //! afresh. Memory is then bounded by the filesystem's metadata: the decoded entries of the
 //! trees (about the size of their leaves) plus three bitsets of one bit per block.
+//!
+//! Where a node or leaf does not verify (or cannot be read, or is reached twice), the key
+//! range it was reached with is recorded as a [`Hole`]; with `-p`/`-y`, `salvage` then looks
+//! for the leaves of those ranges on the device before anything is dropped.
 
 use std::collections::BTreeMap;
 
