@@ -588,7 +588,7 @@ fn subtract(ranges: &[(u64, u64)], covered: &[(u64, u64)]) -> Vec<(u64, u64)> {
 
 /// Reports, per file, what the repair could not save: byte ranges of files whose extents
 /// were lost with a damaged leaf that no salvaged copy replaced, or were cut; files whose
-/// inode record was lost; directories that lost entries; inodes moved to `lost+found`.
+/// inode record was lost; inodes moved to `lost+found` because every name was lost.
 fn report_losses(
     ck: &mut Checker<'_>,
     inodes: &BTreeMap<u64, Inode>,
@@ -654,24 +654,20 @@ fn report_losses(
             ));
         }
     }
-    for (&inum, inode) in inodes {
-        let lost_entries = lost.iter().any(|h| {
-            h.tree == TreeId::Dirs
-                && h.lo <= Key::new(inum, u64::MAX)
-                && h.hi.is_none_or(|hi| Key::new(inum, 0) < hi)
-        });
-        if inode.is_dir() && lost_entries {
-            findings.push(format!(
-                "directory {} (inode {inum}) lost entries with a damaged leaf; what they named is in {}",
-                names.path(inum),
-                names.path(lost_found)
-            ));
-        }
-    }
+    // An inode whose every name was lost (with a damaged leaf of the directory index, or
+    // with its directory) is named in lost+found.
     for (inum, name) in attached {
+        let what = match inodes.get(inum) {
+            Some(i) if i.is_dir() => {
+                // The parent field as found, before repair set it to lost+found.
+                let was = ck.inodes.get(inum).map_or(0, |w| w.parent);
+                format!("a directory, was in {}", names.path(was))
+            }
+            Some(i) => format!("{} bytes, {} links", i.size, i.nlink),
+            None => "gone".into(),
+        };
         findings.push(format!(
-            "inode {inum} (was {}) had no name left: now {}/{name}",
-            old_names.path(*inum),
+            "lost name: inode {inum} ({what}) is now {}/{name}",
             names.path(lost_found)
         ));
     }

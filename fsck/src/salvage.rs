@@ -59,6 +59,11 @@ struct Candidate {
     block: u64,
 }
 
+/// A key for reports: `(a, b)`.
+pub(crate) fn show_key(k: Key) -> String {
+    format!("({}, {})", k.a, k.b)
+}
+
 /// The key after `k`, or None when `k` is the largest key.
 fn successor(k: Key) -> Option<Key> {
     if k.b < u64::MAX {
@@ -178,17 +183,21 @@ impl Checker<'_> {
             }
         }
         self.lost.sort_by_key(|h| (h.tree as u8, h.lo));
-        for h in self.lost.clone() {
-            let end = h.hi.map_or("the end".to_string(), |k| format!("{k:?}"));
-            self.finding(
-                Some(h.block),
-                format!(
-                    "{}: keys {:?} to {end} (lost with block {}) were not found again on the device",
-                    h.tree.name(),
-                    h.lo,
-                    h.block
-                ),
+        // Not findings: the damaged block is one already, and a range left here may hold no
+        // key at all (the gap between two leaves' first and last keys). What was really
+        // lost is reported per file by repair.
+        for tree in TreeId::ACTIVE {
+            let ranges: Vec<&Hole> = self.lost.iter().filter(|h| h.tree == tree).collect();
+            let Some(h) = ranges.first() else { continue };
+            let end = h.hi.map_or("the end".to_string(), show_key);
+            let what = format!(
+                "{}: {} key ranges found in no leaf (the first: {} to {end}, lost with block {}); what they held is reported per file",
+                tree.name(),
+                ranges.len(),
+                show_key(h.lo),
+                h.block
             );
+            self.notes.push(what);
         }
     }
 
@@ -297,10 +306,10 @@ impl Checker<'_> {
             })
             .map_or(0, |h| h.block);
         self.notes.push(format!(
-            "salvaged {used} {} entries ({:?} to {:?}) from leaf block {} (delta {}), cut off by damaged block {from}",
+            "salvaged {used} {} entries ({} to {}) from leaf block {} (delta {}), cut off by damaged block {from}",
             c.tree.name(),
-            c.first,
-            c.last,
+            show_key(c.first),
+            show_key(c.last),
             c.block,
             c.delta
         ));
