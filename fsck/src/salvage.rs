@@ -156,8 +156,13 @@ impl Checker<'_> {
                 chosen.push((c, parts));
             }
         }
-        // Visit in tree and key order, as the walk does.
+        // Visit in tree and key order, as the walk does. Every chosen block is claimed
+        // first, so that an extent visited before it cannot take it as data.
         chosen.sort_by_key(|(c, _)| (c.tree as u8, c.first));
+        for (c, _) in &chosen {
+            self.referenced.set(c.block);
+            self.proved(c.block, c.delta);
+        }
         self.salvaging = true;
         for batch in chosen.chunks(self.batch_blocks()) {
             let blocks: Vec<u64> = batch.iter().map(|(c, _)| c.block).collect();
@@ -286,11 +291,7 @@ impl Checker<'_> {
             // It verified during the scan; the device changed under fsck.
             return;
         };
-        if self.referenced.set(c.block) {
-            return;
-        }
         self.stats.tree_blocks += 1;
-        self.proved(c.block, c.delta);
         self.leaf_delta = c.delta;
         let mut used = 0usize;
         for (key, value) in &leaf.entries {

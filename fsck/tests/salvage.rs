@@ -299,3 +299,43 @@ fn a_bad_data_block_is_reported_with_its_path_and_offset() {
         r.findings
     );
 }
+
+#[test]
+fn files_cut_off_by_a_lost_inode_or_directory_leaf_are_reported() {
+    let clean = image();
+    let files = damage_map::contents(&clean, options());
+    let blocks = damage_map::tree_blocks(&clean);
+    let mut reported_any = false;
+    let leaves = blocks
+        .iter()
+        .filter(|b| matches!(b.tree, TreeId::Inodes | TreeId::Dirs) && b.level == 0);
+    for b in leaves {
+        let mut img = clean.clone();
+        zero(&mut img, b.block);
+        let (r, fixed) = fsck(img, Mode::Yes, false);
+        let got = read_back(fixed, &files);
+        for (f, good) in files.iter().zip(got) {
+            if good == f.bytes.len() as u64 {
+                continue;
+            }
+            // The file, or a directory on its path, lost its inode record or its name.
+            let path = damage_map::show(&f.path);
+            let named = f.chain.iter().any(|inum| {
+                r.findings.iter().any(|x| {
+                    x.what.starts_with(&format!("lost name: inode {inum} "))
+                        || (x.what.starts_with("lost file: ")
+                            && x.what.contains(&format!("(inode {inum})")))
+                })
+            });
+            assert!(
+                named,
+                "{} block {}: {path} is not readable and not reported: {:#?}",
+                b.tree.name(),
+                b.block,
+                r.findings
+            );
+            reported_any = true;
+        }
+    }
+    assert!(reported_any, "no leaf loss was ever reported");
+}
