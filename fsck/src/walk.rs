@@ -258,9 +258,15 @@ impl<'a> Checker<'a> {
             }
             self.check_leaves(tree, &leaves);
         }
-        if self.kept.is_some() {
+        if self.opts.mode == Mode::Yes {
             // Leaves cut off by damaged blocks are looked for before anything is dropped.
+            // (-p never repairs what they cut off: dropping entries is not safe.)
             self.salvage(&reader);
+        } else if !self.holes.is_empty() {
+            self.notes.push(format!(
+                "{} key ranges of the trees were cut off by damaged blocks; fsck -y looks for their leaves on the device before it drops anything",
+                self.holes.len()
+            ));
         }
         for record in replay.deltas.iter().flat_map(|d| &d.records) {
             match record {

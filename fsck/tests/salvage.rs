@@ -166,6 +166,15 @@ fn a_zeroed_interior_node_of_any_tree_loses_nothing() {
         for b in interior {
             let mut img = clean.clone();
             zero(&mut img, b.block);
+            let (checked, _) = fsck(img.clone(), Mode::Check, false);
+            assert!(
+                checked
+                    .notes
+                    .iter()
+                    .any(|n| n.contains("fsck -y looks for their leaves")),
+                "{:?}",
+                checked.notes
+            );
             let (r, fixed) = fsck(img, Mode::Yes, false);
             assert_eq!(r.exit_code(), 1, "{}: {:#?}", b.block, r.findings);
             assert!(
