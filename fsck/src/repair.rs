@@ -607,28 +607,35 @@ fn report_losses(
             .any(|h| h.tree == tree && h.lo <= key && h.hi.is_none_or(|hi| key < hi))
     };
     let mut findings = Vec::new();
-    for (&inum, inode) in inodes {
-        if inode.is_dir() || inode.size == 0 {
-            continue;
-        }
-        let blocks = inode.size.div_ceil(bs);
-        let mut suspect = cut.get(&inum).cloned().unwrap_or_default();
-        for h in lost.iter().filter(|h| h.tree == TreeId::Extents) {
-            let hi = h.hi.unwrap_or(Key::new(u64::MAX, u64::MAX));
-            if h.lo.a > inum || hi.a < inum || (hi.a == inum && hi.b == 0) {
+    // File blocks that were cut, or whose keys lie in a lost range of the extent tree; only
+    // inodes inside a lost range are visited, so this is bounded by what was lost.
+    let mut suspects: FileRanges = cut.clone();
+    for h in lost.iter().filter(|h| h.tree == TreeId::Extents) {
+        let hi = h.hi.unwrap_or(Key::new(u64::MAX, u64::MAX));
+        for (&inum, _) in inodes.range(h.lo.a..=hi.a) {
+            if hi.a == inum && hi.b == 0 {
                 continue;
             }
             let s = if h.lo.a == inum { h.lo.b } else { 0 };
             let e = if hi.a == inum { hi.b } else { u64::MAX };
-            add_range(&mut suspect, s, e);
+            add_range(suspects.entry(inum).or_default(), s, e);
         }
-        suspect = subtract(&suspect, &[(blocks, u64::MAX)]);
+    }
+    for (inum, suspect) in suspects {
+        let Some(inode) = inodes.get(&inum) else {
+            continue;
+        };
+        if inode.is_dir() || inode.size == 0 {
+            continue;
+        }
+        let blocks = inode.size.div_ceil(bs);
+        let suspect = subtract(&suspect, &[(blocks, u64::MAX)]);
         if suspect.is_empty() {
             continue;
         }
         let covered: Vec<(u64, u64)> = extents
             .range(Key::new(inum, 0)..=Key::new(inum, u64::MAX))
-            .map(|(k, e)| (k.b, k.b + e.count()))
+            .map(|(k, e)| (k.b, k.b.saturating_add(e.count())))
             .collect();
         let gone = subtract(&suspect, &covered);
         if gone.is_empty() {
@@ -636,7 +643,10 @@ fn report_losses(
         }
         let bytes: Vec<String> = gone
             .iter()
-            .map(|&(s, e)| format!("{}..{}", s * bs, (e * bs).min(inode.size)))
+            .map(|&(s, e)| {
+                let end = e.saturating_mul(bs).min(inode.size);
+                format!("{}..{end}", s.saturating_mul(bs))
+            })
             .collect();
         findings.push(format!(
             "lost data: {} (inode {inum}): bytes {} have no extent left and read as zeros",
@@ -940,6 +950,19 @@ pub(crate) fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_ranges_merge_and_subtract() {
+        let mut r = Vec::new();
+        add_range(&mut r, 5, 8);
+        add_range(&mut r, 1, 3);
+        add_range(&mut r, 3, 4);
+        add_range(&mut r, 7, 10);
+        assert_eq!(r, vec![(1, 4), (5, 10)]);
+        assert_eq!(subtract(&r, &[(2, 6)]), vec![(1, 2), (6, 10)]);
+        assert_eq!(subtract(&r, &[(0, 100)]), vec![]);
+        assert_eq!(subtract(&[(0, u64::MAX)], &[(4, u64::MAX)]), vec![(0, 4)]);
+    }
 
     #[test]
     fn strip_cycle_and_lost_found() {
