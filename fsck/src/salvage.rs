@@ -65,7 +65,7 @@ pub(crate) fn show_key(k: Key) -> String {
 }
 
 /// The key after `k`, or None when `k` is the largest key.
-fn successor(k: Key) -> Option<Key> {
+pub(crate) fn successor(k: Key) -> Option<Key> {
     if k.b < u64::MAX {
         Some(Key::new(k.a, k.b + 1))
     } else if k.a < u64::MAX {

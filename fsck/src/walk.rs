@@ -66,8 +66,23 @@ pub(crate) struct Kept {
 /// lost (the damaged block), whose keys a salvage scan may find again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Slot {
-    Leaf(u64),
+    /// A leaf; `lost` names the damaged block when the log put this leaf inside a lost
+    /// subtree: only the keys it holds are known, the rest of its range stays lost.
+    Leaf {
+        block: u64,
+        lost: Option<u64>,
+    },
     Lost(u64),
+}
+
+impl Slot {
+    /// The damaged block whose lost range this slot lies in, if any.
+    fn lost(self) -> Option<u64> {
+        match self {
+            Slot::Leaf { lost, .. } => lost,
+            Slot::Lost(b) => Some(b),
+        }
+    }
 }
 
 /// Keys of a tree that no reachable, verifying leaf describes: [lo, hi), hi None = no end.
@@ -248,10 +263,26 @@ impl<'a> Checker<'a> {
                         key,
                         block,
                     } if *t == tree => {
-                        leaves.insert(*key, Slot::Leaf(*block));
+                        // A leaf the log puts inside a lost range (the range runs on to
+                        // the next known leaf) leaves the rest of that range lost.
+                        let lost = leaves
+                            .range(..=*key)
+                            .next_back()
+                            .and_then(|(_, s)| s.lost());
+                        leaves.insert(
+                            *key,
+                            Slot::Leaf {
+                                block: *block,
+                                lost,
+                            },
+                        );
                     }
                     LogRecord::LeafDel { tree: t, key } if *t == tree => {
-                        leaves.remove(key);
+                        // Inside a lost range, the other leaves of the lost subtree may
+                        // still start after this key: the range stays lost.
+                        if let Some(damaged) = leaves.remove(key).and_then(Slot::lost) {
+                            leaves.insert(*key, Slot::Lost(damaged));
+                        }
                     }
                     _ => {}
                 }
@@ -363,7 +394,7 @@ impl<'a> Checker<'a> {
         leaves: &mut BTreeMap<Key, Slot>,
     ) {
         if level == 0 {
-            leaves.insert(lo, Slot::Leaf(block));
+            leaves.insert(lo, Slot::Leaf { block, lost: None });
             return;
         }
         // Whatever stops the descent loses the keys [lo, hi) below this node: a hole in
@@ -430,8 +461,8 @@ impl<'a> Checker<'a> {
                 hi,
                 block: 0,
             };
-            let block = match slot {
-                Slot::Leaf(block) => block,
+            let (block, inside) = match slot {
+                Slot::Leaf { block, lost } => (block, lost),
                 Slot::Lost(block) => {
                     self.holes.push(Hole { block, ..hole });
                     continue;
@@ -459,6 +490,9 @@ impl<'a> Checker<'a> {
             };
             self.proved(block, leaf.header.delta);
             self.leaf_delta = leaf.header.delta;
+            if let Some(damaged) = inside {
+                self.holes_around(&hole, damaged, &leaf);
+            }
             if leaf.entries.is_empty() && bounds.len() > 1 {
                 self.finding_safe(
                     Some(block),
@@ -481,6 +515,35 @@ impl<'a> Checker<'a> {
                 }
                 self.visit(tree, block, key, value);
             }
+        }
+    }
+
+    /// Records as lost the parts of `hole`'s range that a leaf the log put inside a lost
+    /// subtree does not span (before its first key, after its last).
+    fn holes_around(&mut self, hole: &Hole, damaged: u64, leaf: &Leaf<'_>) {
+        let (Some((first, _)), Some((last, _))) = (leaf.entries.first(), leaf.entries.last())
+        else {
+            self.holes.push(Hole {
+                block: damaged,
+                ..hole.clone()
+            });
+            return;
+        };
+        if hole.lo < *first {
+            self.holes.push(Hole {
+                hi: Some(*first),
+                block: damaged,
+                ..hole.clone()
+            });
+        }
+        if let Some(after) = crate::salvage::successor(*last)
+            && hole.hi.is_none_or(|hi| after < hi)
+        {
+            self.holes.push(Hole {
+                lo: after,
+                block: damaged,
+                ..hole.clone()
+            });
         }
     }
 

@@ -714,8 +714,16 @@ fn salvage_keeps_file_data() {
         build("512-byte blocks, log after crash", 512, 1500, false),
         build("4096-byte blocks, clean unmount", 4096, 400, true),
         build("4096-byte blocks, log after crash", 4096, 400, false),
-        // Trees of two levels of interior nodes.
+        // Trees of two levels of interior nodes; with a crash, the log's leaves lie inside
+        // the subtrees of damaged nodes.
         build_with("512-byte blocks, 80 files", 512, 3000, true, 80),
+        build_with(
+            "512-byte blocks, 80 files, log after crash",
+            512,
+            3000,
+            false,
+            80,
+        ),
     ];
     let known: Vec<Known> = bases
         .into_iter()
