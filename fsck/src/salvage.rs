@@ -96,20 +96,30 @@ type Range = (Key, Option<Key>);
 struct Uncovered(BTreeMap<Key, Option<Key>>);
 
 impl Uncovered {
+    /// The intervals that meet `[lo, hi)` (a range query: they are disjoint and sorted).
+    fn meeting(&self, lo: Key, hi: Option<Key>) -> Vec<Range> {
+        let mut out = Vec::new();
+        if let Some((s, e)) = self.0.range(..=lo).next_back()
+            && e.is_none_or(|e| lo < e)
+        {
+            out.push((*s, *e));
+        }
+        let after = (std::ops::Bound::Excluded(lo), std::ops::Bound::Unbounded);
+        for (s, e) in self.0.range(after) {
+            if !below(*s, hi) {
+                break;
+            }
+            out.push((*s, *e));
+        }
+        out
+    }
+
     /// Removes `[lo, hi)` and returns the parts of it that were uncovered.
-    fn take(&mut self, lo: Key, hi: Option<Key>) -> Vec<(Key, Option<Key>)> {
-        let meets: Vec<(Key, Option<Key>)> = self
-            .0
-            .iter()
-            .filter(|(s, e)| below(**s, hi) && e.is_none_or(|e| lo < e))
-            .map(|(s, e)| (*s, *e))
-            .collect();
+    fn take(&mut self, lo: Key, hi: Option<Key>) -> Vec<Range> {
         let mut got = Vec::new();
-        for (s, e) in meets {
+        for (s, e) in self.meeting(lo, hi) {
             self.0.remove(&s);
-            let part_lo = s.max(lo);
-            let part_hi = min_end(e, hi);
-            got.push((part_lo, part_hi));
+            got.push((s.max(lo), min_end(e, hi)));
             if s < lo {
                 self.0.insert(s, Some(lo));
             }
@@ -123,9 +133,7 @@ impl Uncovered {
     }
 
     fn meets(&self, lo: Key, hi: Option<Key>) -> bool {
-        self.0
-            .iter()
-            .any(|(s, e)| below(*s, hi) && e.is_none_or(|e| lo < e))
+        !self.meeting(lo, hi).is_empty()
     }
 }
 
