@@ -11,7 +11,11 @@
 //!    nothing in use marked free, nothing marked in use that nothing refers to);
 //! 5. inodes against directory entries: targets exist, types agree, link counts, parents,
 //!    the tree is connected, orphans are unlinked, block counts match extents;
-//! 6. with `--data`, the checksum of every data block.
+//! 6. with `--data`, the checksum of every data block (a bad one is reported with the
+//!    file's path and byte range).
+//!
+//! With `-p`/`-y`, key ranges of a tree cut off by a damaged block are first looked for on
+//! the device (`salvage`), and what cannot be saved is reported per file (`repair`).
 //!
 //! Exit codes follow fsck(8): 0 clean, 1 errors corrected, 4 errors left uncorrected,
 //! 8 operational error (not a tuxfs image, no valid superblock, unreadable, truncated).
@@ -20,6 +24,7 @@ mod bitset;
 mod cross;
 mod repair;
 mod report;
+mod salvage;
 mod superblock;
 mod walk;
 
