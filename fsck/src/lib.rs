@@ -143,7 +143,7 @@ pub fn check(dev: &dyn BlockDevice, opts: &Options) -> Result<Report, Operationa
     let mut checker = walk::Checker::new(dev, chosen.superblock.clone(), *opts);
     checker.findings.extend(chosen.findings);
     checker.stats.blocks_read += chosen.blocks_read;
-    checker.run();
+    checker.run()?;
     let mut report = Report {
         superblock: chosen.superblock.clone(),
         slot: chosen.slot,
@@ -215,7 +215,7 @@ fn recheck(
     let chosen = superblock::select(dev, Mode::Check)?;
     let mut after = walk::Checker::new(dev, chosen.superblock, again);
     after.findings.extend(chosen.findings);
-    after.run();
+    after.run()?;
     checker.stats.blocks_read += after.stats.blocks_read + chosen.blocks_read;
     for mut f in after.findings {
         if f.fix == Fix::Never && checker.findings.iter().any(|g| g.what == f.what) {
