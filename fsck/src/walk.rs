@@ -698,13 +698,14 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        // Log blocks are not in Alloc records: recovery marks the chain (and the block
-        // allocated ahead) in use by walking it, and so does fsck.
+        // Log blocks are not in Alloc records: recovery marks the chain (and the blocks
+        // allocated ahead and two ahead) in use by walking it, and so does fsck.
         let chain = replay
             .deltas
             .iter()
             .flat_map(|d| d.blocks.iter().copied())
-            .chain([replay.ahead]);
+            .chain([replay.ahead])
+            .chain(replay.ahead_next);
         for b in chain.filter(|b| *b < self.sb.block_count) {
             if let Some((_, bits)) = all_bits.get_mut((b / per) as usize) {
                 bitmap::set_bit(bits, b % per, true);

@@ -447,6 +447,28 @@ mod tests {
     }
 
     #[test]
+    fn commit_record_without_after_next_still_decodes() {
+        // A 36-byte commit record, as written before after_next existed.
+        let mut body = vec![T_COMMIT];
+        body.extend_from_slice(&(COMMIT_LEN_OLD as u16).to_le_bytes());
+        body.extend_from_slice(&2u32.to_le_bytes());
+        for v in [7u64, 99, 5, 40] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut c = Cursor::new(&body);
+        let rec = LogRecord::decode(&mut c).expect("old commit record");
+        let LogRecord::Commit(info) = rec else {
+            panic!("not a commit record: {rec:?}");
+        };
+        assert_eq!((info.log_blocks, info.blocks), (2, 7));
+        assert_eq!((info.free_blocks, info.after_next), (40, 0));
+        // Any other length is malformed.
+        body[1] = 40;
+        body.extend_from_slice(&[0; 4]);
+        assert!(LogRecord::decode(&mut Cursor::new(&body)).is_err());
+    }
+
+    #[test]
     fn resealed_garbage_records_never_panic() {
         let h = BlockHeader {
             kind: Kind::Log,
