@@ -177,9 +177,9 @@ impl<'a> Checker<'a> {
                 return Err(OperationalError(format!("cannot read the log: {e}")));
             }
             Err(e) => {
-                // A log that cannot be replayed at all: recovery refuses it too. Nothing
-                // here repairs it, so it stays an uncorrected error.
-                self.finding_as(Fix::Never, e.block(), format!("log: {e}"));
+                // A log that cannot be replayed at all: recovery refuses it too. Only -y
+                // repairs it, keeping the state of the last unify.
+                self.finding_as(Fix::Lossy, e.block(), format!("log: {e}"));
                 LogReplay {
                     deltas: Vec::new(),
                     ahead: self.sb.log_head,
@@ -191,10 +191,11 @@ impl<'a> Checker<'a> {
             }
         };
         if let Some(d) = &replay.damage {
-            // Durable deltas after the damaged one are lost to replay: a read-write mount
-            // refuses, and repair cannot bring them back.
+            // Durable deltas from the damaged one on are lost to replay, and a read-write
+            // mount refuses. Only -y repairs it, by keeping the state before the damage
+            // (what a read-only mount serves): the later deltas are dropped.
             self.finding_as(
-                Fix::Never,
+                Fix::Lossy,
                 Some(d.block),
                 format!(
                     "log block of delta {} does not verify ({}), but delta {} at block {} \

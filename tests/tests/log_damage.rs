@@ -4,7 +4,8 @@
 //! operational error, and the next mount without the fault recovers every fsynced delta.
 //! Next a log block in the middle of the chain is damaged while later deltas verify: the
 //! read-write mount refuses naming the block and fsck.tuxfs, a read-only mount serves the
-//! state before the damage, and fsck reports an uncorrected error naming the block. Last, a
+//! state before the damage, fsck -n reports an error naming the block, -p leaves it, and
+//! -y keeps the state before the damage so the image mounts again. Last, a
 //! damaged last delta (nothing after it) is a torn tail and still recovers as before.
 
 use std::ops::Range;
@@ -239,7 +240,7 @@ fn damaged_log_block_mid_chain_refuses_the_read_write_mount() {
     let fs = Filesystem::mount(dev.clone(), opts(true)).expect("read-only mount");
     assert_files(&fs, middle);
     fs.unmount().expect("unmount");
-    // fsck: uncorrected (exit 4), naming the block, and -y does not paper over it.
+    // fsck -n: an uncorrected error (exit 4) naming the block.
     let report = fsck_n(dev.as_ref()).expect("fsck runs");
     assert_eq!(report.exit_code(), 4, "{:#?}", report.findings);
     assert!(
@@ -251,10 +252,32 @@ fn damaged_log_block_mid_chain_refuses_the_read_write_mount() {
         report.findings
     );
     // The image is unchanged by all this: the refusal wrote nothing.
-    let err = Filesystem::mount(dev, opts(false))
+    let err = Filesystem::mount(dev.clone(), opts(false))
         .err()
         .expect("still refused");
     assert_eq!(err.block(), Some(block));
+    // fsck -p will not drop deltas; -y does, keeping the state before the damage.
+    let preen = check(
+        dev.as_ref(),
+        &Options {
+            mode: Mode::Preen,
+            check_data: false,
+        },
+    )
+    .expect("fsck -p runs");
+    assert_eq!(preen.exit_code(), 4, "{:#?}", preen.findings);
+    let yes = check(
+        dev.as_ref(),
+        &Options {
+            mode: Mode::Yes,
+            check_data: false,
+        },
+    )
+    .expect("fsck -y runs");
+    assert_eq!(yes.exit_code(), 1, "{:#?}", yes.findings);
+    let fs = Filesystem::mount(dev.clone(), opts(false)).expect("mount after fsck -y");
+    assert_files(&fs, middle);
+    fs.unmount().expect("unmount");
 }
 
 #[test]
