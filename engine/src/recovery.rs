@@ -140,7 +140,10 @@ pub struct LogReplay {
 enum DeltaRead {
     Complete(LoggedDelta),
     /// The chain stops at `block`: it does not decode as the expected log block.
-    Broken { block: u64, what: String },
+    Broken {
+        block: u64,
+        what: String,
+    },
 }
 
 /// An I/O error names the log block; every other error is the block not verifying.

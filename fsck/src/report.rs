@@ -71,13 +71,7 @@ pub fn render_human(path: &str, r: &Report, verbose: bool) -> String {
     let _ = writeln!(
         out,
         "{path}: {} inodes, {} directory entries, {} extents, {}/{} blocks in use, {} log deltas; {}",
-        s.inodes,
-        s.dirents,
-        s.extents,
-        s.used_blocks,
-        sb.block_count,
-        s.log_deltas,
-        verdict
+        s.inodes, s.dirents, s.extents, s.used_blocks, sb.block_count, s.log_deltas, verdict
     );
     if verbose {
         let secs = s.elapsed.as_secs_f64();

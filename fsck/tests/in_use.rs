@@ -37,18 +37,31 @@ fn repair_is_refused_while_the_image_is_locked_and_check_warns() {
         assert!(err.contains("in use by another process"), "{mode}: {err}");
         assert!(err.contains("refusing to repair"), "{mode}: {err}");
     }
-    assert_eq!(std::fs::read(&image).expect("read image"), bytes, "nothing changed");
+    assert_eq!(
+        std::fs::read(&image).expect("read image"),
+        bytes,
+        "nothing changed"
+    );
     let (code, out, err) = fsck(&["-n", path]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(err.contains("WARNING") && err.contains("may be stale"), "{err}");
+    assert!(
+        err.contains("WARNING") && err.contains("may be stale"),
+        "{err}"
+    );
     assert!(out.contains("NOT authoritative"), "{out}");
     let (code, out, _) = fsck(&["-n", "--json", path]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("\"stale_warning\":\"") && out.contains("may be stale"), "{out}");
+    assert!(
+        out.contains("\"stale_warning\":\"") && out.contains("may be stale"),
+        "{out}"
+    );
     drop(lock);
     let (code, out, err) = fsck(&["-y", path]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(!err.contains("WARNING") && !out.contains("authoritative"), "{out}{err}");
+    assert!(
+        !err.contains("WARNING") && !out.contains("authoritative"),
+        "{out}{err}"
+    );
     let (code, out, _) = fsck(&["-n", "--json", path]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"stale_warning\":null"), "{out}");

@@ -40,7 +40,10 @@ fn fsck_refuses_to_repair_a_mounted_image_and_warns_on_check() {
         },
     )
     .expect("a check runs on a mounted image");
-    let stale = report.stale.clone().expect("a check of a mounted image warns");
+    let stale = report
+        .stale
+        .clone()
+        .expect("a check of a mounted image warns");
     assert!(stale.contains("may be stale"), "{stale}");
     let text = tuxfs_fsck::render_human("img", &report, false);
     assert!(text.contains("NOT authoritative"), "{text}");
@@ -64,7 +67,10 @@ fn fsck_refuses_to_repair_a_mounted_image_and_warns_on_check() {
             .output()
             .expect("run fsck.tuxfs");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("WARNING") && err.contains("may be stale"), "{err}");
+        assert!(
+            err.contains("WARNING") && err.contains("may be stale"),
+            "{err}"
+        );
     } else {
         eprintln!("fsck.tuxfs binary not built; checked through tuxfs_fsck::check_path only");
     }

@@ -182,8 +182,7 @@ fn eio_on_a_log_block_fails_the_mount_and_loses_nothing() {
         bad: start..start + u64::from(BS),
     });
     let err = Filesystem::mount(failing.clone(), opts(false))
-        .err()
-        .expect("a mount that cannot read the log must fail");
+        .expect_err("a mount that cannot read the log must fail");
     let msg = err.to_string();
     assert!(matches!(err, Error::Io { .. }), "{msg}");
     // The witness check of the delta before reads the block first.
@@ -192,8 +191,7 @@ fn eio_on_a_log_block_fails_the_mount_and_loses_nothing() {
         "{msg}"
     );
     let err = Filesystem::mount(failing.clone(), opts(true))
-        .err()
-        .expect("a read-only mount must fail too");
+        .expect_err("a read-only mount must fail too");
     assert!(matches!(err, Error::Io { .. }), "{err}");
     // fsck: an operational error (exit 8), not "clean".
     let err = fsck_n(failing.as_ref()).expect_err("fsck must fail on EIO in the log");
@@ -214,8 +212,7 @@ fn eio_on_a_superblock_fails_the_mount() {
         bad: 0..512,
     });
     let err = Filesystem::mount(failing, opts(false))
-        .err()
-        .expect("a mount that cannot read the superblocks must fail");
+        .expect_err("a mount that cannot read the superblocks must fail");
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert!(err.to_string().contains("superblocks"), "{err}");
 }
@@ -229,8 +226,7 @@ fn damaged_log_block_mid_chain_refuses_the_read_write_mount() {
     // A byte in the records: the header checksum no longer matches.
     flip_byte(&dev, block, 100);
     let err = Filesystem::mount(dev.clone(), opts(false))
-        .err()
-        .expect("the read-write mount must refuse a damaged log");
+        .expect_err("the read-write mount must refuse a damaged log");
     let msg = err.to_string();
     assert_eq!(err.block(), Some(block), "{msg}");
     assert!(msg.contains("fsck.tuxfs"), "{msg}");
@@ -252,9 +248,7 @@ fn damaged_log_block_mid_chain_refuses_the_read_write_mount() {
         report.findings
     );
     // The image is unchanged by all this: the refusal wrote nothing.
-    let err = Filesystem::mount(dev.clone(), opts(false))
-        .err()
-        .expect("still refused");
+    let err = Filesystem::mount(dev.clone(), opts(false)).expect_err("still refused");
     assert_eq!(err.block(), Some(block));
     // fsck -p will not drop deltas; -y does, keeping the state before the damage.
     let preen = check(
