@@ -6,6 +6,17 @@
 //! chain has no such witness: recovery reads every block its `Blocks` records list and
 //! applies it only if every CRC matches; otherwise it was never acknowledged and is dropped.
 //!
+//! **Torn tail or damage.** Each delta's first log block is allocated two deltas early: the
+//! superblock names where the chain's first two deltas start, and D's commit record names
+//! where D+2 starts. So when delta D does not verify, recovery still knows where D+1 would
+//! be. If D+1's first log block verifies there, D was durable and is damaged: a read-write
+//! mount is refused, naming the block and fsck.tuxfs ([`LogDamage`]). Otherwise D is the
+//! torn tail and is dropped.
+//!
+//! **An I/O error is not the end of the log.** Reading the superblocks, a log block, a
+//! witness or a listed block with EIO fails the mount, which then writes nothing: ending the
+//! log there would make the mount's unify drop fsync-acknowledged deltas for good.
+//!
 //! **Delta numbers are never reused.** Blocks of a dropped delta may still sit on disk
 //! with its number. A read-write mount therefore continues at the dropped number + 1 and
 //! unifies at once, so the new superblock's log never expects the dropped number.

@@ -622,6 +622,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn log_next_counts_only_with_its_own_log_head() {
+        let mut sb = sample(4096);
+        assert_eq!(sb.log_next(), None, "not recorded");
+        sb.set_log_heads(9, 12);
+        assert_eq!(sb.log_next(), Some(12));
+        let mut b = vec![0u8; 4096];
+        sb.encode(&mut b, 0);
+        let back = Superblock::decode(&b, 0).expect("decodes");
+        assert_eq!((back.log_head, back.log_next()), (9, Some(12)));
+        // A writer that moves log_head alone (an older fsck repair) leaves log_next stale:
+        // it no longer counts.
+        sb.log_head = 20;
+        assert_eq!(sb.log_next(), None);
+        assert!(sb.validate(0).is_ok());
+        // When it counts it must be a block of its own inside the filesystem.
+        sb.set_log_heads(20, 20);
+        assert!(sb.validate(0).is_err());
+        sb.set_log_heads(20, 5000);
+        assert!(sb.validate(0).is_err());
+    }
+
+    #[test]
     fn field_validation() {
         let mut sb = sample(4096);
         sb.set_root(
