@@ -24,9 +24,10 @@ const EXIT_FAILED: i32 = 1;
 /// Takes the image lock ([`tuxfs_engine::dev::lock`]: an exclusive, non-blocking `flock`
 /// through a descriptor of its own, the same lock `fsck.tuxfs -p`/`-y` takes), so that a
 /// second `tuxfs-mount` of the same image, or a repair under this one, is refused. The lock
-/// lives as long as the returned value (and across `fork`).
-pub fn lock_image(image: &Path) -> Result<ImageLock, String> {
-    lock::lock_image(image).map_err(|e| match e {
+/// lives as long as the returned file (and across `fork`, which shares the open file
+/// description).
+pub fn lock_image(image: &Path) -> Result<File, String> {
+    lock::lock_image(image).map(ImageLock::into_file).map_err(|e| match e {
         LockError::InUse => format!(
             "{} is already in use (mounted by another tuxfs-mount, or being repaired by fsck.tuxfs?); refusing to mount it twice",
             image.display()

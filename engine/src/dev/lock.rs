@@ -13,7 +13,15 @@ use std::path::{Path, PathBuf};
 /// child shares the open file description, so the lock stays held while either lives.
 #[derive(Debug)]
 pub struct ImageLock {
-    _file: File,
+    file: File,
+}
+
+impl ImageLock {
+    /// The locked file: the lock lasts as long as it (or a descriptor duplicated from it)
+    /// stays open.
+    pub fn into_file(self) -> File {
+        self.file
+    }
 }
 
 /// Why the lock could not be taken.
@@ -38,7 +46,7 @@ pub fn lock_image(image: &Path) -> Result<ImageLock, LockError> {
             LockError::Io(err)
         });
     }
-    Ok(ImageLock { _file: file })
+    Ok(ImageLock { file })
 }
 
 /// True when another process holds the image lock. The probe takes and at once releases
