@@ -152,6 +152,11 @@ impl Allocator {
             .saturating_sub(self.reserved + self.metadata_reserve)
     }
 
+    /// Blocks reserved by accepted writes and not allocated yet.
+    pub fn reserved(&self) -> u64 {
+        self.reserved
+    }
+
     /// Reserves `n` blocks for an accepted write; ENOSPC when they are not there.
     pub fn reserve(&mut self, n: u64) -> Result<()> {
         if n > self.available() {

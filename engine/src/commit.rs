@@ -43,7 +43,10 @@ pub fn check_writable(st: &State) -> Result<()> {
 /// Marks the filesystem failed (read-only from now on) and passes the error on.
 fn fail(st: &mut State, e: Error) -> Error {
     if st.failed.is_none() {
-        eprintln!("tuxfs: write failed, the filesystem is now read-only: {e}");
+        crate::events::report(
+            crate::events::Level::Error,
+            &format!("write failed, the filesystem is now read-only: {e}"),
+        );
         st.failed = Some(e.to_string());
     }
     e

@@ -72,9 +72,12 @@ pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> 
     let got = data_crc(&buf);
     if got != want {
         st.stats.data_checksum_errors += 1;
-        eprintln!(
-            "tuxfs: data checksum mismatch: inode {inum}, offset {}, block {phys}: stored {want:#010x}, read {got:#010x}",
-            fblock * u64::from(bs)
+        crate::events::report(
+            crate::events::Level::Error,
+            &format!(
+                "data checksum mismatch: inode {inum}, offset {}, block {phys}: stored {want:#010x}, read {got:#010x}",
+                fblock * u64::from(bs)
+            ),
         );
         return Err(Errno::Io.into());
     }
@@ -86,6 +89,9 @@ pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> 
 pub fn write(st: &mut State, inum: u64, offset: u64, data: &[u8]) -> Result<()> {
     let bs = u64::from(st.bs());
     let mut done = 0usize;
+    // The extent (or hole) the last newly dirtied block fell in: one tree lookup per run,
+    // not per block.
+    let mut span: Option<Span> = None;
     while done < data.len() {
         let pos = offset + done as u64;
         let fblock = pos / bs;
@@ -102,10 +108,51 @@ pub fn write(st: &mut State, inum: u64, offset: u64, data: &[u8]) -> Result<()> 
             read_block(st, inum, fblock)?
         };
         page[within..within + n].copy_from_slice(&data[done..done + n]);
-        st.pages.insert((inum, fblock), page);
+        let newly_dirty = st.pages.insert((inum, fblock), page).is_none();
+        // A block no extent backs is a delayed allocation: counted in st_blocks from now.
+        // (A page being flushed already has its extent in the tree.)
+        if newly_dirty {
+            let known = span.filter(|s| s.from <= fblock && fblock < s.to);
+            let here = match known {
+                Some(s) => s,
+                None => span_at(st, inum, fblock)?,
+            };
+            span = Some(here);
+            if !here.backed {
+                st.delalloc.insert((inum, fblock));
+            }
+        }
         done += n;
     }
     Ok(())
+}
+
+/// File blocks `[from, to)` of one inode that an extent backs, or that none does.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    from: u64,
+    to: u64,
+    backed: bool,
+}
+
+/// The extent covering `fblock`, or the hole around it up to the next extent.
+fn span_at(st: &mut State, inum: u64, fblock: u64) -> Result<Span> {
+    if let Some((start, ext)) = find_extent(st, inum, fblock)? {
+        let to = extent_end(st, Key::new(inum, start), &ext)?;
+        return Ok(Span {
+            from: start,
+            to,
+            backed: true,
+        });
+    }
+    let next = st
+        .extents
+        .next(Key::new(inum, fblock), Key::new(inum, u64::MAX), &st.io)?;
+    Ok(Span {
+        from: fblock,
+        to: next.map_or(u64::MAX, |(k, _)| k.b),
+        backed: false,
+    })
 }
 
 /// Blocks in `[offset, offset + len)` of `inum` not yet dirty: what a write must reserve.
@@ -159,6 +206,14 @@ fn drop_range<V>(
 /// extents, frees their blocks once durable. Returns the number of disk blocks freed.
 pub fn punch(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
     drop_range(&mut st.pages, inum, from, to);
+    let delalloc: Vec<(u64, u64)> = st
+        .delalloc
+        .range((inum, from)..(inum, to))
+        .copied()
+        .collect();
+    for k in delalloc {
+        st.delalloc.remove(&k);
+    }
     // Truncate never waits for writeback: it drops the in-flight copies (the device keeps
     // its own references until the writes complete).
     drop_range(&mut st.inflight, inum, from, to);
@@ -215,6 +270,8 @@ pub fn flush_pages(
     records: &mut Vec<LogRecord>,
 ) -> Result<()> {
     let pages = std::mem::take(&mut st.pages);
+    // Every dirty page gets its blocks now and is counted in its inode's `blocks`.
+    st.delalloc.clear();
     let max_run = u64::from(max_extent_blocks(st.bs()));
     let mut iter = pages.into_iter().peekable();
     while let Some(((inum, first), page)) = iter.next() {

@@ -69,6 +69,8 @@ pub enum Errno {
     TooBig,
     /// EXDEV: not on this filesystem.
     CrossDevice,
+    /// EACCES: permission denied (a default ACL on a non-directory).
+    Access,
 }
 
 impl From<Errno> for Error {

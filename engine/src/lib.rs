@@ -12,6 +12,7 @@ pub mod data;
 pub mod dev;
 pub mod dir;
 pub mod error;
+pub mod events;
 pub mod format;
 pub mod fs;
 pub mod inode;

@@ -521,6 +521,7 @@ fn recover_inner(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> 
         pages: BTreeMap::new(),
         inflight: BTreeMap::new(),
         delta_reserved: 0,
+        delalloc: BTreeSet::new(),
         next_inum: sb.next_inum,
         inode_count: sb.inode_count,
         read_only,
@@ -552,9 +553,12 @@ fn recover_inner(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> 
         _ => st.alloc.alloc_one(Some(st.log.ahead + 1))?,
     };
     if replay.dropped_unverified {
-        eprintln!(
-            "tuxfs: recovery dropped delta {}: its blocks did not all reach the disk",
-            replay.next_delta
+        crate::events::report(
+            crate::events::Level::Warning,
+            &format!(
+                "recovery dropped delta {}: its blocks did not all reach the disk",
+                replay.next_delta
+            ),
         );
     }
     Ok(st)

@@ -78,6 +78,10 @@ pub struct State {
     pub inflight: BTreeMap<(u64, u64), std::sync::Arc<AlignedBuf>>,
     /// Blocks reserved by the open delta's writes.
     pub delta_reserved: u64,
+    /// Delayed allocation: dirty pages of the open delta that no extent backs yet, so
+    /// their blocks are counted in `st_blocks` before the commit allocates them (as ext4
+    /// counts delalloc reservations). A subset of `pages`; emptied when the delta closes.
+    pub delalloc: BTreeSet<(u64, u64)>,
     pub next_inum: u64,
     pub inode_count: u64,
     pub read_only: bool,
@@ -99,6 +103,11 @@ impl State {
     /// Block size in bytes.
     pub fn bs(&self) -> u32 {
         self.io.block_size
+    }
+
+    /// Blocks of `inum` written in the open delta and not allocated yet.
+    pub fn delalloc_blocks(&self, inum: u64) -> u64 {
+        self.delalloc.range((inum, 0)..=(inum, u64::MAX)).count() as u64
     }
 
     /// Dirty data bytes of the open delta.

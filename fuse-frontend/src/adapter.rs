@@ -72,6 +72,8 @@ pub struct Adapter {
     fs: Arc<Filesystem>,
     timeouts: Timeouts,
     handles: HandleTable,
+    /// Run at DESTROY, before the kernel is answered (see [`fuser::Filesystem::destroy`]).
+    on_destroy: Option<crate::daemon::OnDestroy>,
 }
 
 impl Adapter {
@@ -80,7 +82,15 @@ impl Adapter {
             fs,
             timeouts,
             handles: HandleTable::new(),
+            on_destroy: None,
         }
+    }
+
+    /// Has `hook` run when the session is destroyed: at unmount of a `fuseblk` mount before
+    /// the kernel lets `umount` return, otherwise when the session ends.
+    pub fn with_destroy(mut self, hook: crate::daemon::OnDestroy) -> Self {
+        self.on_destroy = Some(hook);
+        self
     }
 
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, Error>) {
@@ -193,6 +203,12 @@ fn permission_bits(mode: u32) -> u32 {
 }
 
 impl fuser::Filesystem for Adapter {
+    fn destroy(&self) {
+        if let Some(hook) = &self.on_destroy {
+            hook.run();
+        }
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Each setter returns the nearest acceptable value when ours is refused; take it.
         if let Err(nearest) = config.set_max_write(MAX_WRITE_BYTES) {
@@ -204,9 +220,19 @@ impl fuser::Filesystem for Adapter {
         // READDIRPLUS fills the inode cache while listing; PARALLEL_DIROPS lets lookups and
         // readdirs of one directory run concurrently (every engine method takes &self).
         // Writeback caching stays off: every write(2) reaches the engine.
+        //
+        // POSIX_ACL: the kernel enforces ACLs (it reads system.posix_acl_access through
+        // getxattr) and leaves the rest to the engine: the mode an ACL sets, chmod of the
+        // ACL, default ACL inheritance (engine::fs::acl). It then skips the umask for
+        // create/mkdir/mknod; DONT_MASK keeps the FUSE layer from applying it anyway, so
+        // the engine gets the unmasked mode and the umask and applies whichever rule holds.
+        // (FUSE_SETXATTR_EXT, which would carry FUSE_SETXATTR_ACL_KILL_SGID, is not asked
+        // for: fuser 0.18 reads its larger setxattr header as the old one.)
         let wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_PARALLEL_DIROPS;
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK;
         let offered = config.capabilities() & wanted;
         // Cannot fail: only capabilities the kernel offered are asked for.
         let _ = config.add_capabilities(offered);
@@ -272,7 +298,7 @@ impl fuser::Filesystem for Adapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
@@ -280,8 +306,11 @@ impl fuser::Filesystem for Adapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        // mknod's mode carries the file type (S_IF*), which the engine needs.
-        let result = self.fs.mknod(parent.0, name, mode, rdev, caller(req));
+        // mknod's mode carries the file type (S_IF*), which the engine needs. The umask
+        // is the engine's to apply (it does not when the parent has a default ACL).
+        let result = self
+            .fs
+            .mknod_umask(parent.0, name, mode, rdev, umask, caller(req));
         self.reply_entry(reply, result);
     }
 
@@ -291,7 +320,7 @@ impl fuser::Filesystem for Adapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let name = match checked_name(name) {
@@ -300,7 +329,7 @@ impl fuser::Filesystem for Adapter {
         };
         let result = self
             .fs
-            .mkdir(parent.0, name, permission_bits(mode), caller(req));
+            .mkdir_umask(parent.0, name, permission_bits(mode), umask, caller(req));
         self.reply_entry(reply, result);
     }
 
@@ -621,7 +650,7 @@ impl fuser::Filesystem for Adapter {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -631,7 +660,7 @@ impl fuser::Filesystem for Adapter {
         };
         match self
             .fs
-            .create(parent.0, name, permission_bits(mode), caller(req))
+            .create_umask(parent.0, name, permission_bits(mode), umask, caller(req))
         {
             Ok(attr) => {
                 let fh = self.open_handle(attr.ino, flags);

@@ -18,6 +18,27 @@ use std::path::Path;
 
 use tuxfs_engine::dev::lock::{self, ImageLock, LockError};
 
+/// Work that must be finished before the kernel is told a session is destroyed: committing,
+/// flushing and releasing the image. Runs at most once per call site's choice (the caller
+/// makes it idempotent).
+pub struct OnDestroy(Box<dyn Fn() + Send + Sync>);
+
+impl OnDestroy {
+    pub fn new(f: impl Fn() + Send + Sync + 'static) -> Self {
+        OnDestroy(Box::new(f))
+    }
+
+    pub fn run(&self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for OnDestroy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnDestroy")
+    }
+}
+
 /// Exit status of the parent when the child failed or died before the mount was up.
 const EXIT_FAILED: i32 = 1;
 

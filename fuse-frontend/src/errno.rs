@@ -30,6 +30,7 @@ pub fn to_libc(e: Errno) -> i32 {
         Errno::BadHandle => libc::EBADF,
         Errno::TooBig => libc::E2BIG,
         Errno::CrossDevice => libc::EXDEV,
+        Errno::Access => libc::EACCES,
     }
 }
 

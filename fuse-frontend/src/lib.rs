@@ -6,11 +6,17 @@
 //! - [`convert`] turns engine attributes and times into fuser's and back;
 //! - [`handles`] numbers open files and directories;
 //! - [`options`] parses the `tuxfs-mount` command line and `-o` options;
-//! - [`daemon`] holds the process mechanics: the image lock, daemonising, signals.
+//! - [`daemon`] holds the process mechanics: the image lock, daemonising, signals;
+//! - [`closable`] wraps the image's device so DESTROY can close it;
+//! - [`blkdev`] attaches the loop device a `fuseblk` mount names, so `umount` waits for us;
+//! - [`logging`] sends the daemon's and the engine's messages to syslog and `log=FILE`.
 
 pub mod adapter;
+pub mod blkdev;
+pub mod closable;
 pub mod convert;
 pub mod daemon;
 pub mod errno;
 pub mod handles;
+pub mod logging;
 pub mod options;

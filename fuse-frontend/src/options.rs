@@ -25,7 +25,7 @@
 //! image's used blocks at mount, a second copy of every write, and one `fdatasync` of the
 //! log per flush; it is a debugging aid, not for production.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -61,6 +61,11 @@ pub const THREADS_MAX: usize = 64;
                   stats=FILE: on SIGUSR1 and at unmount, write the filesystem's figures \
                   (deltas committed, bytes written, pages forked, writer throttle time, unifies, \
                   commit latency) to FILE as `name value` lines; with -f also to stderr.\n\
+                  nofuseblk: mount plain fuse even as root (no loop device; umount then \
+                  returns before the final commit: wait for the daemon to exit).\n\
+                  log=FILE: append the daemon's messages (mount, unmount, checksum errors, \
+                  the switch to read-only after a write failure) to FILE as timestamped \
+                  lines; they always go to syslog (LOG_DAEMON) too, and with -f to stderr.\n\
                   Unmount with `umount MOUNTPOINT`, `fusermount3 -u MOUNTPOINT`, or SIGTERM."
 )]
 pub struct Cli {
@@ -108,8 +113,7 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// Source shown in /proc/mounts; the image path when not given.
     pub fsname: Option<String>,
-    /// Subtype ("fuse.SUBTYPE"). fuser 0.18 passes it only when it mounts through
-    /// fusermount3 (non-root); its direct mount as root always uses type "fuse".
+    /// Subtype: the mount's type is "fuse.SUBTYPE" ("fuseblk.SUBTYPE" for a fuseblk mount).
     pub subtype: String,
     /// Generic mount flags passed to the kernel (nodev, noexec, ...).
     pub kernel_flags: Vec<MountOption>,
@@ -117,6 +121,11 @@ pub struct Settings {
     pub log_writes: Option<PathBuf>,
     /// `stats=`: where SIGUSR1 and the unmount write the filesystem's figures.
     pub stats: Option<PathBuf>,
+    /// `log=`: where the daemon appends its messages (besides syslog).
+    pub log: Option<PathBuf>,
+    /// Mount `fuseblk` (so `umount` waits for the final commit) when privileged; `nofuseblk`
+    /// turns it off.
+    pub fuseblk: bool,
     /// `cache=`: memory for file data and metadata the daemon keeps (see engine_options).
     pub cache_bytes: Option<u64>,
 }
@@ -155,6 +164,8 @@ impl Settings {
             kernel_flags: Vec::new(),
             log_writes: None,
             stats: None,
+            log: None,
+            fuseblk: true,
             cache_bytes: None,
         };
         for group in &cli.options {
@@ -200,10 +211,21 @@ impl Settings {
             ("subtype", Some(v)) => self.subtype = non_empty(key, v)?,
             ("log_writes", Some(v)) => self.log_writes = Some(PathBuf::from(non_empty(key, v)?)),
             ("stats", Some(v)) => self.stats = Some(PathBuf::from(non_empty(key, v)?)),
+            ("nofuseblk", None) => self.fuseblk = false,
+            ("log", Some(v)) => self.log = Some(PathBuf::from(non_empty(key, v)?)),
             ("cache", Some(v)) => {
                 let bytes = tuxfs_mkfs::parse_size(v).map_err(|e| format!("cache={v}: {e}"))?;
                 if bytes < 4 << 20 {
                     return Err(format!("cache={v}: at least 4M"));
+                }
+                let ram = physical_memory_bytes();
+                if bytes > ram / 2 {
+                    return Err(format!(
+                        "cache={v}: more than half of this machine's memory ({} MiB); give at \
+                         most {}M",
+                        ram >> 20,
+                        (ram / 2) >> 20
+                    ));
                 }
                 self.cache_bytes = Some(bytes);
             }
@@ -226,15 +248,20 @@ impl Settings {
         self.kernel_flags.push(flag);
     }
 
-    /// The fuser session configuration: mount options, access, threads.
-    pub fn fuser_config(&self, default_fsname: &str) -> fuser::Config {
+    /// The fuser session configuration: mount options, access, threads. With `blkdev`, a
+    /// `fuseblk` mount on that block device (which is then the source shown in /proc/mounts,
+    /// whatever `fsname=` says: the kernel opens the source as the device).
+    pub fn fuser_config(&self, default_fsname: &str, blkdev: Option<&Path>) -> fuser::Config {
+        let fsname = match blkdev {
+            Some(dev) => dev.display().to_string(),
+            None => self
+                .fsname
+                .clone()
+                .unwrap_or_else(|| default_fsname.to_string()),
+        };
         let mut options = vec![
             MountOption::DefaultPermissions,
-            MountOption::FSName(
-                self.fsname
-                    .clone()
-                    .unwrap_or_else(|| default_fsname.to_string()),
-            ),
+            MountOption::FSName(fsname),
             MountOption::Subtype(self.subtype.clone()),
             if self.read_only {
                 MountOption::RO
@@ -242,6 +269,12 @@ impl Settings {
                 MountOption::RW
             },
         ];
+        if blkdev.is_some() {
+            options.push(MountOption::Blkdev);
+            options.push(MountOption::CUSTOM(format!(
+                "blksize={FUSEBLK_BLOCK_BYTES}"
+            )));
+        }
         options.extend(self.kernel_flags.iter().cloned());
         let mut config = fuser::Config::default();
         config.mount_options = options;
@@ -271,9 +304,11 @@ impl Settings {
     }
 }
 
-/// The cache when `cache=` is not given: 1/32 of the machine's memory, between 64 MiB and
-/// 512 MiB (768 MiB of a 24 GiB machine is clamped to 512 MiB: 128 MiB of dirty data).
-pub fn default_cache_bytes() -> u64 {
+/// Block size a `fuseblk` mount tells the kernel (`blksize=`): the page size.
+pub const FUSEBLK_BLOCK_BYTES: u32 = 4096;
+
+/// The machine's physical memory in bytes (2 GiB when the system does not say).
+pub fn physical_memory_bytes() -> u64 {
     // SAFETY: sysconf has no preconditions; it returns -1 when the value is unknown.
     let (pages, page) = unsafe {
         (
@@ -281,12 +316,17 @@ pub fn default_cache_bytes() -> u64 {
             libc::sysconf(libc::_SC_PAGESIZE),
         )
     };
-    let ram = if pages > 0 && page > 0 {
+    if pages > 0 && page > 0 {
         pages as u64 * page as u64
     } else {
         2 << 30
-    };
-    (ram / 32).clamp(64 << 20, 512 << 20)
+    }
+}
+
+/// The cache when `cache=` is not given: 1/32 of the machine's memory, between 64 MiB and
+/// 512 MiB (768 MiB of a 24 GiB machine is clamped to 512 MiB: 128 MiB of dirty data).
+pub fn default_cache_bytes() -> u64 {
+    (physical_memory_bytes() / 32).clamp(64 << 20, 512 << 20)
 }
 
 /// Generic mount flags the kernel understands (mount(8) passes them to helpers).
@@ -394,7 +434,7 @@ mod tests {
         assert_eq!(s.commit_interval, None);
         assert_eq!(s.create_size, None);
         assert_eq!(s.log_writes, None);
-        let cfg = s.fuser_config("img");
+        let cfg = s.fuser_config("img", None);
         assert!(cfg.mount_options.contains(&MountOption::DefaultPermissions));
         assert!(cfg.mount_options.contains(&MountOption::RW));
         assert!(
@@ -462,6 +502,49 @@ mod tests {
     }
 
     #[test]
+    fn cache_over_half_of_memory_is_refused() {
+        let err = Settings::from_cli(
+            Cli::try_parse_from(["tuxfs-mount", "-o", "cache=100T", "img", "mnt"]).unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("more than half of this machine's memory"),
+            "{err}"
+        );
+        let half_mib = (physical_memory_bytes() / 2) >> 20;
+        let at_half = format!("cache={half_mib}M");
+        assert!(parse(&["-o", &at_half, "img", "mnt"]).is_ok(), "{at_half}");
+        let over = format!("cache={}M", half_mib + 1);
+        assert!(parse(&["-o", &over, "img", "mnt"]).is_err(), "{over}");
+    }
+
+    #[test]
+    fn log_option_names_a_file() {
+        let s = parse(&["-o", "log=/var/log/tuxfs.log", "img", "mnt"]).unwrap();
+        assert_eq!(s.log, Some(PathBuf::from("/var/log/tuxfs.log")));
+        assert!(parse(&["-o", "log=", "img", "mnt"]).is_err());
+        assert!(s.fuseblk);
+        assert!(!parse(&["-o", "nofuseblk", "img", "mnt"]).unwrap().fuseblk);
+    }
+
+    #[test]
+    fn a_block_device_makes_a_fuseblk_mount_named_after_it() {
+        let s = parse(&["-o", "fsname=mine", "img", "mnt"]).unwrap();
+        let cfg = s.fuser_config("img", Some(Path::new("/dev/loop7")));
+        let opts = &cfg.mount_options;
+        assert!(opts.contains(&MountOption::Blkdev));
+        assert!(opts.contains(&MountOption::FSName("/dev/loop7".into())));
+        assert!(opts.contains(&MountOption::CUSTOM("blksize=4096".into())));
+        let plain = s.fuser_config("img", None);
+        assert!(!plain.mount_options.contains(&MountOption::Blkdev));
+        assert!(
+            plain
+                .mount_options
+                .contains(&MountOption::FSName("mine".into()))
+        );
+    }
+
+    #[test]
     fn every_documented_option() {
         let s = parse(&[
             "-f",
@@ -484,7 +567,7 @@ mod tests {
         assert_eq!(s.timeouts.entry, Duration::from_secs(2));
         assert_eq!(s.create_size, Some(64 << 20));
         assert_eq!(s.log_writes, Some(PathBuf::from("/tmp/w.log")));
-        let cfg = s.fuser_config("img");
+        let cfg = s.fuser_config("img", None);
         assert!(cfg.mount_options.contains(&MountOption::RO));
         assert!(
             cfg.mount_options

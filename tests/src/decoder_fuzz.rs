@@ -460,7 +460,58 @@ pub fn default_targets() -> Vec<Target> {
                 Err(e) => Outcome::reject(e),
             },
         ),
+        Target::new(
+            "acl::decode",
+            false,
+            gen_acl,
+            |b, _| match tuxfs_engine::format::acl::decode(b) {
+                Ok(entries) => Outcome::accept(entries.capacity() * 8, move || {
+                    tuxfs_engine::format::acl::encode(&entries)
+                }),
+                Err(e) => Outcome::reject(e),
+            },
+        ),
     ]
+}
+
+/// A valid POSIX ACL value: the three required entries, sorted named users and groups with
+/// distinct ids, and a mask when there are named entries (or sometimes anyway).
+fn gen_acl(rng: &mut Rng, _ctx: &mut Ctx) -> Sample {
+    use tuxfs_engine::format::acl::{
+        ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_UNDEFINED_ID, ACL_USER, ACL_USER_OBJ,
+        AclEntry, decode, encode,
+    };
+    let perm = |rng: &mut Rng| rng.below(8) as u16;
+    let named = |rng: &mut Rng, tag| {
+        let mut ids: Vec<u32> = (0..rng.below(6))
+            .map(|_| rng.below(70_000) as u32)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .map(|id| AclEntry {
+                tag,
+                perm: rng.below(8) as u16,
+                id,
+            })
+            .collect::<Vec<_>>()
+    };
+    let unnamed = |tag, perm| AclEntry {
+        tag,
+        perm,
+        id: ACL_UNDEFINED_ID,
+    };
+    let mut acl = vec![unnamed(ACL_USER_OBJ, perm(rng))];
+    acl.extend(named(rng, ACL_USER));
+    acl.push(unnamed(ACL_GROUP_OBJ, perm(rng)));
+    acl.extend(named(rng, ACL_GROUP));
+    if acl.len() > 2 || rng.chance(1, 2) {
+        acl.push(unnamed(ACL_MASK, perm(rng)));
+    }
+    acl.push(unnamed(ACL_OTHER, perm(rng)));
+    let b = encode(&acl);
+    check_round_trip("POSIX ACL", decode(&b), &acl);
+    value(b)
 }
 
 fn xattrs_held(entries: &[XattrEntry]) -> usize {

@@ -81,7 +81,10 @@ pub fn open_file(path: &Path, opts: &OpenOptions) -> Result<Box<dyn BlockDevice>
         DeviceKind::Auto => match UringDevice::probe(opts.queue_depth) {
             Ok(()) => Ok(Box::new(UringDevice::new(backing, opts.queue_depth)?)),
             Err(e) => {
-                eprintln!("tuxfs: io_uring unavailable ({e}); using pread/pwrite");
+                crate::events::report(
+                    crate::events::Level::Warning,
+                    &format!("io_uring unavailable ({e}); using pread/pwrite"),
+                );
                 Ok(Box::new(SyncDevice::new(backing)))
             }
         },
@@ -264,9 +267,12 @@ fn open_maybe_direct(path: &Path, opts: &OpenOptions) -> Result<(File, bool)> {
     match open_flags(path, opts, libc::O_DIRECT) {
         Ok(file) => Ok((file, true)),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            eprintln!(
-                "tuxfs: O_DIRECT refused on {} ({e}); using buffered I/O",
-                path.display()
+            crate::events::report(
+                crate::events::Level::Warning,
+                &format!(
+                    "O_DIRECT refused on {} ({e}); using buffered I/O",
+                    path.display()
+                ),
             );
             Ok((
                 open_flags(path, opts, 0).map_err(|e| Error::io(ctx(), e))?,

@@ -443,7 +443,10 @@ impl BlockDevice for UringDevice {
             if let Err(e) = st.wait_one() {
                 // The kernel may still write into borrowed buffers that we would hand back to
                 // the caller: nothing safe is left to do.
-                eprintln!("tuxfs: io_uring_enter failed with reads in flight ({e}); aborting");
+                crate::events::report(
+                    crate::events::Level::Error,
+                    &format!("io_uring_enter failed with reads in flight ({e}); aborting"),
+                );
                 std::process::abort();
             }
             batch.complete(&mut st);

@@ -9,6 +9,7 @@
 //! open when it called is durable). Page forking, which lets the frontend go on during
 //! writeback, is the next step (docs/ARCHITECTURE.md).
 
+pub mod acl;
 mod posix;
 pub use posix::now;
 mod types;
@@ -195,6 +196,12 @@ impl Filesystem {
         result
     }
 
+    /// Why the filesystem went read-only after a write failure, if it did (then nothing more
+    /// is written, and `unmount` commits nothing).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.lock().failed.clone()
+    }
+
     /// Filesystem block size in bytes.
     pub fn block_size(&self) -> u32 {
         self.shared.lock().bs()
@@ -296,7 +303,8 @@ impl Filesystem {
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Attr> {
         self.change(|st| posix::setattr(st, ino, set))
     }
-    /// Creates a regular file, device node, fifo or socket; `mode` includes the S_IF* type.
+    /// Creates a regular file, device node, fifo or socket; `mode` includes the S_IF* type
+    /// and has the umask applied already (see [`Filesystem::mknod_umask`]).
     pub fn mknod(
         &self,
         parent: u64,
@@ -305,10 +313,35 @@ impl Filesystem {
         rdev: u32,
         caller: Caller,
     ) -> Result<Attr> {
-        self.change(|st| posix::mknod(st, parent, name, mode, rdev, caller))
+        self.mknod_umask(parent, name, mode, rdev, 0, caller)
     }
-    /// Creates and opens a regular file (call `release` to close it).
+    /// mknod with the caller's umask still to apply: it applies unless the parent has a
+    /// default ACL, which then gives the new inode its ACL and mode (POSIX ACL rules).
+    pub fn mknod_umask(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> Result<Attr> {
+        self.change(|st| posix::mknod(st, parent, name, mode, rdev, umask, caller))
+    }
+    /// Creates and opens a regular file (call `release` to close it); the umask is applied
+    /// already (see [`Filesystem::create_umask`]).
     pub fn create(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> Result<Attr> {
+        self.create_umask(parent, name, mode, 0, caller)
+    }
+    /// create with the caller's umask still to apply (as [`Filesystem::mknod_umask`]).
+    pub fn create_umask(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> Result<Attr> {
         self.change(|st| {
             let attr = posix::mknod(
                 st,
@@ -316,14 +349,28 @@ impl Filesystem {
                 name,
                 crate::format::inode::S_IFREG | (mode & 0o7777),
                 0,
+                umask,
                 caller,
             )?;
             *st.opens.entry(attr.ino).or_default() += 1;
             Ok(attr)
         })
     }
+    /// Creates a directory; the umask is applied already (see [`Filesystem::mkdir_umask`]).
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> Result<Attr> {
-        self.change(|st| posix::mkdir(st, parent, name, mode, caller))
+        self.mkdir_umask(parent, name, mode, 0, caller)
+    }
+    /// mkdir with the caller's umask still to apply (as [`Filesystem::mknod_umask`]); a
+    /// new directory also inherits its parent's default ACL.
+    pub fn mkdir_umask(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> Result<Attr> {
+        self.change(|st| posix::mkdir(st, parent, name, mode, umask, caller))
     }
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
         self.change(|st| posix::unlink(st, parent, name))

@@ -49,7 +49,9 @@ fn attr_of(st: &State, ino: u64, i: &Inode) -> Attr {
     Attr {
         ino,
         size: if i.is_dir() { u64::from(bs) } else { i.size },
-        blocks: i.blocks * u64::from(bs) / 512,
+        // Allocated blocks plus the delayed allocations of the open delta, so a file
+        // written a moment ago does not look like a hole to tar -S or du.
+        blocks: (i.blocks + st.delalloc_blocks(ino)) * u64::from(bs) / 512,
         atime: i.atime,
         mtime: i.mtime,
         ctime: i.ctime,
@@ -82,7 +84,8 @@ pub(super) fn statfs(st: &State) -> StatFs {
     let used_inodes = st.inode_count;
     StatFs {
         blocks: st.sb.block_count,
-        bfree: st.alloc.free_blocks(),
+        // Blocks reserved by accepted writes are used from the moment they are accepted.
+        bfree: st.alloc.free_blocks().saturating_sub(st.alloc.reserved()),
         bavail: st.alloc.available(),
         files: used_inodes + st.alloc.available(),
         ffree: st.alloc.available(),
@@ -120,8 +123,21 @@ fn prepare_create(st: &mut State, parent: u64, name: &[u8]) -> Result<Inode> {
 
 /// Makes a new inode named `name` in `parent`; parent times (and link count for a
 /// directory) are updated.
-fn create_inode(st: &mut State, parent: u64, name: &[u8], mut node: Inode) -> Result<Attr> {
+/// `umask` (None for a symlink) applies unless the parent has a default ACL (acl.rs).
+fn create_inode(
+    st: &mut State,
+    parent: u64,
+    name: &[u8],
+    mut node: Inode,
+    umask: Option<u32>,
+) -> Result<Attr> {
     let mut p = prepare_create(st, parent, name)?;
+    if let Some(umask) = umask {
+        super::acl::on_create(st, parent, &p, &mut node, umask)?;
+        if crate::format::xattr::entries_len(&node.inline_xattrs) > xattr_room(st, &node) {
+            return Err(Errno::NoSpace.into());
+        }
+    }
     // Metadata of a new name needs a few blocks at commit: keep them reserved.
     st.alloc.reserve(2)?;
     st.delta_reserved += 2;
@@ -148,6 +164,7 @@ pub(super) fn mknod(
     name: &[u8],
     mode: u32,
     rdev: u32,
+    umask: u32,
     c: Caller,
 ) -> Result<Attr> {
     let ty = match mode & S_IFMT {
@@ -163,7 +180,7 @@ pub(super) fn mknod(
         rdev: u64::from(rdev),
         ..Inode::default()
     };
-    create_inode(st, parent, name, node)
+    create_inode(st, parent, name, node, Some(umask))
 }
 
 pub(super) fn mkdir(
@@ -171,6 +188,7 @@ pub(super) fn mkdir(
     parent: u64,
     name: &[u8],
     mode: u32,
+    umask: u32,
     c: Caller,
 ) -> Result<Attr> {
     let node = Inode {
@@ -181,7 +199,7 @@ pub(super) fn mkdir(
         parent,
         ..Inode::default()
     };
-    create_inode(st, parent, name, node)
+    create_inode(st, parent, name, node, Some(umask))
 }
 
 pub(super) fn symlink(
@@ -220,7 +238,7 @@ pub(super) fn symlink(
     };
     st.alloc.reserve(blocks)?;
     st.delta_reserved += blocks;
-    let attr = create_inode(st, parent, name, node)?;
+    let attr = create_inode(st, parent, name, node, None)?;
     if !inline {
         data::write(st, attr.ino, 0, target)?;
     }
@@ -515,6 +533,7 @@ pub(super) fn setattr(st: &mut State, ino: u64, set: &SetAttr) -> Result<Attr> {
     let t = now();
     if let Some(mode) = set.mode {
         i.mode = (i.mode & S_IFMT) | (mode & 0o7777);
+        super::acl::on_chmod(st, ino, &mut i)?;
     }
     if let Some(uid) = set.uid {
         i.uid = uid;
@@ -710,13 +729,18 @@ pub(super) fn setxattr(
         (None, _, true) => return Err(Errno::NoData.into()),
         _ => {}
     }
-    let entry = XattrEntry {
-        name: name.to_vec(),
-        value: value.to_vec(),
-    };
-    match at {
-        Some(k) => i.inline_xattrs[k] = entry,
-        None => i.inline_xattrs.push(entry),
+    if let Some(kind) = super::acl::kind_of(name) {
+        // ACLs are validated and change the mode (acl.rs); the rest is an ordinary xattr.
+        super::acl::set(&mut i, kind, value)?;
+    } else {
+        let entry = XattrEntry {
+            name: name.to_vec(),
+            value: value.to_vec(),
+        };
+        match at {
+            Some(k) => i.inline_xattrs[k] = entry,
+            None => i.inline_xattrs.push(entry),
+        }
     }
     if crate::format::xattr::entries_len(&i.inline_xattrs) > xattr_room(st, &i) {
         // Spill blocks are in the format but not written by this version: refuse cleanly.

@@ -65,8 +65,9 @@ pub struct SetAttr {
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
-    /// The process umask is applied by the kernel before the mode reaches us (FUSE does it
-    /// unless the filesystem asks otherwise), so it is not here.
+    /// The umask is not here: `create`, `mkdir` and `mknod` take modes it was applied to,
+    /// and their `_umask` variants take it separately (the FUSE adapter asks the kernel
+    /// not to apply it, because a parent's default ACL replaces it).
     pub pid: u32,
 }
 

@@ -73,7 +73,10 @@ fn serve(
     }
     let answer = shared.commit_open().map_err(|e| e.errno());
     if let Err(e) = &answer {
-        eprintln!("tuxfs: commit failed: {e:?}");
+        crate::events::report(
+            crate::events::Level::Error,
+            &format!("commit failed: {e:?}"),
+        );
     }
     for r in replies {
         let _ = r.send(answer);
@@ -98,7 +101,10 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
                     }
                     Err(RecvTimeoutError::Timeout) => {
                         if let Err(e) = shared.commit_open() {
-                            eprintln!("tuxfs: background commit failed: {e}");
+                            crate::events::report(
+                                crate::events::Level::Error,
+                                &format!("background commit failed: {e}"),
+                            );
                         }
                     }
                 }
