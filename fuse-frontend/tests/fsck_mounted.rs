@@ -2,7 +2,11 @@
 //! repair (`fsck.tuxfs -y` or `-p`) must refuse while the mount holds the image (exit 8,
 //! naming the mountpoint), and a check (`-n`) runs but warns that it may read a stale state
 //! and does not call its verdict authoritative. After the unmount fsck runs as usual and
-//! the files are intact. (Runs as root with /dev/fuse; under CI=true it never skips.)
+//! the files are intact. This goes through `tuxfs_fsck::check_path`, which the
+//! `fsck.tuxfs` command calls (its exit 8 and messages: fsck/tests/in_use.rs). As root the
+//! mount is `fuseblk` on a loop device backed by the image, so naming the mountpoint means
+//! following the loop device back to the image. (Runs as root with /dev/fuse; under
+//! CI=true it never skips.)
 
 mod common;
 
@@ -47,33 +51,6 @@ fn fsck_refuses_to_repair_a_mounted_image_and_warns_on_check() {
     assert!(stale.contains("may be stale"), "{stale}");
     let text = tuxfs_fsck::render_human("img", &report, false);
     assert!(text.contains("NOT authoritative"), "{text}");
-    // The fsck.tuxfs command (when the workspace build made it, as `cargo test --workspace`
-    // does; fsck/tests/in_use.rs always runs it against a held lock) exits 8.
-    if let Some(bin) = fsck_binary() {
-        let out = std::process::Command::new(&bin)
-            .arg("-y")
-            .arg(&m.image)
-            .output()
-            .expect("run fsck.tuxfs");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(8), "{err}");
-        assert!(
-            err.contains(&format!("mounted at {}", mountpoint.display())),
-            "{err}"
-        );
-        let out = std::process::Command::new(&bin)
-            .arg("-n")
-            .arg(&m.image)
-            .output()
-            .expect("run fsck.tuxfs");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains("WARNING") && err.contains("may be stale"),
-            "{err}"
-        );
-    } else {
-        eprintln!("fsck.tuxfs binary not built; checked through tuxfs_fsck::check_path only");
-    }
     m.unmount();
     let report = check_path(
         &m.image,
@@ -91,11 +68,4 @@ fn fsck_refuses_to_repair_a_mounted_image_and_warns_on_check() {
         b"written through the mount"
     );
     m.finish();
-}
-
-/// The `fsck-tuxfs` binary next to this test's directory (target/<profile>/), if built.
-fn fsck_binary() -> Option<std::path::PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let bin = exe.parent()?.parent()?.join("fsck-tuxfs");
-    bin.is_file().then_some(bin)
 }

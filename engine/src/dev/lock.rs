@@ -63,8 +63,9 @@ pub fn image_in_use(image: &Path) -> io::Result<bool> {
 }
 
 /// The mountpoints of FUSE mounts in this process's mount namespace whose source is
-/// `image` (tuxfs-mount names its mount after the canonical image path unless `fsname=`
-/// says otherwise). Empty when none is found or /proc/self/mountinfo cannot be read.
+/// `image`: a plain `fuse` mount names the canonical image path (unless `fsname=` says
+/// otherwise), a `fuseblk` mount the block device, which is the image itself or a loop
+/// device backed by it. Empty when none is found or /proc/self/mountinfo cannot be read.
 pub fn mounts_of(image: &Path) -> Vec<PathBuf> {
     let Ok(image) = image.canonicalize() else {
         return Vec::new();
@@ -80,10 +81,31 @@ pub fn mounts_of(image: &Path) -> Vec<PathBuf> {
             let mut right = right.split(' ');
             let fstype = right.next()?;
             let source = right.next()?;
-            (fstype.starts_with("fuse") && Path::new(&unescape(source)) == image)
+            (fstype.starts_with("fuse") && source_is(&unescape(source), &image))
                 .then(|| PathBuf::from(unescape(mountpoint)))
         })
         .collect()
+}
+
+/// True when a mount `source` is `image`, or a loop device whose backing file is `image`.
+fn source_is(source: &str, image: &Path) -> bool {
+    if Path::new(source) == image {
+        return true;
+    }
+    let Some(name) = source
+        .strip_prefix("/dev/")
+        .filter(|n| n.starts_with("loop"))
+    else {
+        return false;
+    };
+    let backing = format!("/sys/block/{name}/loop/backing_file");
+    std::fs::read_to_string(backing).is_ok_and(|b| {
+        Path::new(b.trim_end_matches('\n'))
+            .canonicalize()
+            .ok()
+            .as_deref()
+            == Some(image)
+    })
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
