@@ -27,7 +27,9 @@ use tuxfs_engine::io::BlockReader;
 use tuxfs_engine::recovery::{LogReplay, read_log, stale_delta_max};
 
 use crate::bitset::Bitset;
-use crate::{Finding, Fix, Mode, Options, Stats};
+use tuxfs_engine::Error;
+
+use crate::{Finding, Fix, Mode, OperationalError, Options, Stats};
 
 /// Byte offsets of the inode record (FORMAT.md §4.5) that salvaging needs: the fixed part,
 /// and the u16 length of the inline xattrs that follow it.
@@ -222,8 +224,9 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Runs every check.
-    pub(crate) fn run(&mut self) {
+    /// Runs every check. An I/O error reading the log is operational (exit 8): fsck must
+    /// not take a block it could not read for the end of the log.
+    pub(crate) fn run(&mut self) -> Result<(), OperationalError> {
         for slot in SUPERBLOCK_SLOTS {
             self.referenced.set(slot);
         }
@@ -233,13 +236,59 @@ impl<'a> Checker<'a> {
             block_count: self.sb.block_count,
         };
         // The same log reader recovery uses: fsck judges the state a mount would produce.
-        let replay = read_log(&reader, &self.sb);
+        let replay = match read_log(&reader, &self.sb) {
+            Ok(replay) => replay,
+            Err(e @ (Error::Io { .. } | Error::DeviceFailed { .. })) => {
+                return Err(OperationalError(format!("cannot read the log: {e}")));
+            }
+            Err(e) => {
+                // A log that cannot be replayed at all: recovery refuses it too. Only -y
+                // repairs it, keeping the state of the last unify.
+                self.finding_as(Fix::Lossy, e.block(), format!("log: {e}"));
+                LogReplay {
+                    deltas: Vec::new(),
+                    ahead: self.sb.log_head,
+                    ahead_next: self.sb.log_next(),
+                    next_delta: self.sb.log_delta,
+                    dropped_unverified: false,
+                    damage: None,
+                }
+            }
+        };
         self.last_delta = replay.deltas.last().map_or(self.sb.delta, |d| d.delta);
+        if let Some(d) = &replay.damage {
+            // Durable deltas from the damaged one on are lost to replay, and a read-write
+            // mount refuses. Only -y repairs it, by keeping the state before the damage
+            // (what a read-only mount serves): the later deltas are dropped.
+            self.finding_as(
+                Fix::Lossy,
+                Some(d.block),
+                format!(
+                    "log block of delta {} does not verify ({}), but delta {} at block {} \
+                     does: the log is damaged, not torn, and the deltas from {} on are lost \
+                     to replay",
+                    d.delta,
+                    d.what,
+                    d.delta + 1,
+                    d.witness,
+                    d.delta
+                ),
+            );
+        }
         self.claim_log(&replay);
         if let Some(k) = &mut self.kept {
-            // Stale log blocks after the end of the log carry numbers a repair must not
-            // reuse either.
-            let stale = stale_delta_max(&reader, self.sb.fs_id(), replay.ahead).unwrap_or(0);
+            // Stale log blocks after the end of the log (and at the block allocated two
+            // ahead) carry numbers a repair must not reuse either.
+            let mut stale = stale_delta_max(&reader, self.sb.fs_id(), replay.ahead)
+                .map_err(|e| OperationalError(format!("cannot read the log: {e}")))?
+                .unwrap_or(0);
+            if let Some(b) = replay.ahead_next {
+                stale = stale.max(
+                    stale_delta_max(&reader, self.sb.fs_id(), b)
+                        .map_err(|e| OperationalError(format!("cannot read the log: {e}")))?
+                        .unwrap_or(0),
+                );
+            }
             k.max_delta = k.max_delta.max(stale).max(replay.next_delta);
         }
         for tree in TreeId::ACTIVE {
@@ -313,6 +362,7 @@ impl<'a> Checker<'a> {
         self.check_bitmap(&replay);
         self.report_bad_data();
         self.cross_check();
+        Ok(())
     }
 
     /// Claims the log blocks of every delta recovery would replay, and the block allocated
@@ -329,6 +379,9 @@ impl<'a> Checker<'a> {
         self.stats.blocks_read += self.stats.log_blocks + 1;
         self.claim(replay.ahead, "the log (block allocated ahead)");
         self.proved(replay.ahead, replay.next_delta);
+        if let Some(b) = replay.ahead_next.filter(|&b| b != replay.ahead) {
+            self.claim(b, "the log (block allocated two ahead)");
+        }
         self.stats.log_deltas = replay.deltas.len() as u64;
         if !replay.deltas.is_empty() {
             self.notes.push(format!(
@@ -804,13 +857,14 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        // Log blocks are not in Alloc records: recovery marks the chain (and the block
-        // allocated ahead) in use by walking it, and so does fsck.
+        // Log blocks are not in Alloc records: recovery marks the chain (and the blocks
+        // allocated ahead and two ahead) in use by walking it, and so does fsck.
         let chain = replay
             .deltas
             .iter()
             .flat_map(|d| d.blocks.iter().copied())
-            .chain([replay.ahead]);
+            .chain([replay.ahead])
+            .chain(replay.ahead_next);
         for b in chain.filter(|b| *b < self.sb.block_count) {
             if let Some((_, bits)) = all_bits.get_mut((b / per) as usize) {
                 bitmap::set_bit(bits, b % per, true);
