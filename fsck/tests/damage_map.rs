@@ -53,7 +53,7 @@ pub fn tree_blocks(image: &[u8]) -> Vec<TreeBlock> {
         block_size: sb.block_size,
         block_count: sb.block_count,
     };
-    let replay = read_log(&reader, &sb);
+    let replay = read_log(&reader, &sb).expect("an undamaged log");
     let mut out = Vec::new();
     for tree in TreeId::ACTIVE {
         let root = sb.root(tree);
