@@ -185,6 +185,13 @@ fn run(args: Args) -> Result<(), BoxErr> {
     let started = Instant::now();
     let outcome = suite::run(&cfg, &tree, &bar);
     bar.finish_and_clear();
+    let mut outcome = outcome;
+    // Table order: workloads as a round runs them, targets as `Kind::ALL` lists them.
+    let rank_w = |n: &str| Workload::ALL.iter().position(|w| w.name() == n);
+    let rank_t = |n: &str| Kind::ALL.iter().position(|k| k.name() == n);
+    outcome
+        .samples
+        .sort_by_key(|s| (rank_w(&s.workload), rank_t(&s.target), s.round));
     let rows = report::summarize(&outcome.samples);
     let command: Vec<String> = std::env::args().collect();
     println!();

@@ -157,6 +157,10 @@ fn measure(
     if let Access::Dir(dir) = s.access() {
         prepare_dir(w, dir)?;
     }
+    if w == Workload::CrashMount {
+        // Untimed: only the mount after the crash is measured.
+        crash_fill(s.access(), sizes.crash_fill_bytes)?;
+    }
     let pid = s.daemon_pid();
     let daemon_before = pid.map(daemon::proc_cpu_secs).transpose()?;
     let client_before = daemon::self_cpu_secs();
@@ -244,8 +248,7 @@ fn dispatch(
             let kib = daemon::proc_kib(pid, "VmHWM:")?;
             Figure::rate(kib as f64 / 1024.0, 1.0)
         }
-        (CrashMount, access) => {
-            crash_fill(&access, sizes.crash_fill_bytes)?;
+        (CrashMount, _) => {
             let took = s.crash_and_remount()?.ok_or("this target cannot be crashed")?;
             let ms = took.as_secs_f64() * 1e3;
             Figure {

@@ -287,18 +287,21 @@ impl Session {
                 self.mount_options = "MountOptions::default()".into();
             }
             Kind::Tuxfs | Kind::Fuse2fs => {
-                let (m, took) = if self.kind == Kind::Tuxfs {
-                    daemon::mount_tuxfs(&self.backing, &self.mnt, &[])?
+                let mut cmd = if self.kind == Kind::Tuxfs {
+                    let mut c = Command::new(daemon::tool("tuxfs-mount")?);
+                    c.arg("-f").arg(&self.backing).arg(&self.mnt);
+                    c
                 } else {
-                    let mut cmd = Command::new("fuse2fs");
-                    cmd.arg(&self.backing)
+                    let mut c = Command::new("fuse2fs");
+                    c.arg(&self.backing)
                         .arg(&self.mnt)
-                        .arg("-f")
-                        .arg("-o")
-                        .arg(FUSE2FS_OPTIONS);
-                    cmd.stdout(std::process::Stdio::null());
-                    daemon::spawn_daemon(cmd, &self.mnt)?
+                        .args(["-f", "-o", FUSE2FS_OPTIONS]);
+                    c
                 };
+                // The daemons' own chatter (statistics at unmount) would break the table.
+                cmd.stdout(std::process::Stdio::null());
+                cmd.stderr(std::process::Stdio::null());
+                let (m, took) = daemon::spawn_daemon(cmd, &self.mnt)?;
                 let guard = cleanup::register(Undo::Unmount(self.mnt.clone()));
                 self.daemon = Some((m, guard));
                 self.access = Access::Dir(self.mnt.clone());
