@@ -111,7 +111,11 @@ pub fn mkfs_tuxfs(image: &Path, size: u64) -> Result<(), BoxErr> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("mkfs-tuxfs failed: {}", String::from_utf8_lossy(&out.stderr)).into())
+        Err(format!(
+            "mkfs-tuxfs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into())
     }
 }
 

@@ -35,9 +35,15 @@ pub fn details(dir: &Path, device: Option<&Path>) -> Vec<(String, String)> {
     let (fs, source) = filesystem_of(dir).unwrap_or_else(|| ("unknown".into(), "unknown".into()));
     let disk_of = device.map_or(source.clone(), |d| d.display().to_string());
     vec![
-        ("kernel".into(), read("/proc/sys/kernel/osrelease").trim().to_string()),
+        (
+            "kernel".into(),
+            read("/proc/sys/kernel/osrelease").trim().to_string(),
+        ),
         ("cpu".into(), format!("{cpu} ({nproc} online)")),
-        ("memory".into(), format!("{:.1} GiB", mem_kib as f64 / (1 << 20) as f64)),
+        (
+            "memory".into(),
+            format!("{:.1} GiB", mem_kib as f64 / (1 << 20) as f64),
+        ),
         ("disk".into(), disk_model(&disk_of)),
         (
             "images".into(),
@@ -76,11 +82,21 @@ fn disk_model(source: &str) -> String {
     let size_gb = std::fs::read_to_string(dev.join("size"))
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
-        .map_or(String::new(), |sectors| format!(", {} GB", sectors * 512 / 1_000_000_000));
+        .map_or(String::new(), |sectors| {
+            format!(", {} GB", sectors * 512 / 1_000_000_000)
+        });
     let rotational = std::fs::read_to_string(dev.join("queue/rotational")).unwrap_or_default();
-    let kind = if rotational.trim() == "1" { "rotational" } else { "non-rotational" };
+    let kind = if rotational.trim() == "1" {
+        "rotational"
+    } else {
+        "non-rotational"
+    };
     let what = format!("{vendor} {model}").trim().to_string();
-    let what = if what.is_empty() { "model not reported".into() } else { what };
+    let what = if what.is_empty() {
+        "model not reported".into()
+    } else {
+        what
+    };
     format!("{disk}: {what}{size_gb}, {kind}")
 }
 

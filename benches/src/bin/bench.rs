@@ -100,7 +100,8 @@ fn pick_workloads(args: &Args) -> Result<Vec<Workload>, BoxErr> {
         Some(list) => list
             .split(',')
             .map(|n| {
-                Workload::from_name(n.trim()).ok_or_else(|| format!("unknown workload {n:?}").into())
+                Workload::from_name(n.trim())
+                    .ok_or_else(|| format!("unknown workload {n:?}").into())
             })
             .collect(),
     }
@@ -137,8 +138,7 @@ fn run(args: Args) -> Result<(), BoxErr> {
     if let Some(dev) = &args.device {
         sizes.image_bytes = std::fs::metadata(dev).map(|m| m.len()).unwrap_or(0);
     }
-    if sizes.file_bytes * 2 + sizes.crash_fill_bytes > sizes.image_bytes && args.device.is_none()
-    {
+    if sizes.file_bytes * 2 + sizes.crash_fill_bytes > sizes.image_bytes && args.device.is_none() {
         return Err(format!(
             "--size {} is too small for {} MiB files",
             sizes.image_bytes,

@@ -17,14 +17,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tuxfs_bench::daemon::{
-    BoxErr, Mounted, mkfs_tuxfs, mount_tuxfs, percentile, proc_kib,
-};
+use tuxfs_bench::daemon::{BoxErr, Mounted, mkfs_tuxfs, mount_tuxfs, percentile, proc_kib};
 use tuxfs_engine::dev::{
     AlignedBuf, BlockDevice, DeviceKind, OpenOptions, WriteRequest, open_file,
 };
 use tuxfs_engine::fs::{Filesystem, MountOptions};
-
 
 #[derive(Parser, Debug)]
 #[command(

@@ -99,7 +99,9 @@ pub fn run_all() {
 /// Installs the Ctrl-C / SIGTERM handler that cleans up and exits with status 130.
 pub fn install_handler() -> Result<(), ctrlc::Error> {
     ctrlc::set_handler(|| {
-        eprintln!("\ntuxfs-bench: interrupted; unmounting, detaching loop devices, removing images");
+        eprintln!(
+            "\ntuxfs-bench: interrupted; unmounting, detaching loop devices, removing images"
+        );
         run_all();
         std::process::exit(130);
     })

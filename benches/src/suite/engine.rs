@@ -114,7 +114,9 @@ fn meta_name(i: usize) -> String {
 /// The metadata workloads on `n` empty files in directory `meta` (made by `Create`).
 pub fn create(fs: &Filesystem, n: usize) -> Result<Figure, BoxErr> {
     let start = Instant::now();
-    let dir = fs.mkdir(ROOT_INUM, b"meta", libc::S_IFDIR | 0o755, ROOT)?.ino;
+    let dir = fs
+        .mkdir(ROOT_INUM, b"meta", libc::S_IFDIR | 0o755, ROOT)?
+        .ino;
     for i in 0..n {
         let a = fs.create(dir, meta_name(i).as_bytes(), FILE_MODE, ROOT)?;
         fs.release(a.ino)?;

@@ -105,13 +105,23 @@ fn run_target(
             .push((kind.name().into(), session.mount_options.clone()));
     }
     for &w in &cfg.workloads {
-        bar.set_message(format!(
+        let msg = format!(
             "round {}/{} {}: {}",
             round + 1,
             cfg.rounds,
             kind.name(),
             w.name()
-        ));
+        );
+        if bar.is_hidden() {
+            // Not a terminal (a log file): one line per step instead of the bar.
+            eprintln!(
+                "[{:>5.0} s] step {}/{} {msg}",
+                bar.elapsed().as_secs_f64(),
+                bar.position() + 1,
+                bar.length().unwrap_or(0)
+            );
+        }
+        bar.set_message(msg);
         match measure(w, &mut session, &cfg.sizes, tree) {
             Ok(Some(m)) => out.samples.push(Sample {
                 round,
@@ -249,7 +259,9 @@ fn dispatch(
             Figure::rate(kib as f64 / 1024.0, 1.0)
         }
         (CrashMount, _) => {
-            let took = s.crash_and_remount()?.ok_or("this target cannot be crashed")?;
+            let took = s
+                .crash_and_remount()?
+                .ok_or("this target cannot be crashed")?;
             let ms = took.as_secs_f64() * 1e3;
             Figure {
                 value: ms,

@@ -82,9 +82,11 @@ pub fn summarize(samples: &[Sample]) -> Vec<Row> {
                 .iter()
                 .filter_map(|s| s.cpu_daemon_s.map(|d| share(d, s.figure.secs)))
                 .collect();
-            let mid = ss
-                .iter()
-                .min_by(|a, b| (a.figure.value - med).abs().total_cmp(&(b.figure.value - med).abs()));
+            let mid = ss.iter().min_by(|a, b| {
+                (a.figure.value - med)
+                    .abs()
+                    .total_cmp(&(b.figure.value - med).abs())
+            });
             rows.push(Row {
                 workload: w.clone(),
                 target: t.clone(),
@@ -124,7 +126,10 @@ pub fn table(rows: &[Row]) -> String {
         out,
         "| workload | target | median | min–max | unit | ×tuxfs | p50/p99 µs | cpu client % | cpu daemon % |"
     );
-    let _ = writeln!(out, "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
+    let _ = writeln!(
+        out,
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
+    );
     for r in rows {
         let ratio = r.ratio_to_tuxfs.map_or("-".into(), |x| format!("{x:.2}"));
         let lat = match (r.p50_us, r.p99_us) {
@@ -212,7 +217,10 @@ pub(crate) mod tests {
         let mut v = Vec::new();
         for round in 0..3 {
             for (target, base) in [("tuxfs", 100.0), ("ext4", 300.0)] {
-                for (workload, unit, k) in [("seq-write", "MB/s", 1.0), ("append-fsync-1", "fsyncs/s", 10.0)] {
+                for (workload, unit, k) in [
+                    ("seq-write", "MB/s", 1.0),
+                    ("append-fsync-1", "fsyncs/s", 10.0),
+                ] {
                     v.push(Sample {
                         round,
                         target: target.into(),
@@ -241,7 +249,10 @@ pub(crate) mod tests {
             .iter()
             .find(|r| r.target == "ext4" && r.workload == "seq-write")
             .expect("row");
-        assert_eq!((ext4.median, ext4.min, ext4.max, ext4.rounds), (301.0, 300.0, 302.0, 3));
+        assert_eq!(
+            (ext4.median, ext4.min, ext4.max, ext4.rounds),
+            (301.0, 300.0, 302.0, 3)
+        );
         let ratio = ext4.ratio_to_tuxfs.expect("ratio");
         assert!((ratio - 301.0 / 101.0).abs() < 1e-9);
         assert_eq!(ext4.cpu_daemon_pct, None);
@@ -249,7 +260,10 @@ pub(crate) mod tests {
         assert_eq!(tux.cpu_daemon_pct, Some(25.0));
         assert_eq!(tux.cpu_client_pct, 50.0);
         let t = table(&rows);
-        assert!(t.contains("| seq-write | ext4 | 301 | 300–302 | MB/s | 2.98 |"), "{t}");
+        assert!(
+            t.contains("| seq-write | ext4 | 301 | 300–302 | MB/s | 2.98 |"),
+            "{t}"
+        );
         assert_eq!(median(&[1.0, 2.0, 3.0, 10.0]), 2.5);
     }
 

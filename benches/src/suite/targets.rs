@@ -84,7 +84,10 @@ impl Kind {
         if gone.is_empty() {
             None
         } else {
-            Some(format!("{} not installed (scripts/deps --peers)", gone.join(", ")))
+            Some(format!(
+                "{} not installed (scripts/deps --peers)",
+                gone.join(", ")
+            ))
         }
     }
 

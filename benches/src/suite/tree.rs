@@ -185,11 +185,17 @@ mod tests {
         std::fs::write(src.path().join("a/b/x.h"), vec![1u8; 5000]).expect("write");
         std::fs::write(src.path().join("y.h"), b"int y;").expect("write");
         let tree = Tree::load(src.path(), 1 << 20).expect("load");
-        assert_eq!((tree.dirs.len(), tree.files.len(), tree.bytes), (2, 2, 5006));
+        assert_eq!(
+            (tree.dirs.len(), tree.files.len(), tree.bytes),
+            (2, 2, 5006)
+        );
         let dst = tempfile::tempdir().expect("tempdir");
         let root = dst.path().join("t");
         assert!(tree.copy_in(&root).expect("copy").value > 0.0);
-        assert_eq!(std::fs::read(root.join("a/b/x.h")).expect("read").len(), 5000);
+        assert_eq!(
+            std::fs::read(root.join("a/b/x.h")).expect("read").len(),
+            5000
+        );
         assert!(du(&root).expect("du").value > 0.0);
         rm_rf(&root, tree.entries()).expect("rm");
         assert!(!root.exists());
