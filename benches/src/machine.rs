@@ -91,6 +91,12 @@ fn disk_model(source: &str) -> String {
     } else {
         "non-rotational"
     };
+    // PCI vendor 0x1af4 is virtio: a virtual disk whose model the guest cannot see.
+    let vendor = if vendor == "0x1af4" {
+        "virtio".to_string()
+    } else {
+        vendor
+    };
     let what = format!("{vendor} {model}").trim().to_string();
     let what = if what.is_empty() {
         "model not reported".into()

@@ -254,28 +254,8 @@ fn memory(args: &Args, work: &Path) -> Result<(), BoxErr> {
 /// Group commit: `writers` threads, each doing 10 x (4 KiB append + fdatasync) on its own
 /// file at once. Returns the wall time of the whole round.
 fn group_round(dir: &Path, writers: usize) -> Result<Duration, BoxErr> {
-    let barrier = Arc::new(std::sync::Barrier::new(writers + 1));
-    let mut threads = Vec::new();
-    for w in 0..writers {
-        let path = dir.join(format!("w{w}"));
-        let barrier = barrier.clone();
-        threads.push(std::thread::spawn(move || -> std::io::Result<()> {
-            let mut f = FsOpen::new().create(true).append(true).open(&path)?;
-            let block = vec![0x3cu8; 4096];
-            barrier.wait();
-            for _ in 0..10 {
-                f.write_all(&block)?;
-                f.sync_data()?;
-            }
-            Ok(())
-        }));
-    }
-    barrier.wait();
-    let t = Instant::now();
-    for th in threads {
-        th.join().map_err(|_| "writer panicked")??;
-    }
-    Ok(t.elapsed())
+    let figure = tuxfs_bench::suite::io::append_fsync(dir, writers, 10)?;
+    Ok(Duration::from_secs_f64(figure.secs))
 }
 
 fn group(args: &Args, work: &Path) -> Result<(), BoxErr> {
