@@ -49,6 +49,10 @@ struct Args {
     /// Workloads, comma-separated (default all; see docs/BENCHMARKS.md for the names).
     #[arg(long)]
     workloads: Option<String>,
+    /// Empty files for create, stat, readdir and unlink (default 10,000 with --quick,
+    /// 100,000 otherwise).
+    #[arg(long)]
+    files: Option<usize>,
     /// Source tree copied in by tree-copy (default /usr/include).
     #[arg(long, default_value = "/usr/include")]
     tree: PathBuf,
@@ -60,6 +64,10 @@ fn main() {
     if let Err(e) = result {
         eprintln!("tuxfs-bench: {e}");
         std::process::exit(1);
+    }
+    if cleanup::interrupted() {
+        eprintln!("tuxfs-bench: interrupted; the table and files above hold what was measured");
+        std::process::exit(130);
     }
 }
 
@@ -134,6 +142,9 @@ fn run(args: Args) -> Result<(), BoxErr> {
     };
     if let Some(s) = args.size {
         sizes.image_bytes = s;
+    }
+    if let Some(n) = args.files {
+        sizes.files = n.max(1);
     }
     if let Some(dev) = &args.device {
         sizes.image_bytes = std::fs::metadata(dev).map(|m| m.len()).unwrap_or(0);

@@ -1,12 +1,18 @@
 //! Everything the benchmark must undo, on every exit path: unmount, kill a daemon, detach a
 //! loop device, remove a file or directory. Each setup step registers its undo here before
-//! it can fail; teardown runs and forgets it. On Ctrl-C (or SIGTERM) the handler runs every
-//! registered undo, newest first, and exits with status 130.
+//! it can fail; teardown runs and forgets it.
+//!
+//! On Ctrl-C (or SIGTERM) the handler sets the interrupted flag and kills the FUSE daemons,
+//! so a workload running on one fails at once (ENOTCONN) instead of writing into the
+//! directory under a lazily unmounted mount point; the main thread stops at the next
+//! workload, tears the target down and runs every remaining undo. If it has not finished
+//! within `GRACE`, or on a second Ctrl-C, the handler runs every undo, newest first, and
+//! exits with status 130 itself.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// One thing to undo.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +31,15 @@ pub enum Undo {
 
 static PENDING: Mutex<Vec<(u64, Undo)>> = Mutex::new(Vec::new());
 static NEXT: AtomicU64 = AtomicU64::new(1);
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// How long the main thread has to stop and clean up after Ctrl-C before the handler does.
+pub const GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// True once Ctrl-C or SIGTERM arrived: start nothing new.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 /// A registered undo; `run` performs it now, `forget` drops it once done some other way.
 #[derive(Debug)]
@@ -96,15 +111,42 @@ pub fn run_all() {
     }
 }
 
-/// Installs the Ctrl-C / SIGTERM handler that cleans up and exits with status 130.
+/// Installs the Ctrl-C / SIGTERM handler (see the module comment).
 pub fn install_handler() -> Result<(), ctrlc::Error> {
     ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            eprintln!("\ntuxfs-bench: interrupted again; cleaning up now");
+            run_all();
+            std::process::exit(130);
+        }
         eprintln!(
-            "\ntuxfs-bench: interrupted; unmounting, detaching loop devices, removing images"
+            "\ntuxfs-bench: interrupted; stopping after this workload, then unmounting, \
+             detaching loop devices, removing images"
         );
-        run_all();
-        std::process::exit(130);
+        kill_daemons();
+        std::thread::spawn(|| {
+            std::thread::sleep(GRACE);
+            eprintln!("tuxfs-bench: still running after {GRACE:?}; cleaning up now");
+            run_all();
+            std::process::exit(130);
+        });
     })
+}
+
+/// SIGKILLs every registered daemon (their undo entries stay: unmounting still follows).
+fn kill_daemons() {
+    let pids: Vec<Undo> = PENDING.lock().map_or_else(
+        |_| Vec::new(),
+        |p| {
+            p.iter()
+                .filter(|(_, u)| matches!(u, Undo::Kill(_)))
+                .map(|(_, u)| u.clone())
+                .collect()
+        },
+    );
+    for u in &pids {
+        perform(u);
+    }
 }
 
 /// The number of undos still pending (for tests).

@@ -62,6 +62,9 @@ pub fn run(cfg: &Config, tree: &Tree, bar: &ProgressBar) -> Outcome {
     for round in 0..cfg.rounds {
         let n = cfg.targets.len();
         for k in 0..n {
+            if cleanup::interrupted() {
+                return out;
+            }
             let kind = cfg.targets[(k + round) % n];
             run_target(cfg, tree, bar, round, kind, &mut out);
         }
@@ -105,6 +108,9 @@ fn run_target(
             .push((kind.name().into(), session.mount_options.clone()));
     }
     for &w in &cfg.workloads {
+        if cleanup::interrupted() {
+            break;
+        }
         let msg = format!(
             "round {}/{} {}: {}",
             round + 1,

@@ -138,7 +138,8 @@ pub struct Session {
     loop_dev: Option<(PathBuf, Guard)>,
     image: Option<Guard>,
     mnt: PathBuf,
-    daemon: Option<(Mounted, Guard)>,
+    /// The daemon, the guard that unmounts it and the guard that kills it on Ctrl-C.
+    daemon: Option<(Mounted, Guard, Guard)>,
     kernel_mount: Option<Guard>,
     access: Access,
     /// The mount options in effect (from /proc/self/mounts), for the machine description.
@@ -208,7 +209,7 @@ impl Session {
 
     /// The FUSE daemon's pid, for targets served by one.
     pub fn daemon_pid(&self) -> Option<u32> {
-        self.daemon.as_ref().map(|(m, _)| m.child.id())
+        self.daemon.as_ref().map(|(m, _, _)| m.child.id())
     }
 
     /// The device the filesystem is made on (the loop device for kernel filesystems).
@@ -305,8 +306,9 @@ impl Session {
                 cmd.stdout(std::process::Stdio::null());
                 cmd.stderr(std::process::Stdio::null());
                 let (m, took) = daemon::spawn_daemon(cmd, &self.mnt)?;
-                let guard = cleanup::register(Undo::Unmount(self.mnt.clone()));
-                self.daemon = Some((m, guard));
+                let unmount = cleanup::register(Undo::Unmount(self.mnt.clone()));
+                let kill = cleanup::register(Undo::Kill(m.child.id()));
+                self.daemon = Some((m, unmount, kill));
                 self.access = Access::Dir(self.mnt.clone());
                 self.mount_options = mount_options_of(&self.mnt);
                 return Ok(took);
@@ -333,9 +335,16 @@ impl Session {
             Access::Raw(dev) => dev.flush()?,
             Access::Dir(_) => {}
         }
-        if let Some((m, guard)) = self.daemon.take() {
-            guard.forget();
-            m.unmount()?;
+        if let Some((m, unmount, kill)) = self.daemon.take() {
+            let r = m.unmount();
+            kill.forget();
+            match r {
+                Ok(()) => unmount.forget(),
+                Err(e) => {
+                    unmount.run();
+                    return Err(e);
+                }
+            }
         }
         if let Some(guard) = self.kernel_mount.take() {
             guard.forget();
@@ -361,9 +370,10 @@ impl Session {
                 self.access = Access::Dir(self.mnt.clone());
             }
             Kind::Tuxfs | Kind::Fuse2fs => {
-                if let Some((m, guard)) = self.daemon.take() {
+                if let Some((m, unmount, kill)) = self.daemon.take() {
                     m.kill()?;
-                    guard.forget();
+                    unmount.forget();
+                    kill.forget();
                 }
             }
             _ => return Ok(None),
@@ -381,9 +391,10 @@ impl Session {
 
     fn close_quietly(&mut self) {
         self.access = Access::Dir(self.mnt.clone());
-        if let Some((m, guard)) = self.daemon.take() {
+        if let Some((m, unmount, kill)) = self.daemon.take() {
             let _ = m.unmount();
-            guard.run();
+            unmount.run();
+            kill.run();
         }
         if let Some(g) = self.kernel_mount.take() {
             g.run();
