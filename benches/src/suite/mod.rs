@@ -81,7 +81,12 @@ fn run_target(
     out: &mut Outcome,
 ) {
     let fail = |out: &mut Outcome, w: &str, e: &BoxErr| {
-        bar.println(format!("round {round}: {} {w}: {e}", kind.name()));
+        let line = format!("round {round}: {} {w}: {e}", kind.name());
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
         out.failures.push(Failure {
             round,
             target: kind.name().into(),
@@ -118,7 +123,7 @@ fn run_target(
             kind.name(),
             w.name()
         );
-        if bar.is_hidden() {
+        if bar.is_hidden() && applies(w, kind) {
             // Not a terminal (a log file): one line per step instead of the bar.
             eprintln!(
                 "[{:>5.0} s] step {}/{} {msg}",
