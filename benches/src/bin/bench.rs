@@ -147,7 +147,7 @@ fn run(args: Args) -> Result<(), BoxErr> {
         sizes.files = n.max(1);
     }
     if let Some(dev) = &args.device {
-        sizes.image_bytes = std::fs::metadata(dev).map(|m| m.len()).unwrap_or(0);
+        sizes.image_bytes = device::size(dev)?;
     }
     if sizes.file_bytes * 2 + sizes.crash_fill_bytes > sizes.image_bytes && args.device.is_none() {
         return Err(format!(

@@ -28,6 +28,19 @@ pub fn inspect(path: &Path) -> Result<Option<String>, BoxErr> {
     Ok(detect(&head))
 }
 
+/// The size of the device in bytes.
+pub fn size(path: &Path) -> Result<u64, BoxErr> {
+    let dev = open_file(
+        path,
+        &OpenOptions {
+            read_only: true,
+            kind: DeviceKind::Sync,
+            ..OpenOptions::default()
+        },
+    )?;
+    Ok(dev.size_bytes())
+}
+
 /// The mount point where `path` (or a partition of it) is mounted, if it is.
 fn mounted(path: &Path) -> Option<String> {
     let real = path.canonicalize().ok()?;
