@@ -49,7 +49,7 @@ pub const THREADS_MAX: usize = 64;
     after_help = "Options for -o: ro, rw, commit=SECONDS, allow_other, allow_root, \
                   default_permissions (always on), threads=N, attr_timeout=SECONDS, \
                   entry_timeout=SECONDS, fsname=NAME, subtype=NAME, dev, nodev, suid, nosuid, \
-                  exec, noexec, atime, noatime, sync, async, dirsync; fstab-only options \
+                  exec, noexec, atime, noatime, sync, async, dirsync (a root mount defaults to suid,dev); fstab-only options \
                   (defaults, auto, noauto, user, users, nouser, nofail, _netdev, x-*, \
                   relatime, ...) are accepted and ignored.\n\
                   log_writes=FILE (debugging, crash injection): copy the image to FILE.base \
@@ -275,7 +275,9 @@ impl Settings {
                 "blksize={FUSEBLK_BLOCK_BYTES}"
             )));
         }
-        options.extend(self.kernel_flags.iter().cloned());
+        // SAFETY: geteuid has no preconditions.
+        let privileged = unsafe { libc::geteuid() } == 0;
+        options.extend(self.kernel_flags_for(privileged));
         let mut config = fuser::Config::default();
         config.mount_options = options;
         config.acl = self.acl;
@@ -284,6 +286,25 @@ impl Settings {
         // them instead of all threads waking on one descriptor.
         config.clone_fd = self.threads > 1;
         config
+    }
+
+    /// The generic mount flags passed to the kernel. A mount made by root defaults to
+    /// `suid,dev`, like a kernel filesystem such as ext4 (fuser, like libfuse, would
+    /// otherwise add `nosuid,nodev`); `nosuid`/`nodev` given in the options still win. An
+    /// unprivileged mount keeps the safe defaults (fusermount3 forces them anyway).
+    pub fn kernel_flags_for(&self, privileged: bool) -> Vec<MountOption> {
+        let mut flags = self.kernel_flags.clone();
+        if privileged {
+            for (on, off) in [
+                (MountOption::Suid, MountOption::NoSuid),
+                (MountOption::Dev, MountOption::NoDev),
+            ] {
+                if !flags.contains(&on) && !flags.contains(&off) {
+                    flags.push(on);
+                }
+            }
+        }
+        flags
     }
 
     /// The engine's mount options.
@@ -583,6 +604,22 @@ mod tests {
         let e = s.engine_options();
         assert!(e.read_only);
         assert_eq!(e.commit_interval, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn root_mounts_default_to_suid_and_dev() {
+        let s = parse(&["img", "mnt"]).unwrap();
+        let root = s.kernel_flags_for(true);
+        assert!(root.contains(&MountOption::Suid) && root.contains(&MountOption::Dev));
+        assert!(
+            s.kernel_flags_for(false).is_empty(),
+            "unprivileged keeps the defaults"
+        );
+        let s = parse(&["-o", "nosuid,nodev,noexec", "img", "mnt"]).unwrap();
+        let root = s.kernel_flags_for(true);
+        assert!(!root.contains(&MountOption::Suid) && !root.contains(&MountOption::Dev));
+        assert!(root.contains(&MountOption::NoSuid) && root.contains(&MountOption::NoDev));
+        assert!(root.contains(&MountOption::NoExec));
     }
 
     #[test]
