@@ -9,6 +9,7 @@
 //! - [`daemon`] holds the process mechanics: the image lock, daemonising, signals;
 //! - [`closable`] wraps the image's device so DESTROY can close it;
 //! - [`blkdev`] attaches the loop device a `fuseblk` mount names, so `umount` waits for us;
+//! - [`remount`] changes a running mount (`-o remount,...`): control socket and mount table;
 //! - [`logging`] sends the daemon's and the engine's messages to syslog and `log=FILE`.
 
 pub mod adapter;
@@ -20,3 +21,4 @@ pub mod errno;
 pub mod handles;
 pub mod logging;
 pub mod options;
+pub mod remount;

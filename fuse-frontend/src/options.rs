@@ -128,6 +128,10 @@ pub struct Settings {
     pub fuseblk: bool,
     /// `cache=`: memory for file data and metadata the daemon keeps (see engine_options).
     pub cache_bytes: Option<u64>,
+    /// `remount`: change a running mount (see [`crate::remount`]) instead of mounting.
+    pub remount: bool,
+    /// Options given that cannot change on a running mount (refused with `remount`).
+    pub fixed_at_mount: Vec<String>,
 }
 
 impl Settings {
@@ -167,10 +171,28 @@ impl Settings {
             log: None,
             fuseblk: true,
             cache_bytes: None,
+            remount: false,
+            fixed_at_mount: Vec::new(),
         };
+        // Known before the other options are read: it decides which of them are accepted.
+        settings.remount = cli
+            .options
+            .iter()
+            .any(|g| g.split(',').any(|o| o == "remount"));
         for group in &cli.options {
             for opt in group.split(',') {
                 settings.apply(opt)?;
+            }
+        }
+        if settings.remount {
+            if settings.create_size.is_some() {
+                settings.fixed_at_mount.push("--create".into());
+            }
+            if let Some(first) = settings.fixed_at_mount.first() {
+                return Err(format!(
+                    "remount: '{first}' cannot change on a running mount (unmount and mount \
+                     again); remount changes ro/rw, commit=, cache= and the kernel's flags"
+                ));
             }
         }
         Ok(settings)
@@ -182,7 +204,15 @@ impl Settings {
             Some((k, v)) => (k, Some(v)),
             None => (opt, None),
         };
+        if FIXED_AT_MOUNT.contains(&key) {
+            self.fixed_at_mount.push(opt.to_string());
+        }
         match (key, value) {
+            ("remount", None) => self.remount = true,
+            // What mount(8) copies from /proc/self/mountinfo into a remount's options: the
+            // kernel's own FUSE options, which a remount cannot change.
+            ("user_id" | "group_id" | "blksize" | "rootmode" | "max_read", Some(_))
+                if self.remount => {}
             ("ro", None) => self.read_only = true,
             ("rw", None) => self.read_only = false,
             ("commit", Some(v)) => {
@@ -324,6 +354,20 @@ impl Settings {
         opts
     }
 }
+
+/// Options that only apply when mounting: a remount refuses them (the kernel's FUSE options
+/// that mount(8) repeats from /proc/self/mountinfo are let through, see `apply`).
+const FIXED_AT_MOUNT: [&str; 9] = [
+    "threads",
+    "attr_timeout",
+    "entry_timeout",
+    "fsname",
+    "subtype",
+    "log_writes",
+    "stats",
+    "nofuseblk",
+    "log",
+];
 
 /// Block size a `fuseblk` mount tells the kernel (`blksize=`): the page size.
 pub const FUSEBLK_BLOCK_BYTES: u32 = 4096;
@@ -620,6 +664,38 @@ mod tests {
         assert!(!root.contains(&MountOption::Suid) && !root.contains(&MountOption::Dev));
         assert!(root.contains(&MountOption::NoSuid) && root.contains(&MountOption::NoDev));
         assert!(root.contains(&MountOption::NoExec));
+    }
+
+    #[test]
+    fn remount_takes_what_mount_8_passes_and_refuses_what_cannot_change() {
+        // What mount(8) runs for `mount -o remount,ro,commit=3 MNT` on a fuseblk.tuxfs mount
+        // through /sbin/mount.fuseblk.tuxfs.
+        let s = parse(&[
+            "/dev/loop0",
+            "/mnt",
+            "-o",
+            "ro,nosuid,nodev,relatime,remount,user_id=0,group_id=0,default_permissions,\
+             blksize=4096,allow_other,commit=3,cache=64M",
+        ])
+        .unwrap();
+        assert!(s.remount && s.read_only);
+        assert_eq!(s.commit_interval, Some(Duration::from_secs(3)));
+        assert_eq!(s.cache_bytes, Some(64 << 20));
+        assert!(s.kernel_flags.contains(&MountOption::NoSuid));
+        // Without remount, the kernel's own options are not ours to take.
+        assert!(parse(&["-o", "user_id=0", "img", "mnt"]).is_err());
+        for fixed in [
+            "threads=2",
+            "stats=/tmp/x",
+            "subtype=t",
+            "log=/tmp/l",
+            "nofuseblk",
+        ] {
+            let err = parse(&["-o", &format!("{fixed},remount"), "img", "mnt"]).unwrap_err();
+            assert!(err.contains("cannot change on a running mount"), "{err}");
+        }
+        let err = parse(&["--create", "1G", "-o", "remount", "img", "mnt"]).unwrap_err();
+        assert!(err.contains("--create"), "{err}");
     }
 
     #[test]
