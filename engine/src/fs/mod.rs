@@ -13,6 +13,8 @@ pub mod acl;
 mod posix;
 pub use posix::now;
 mod runtime;
+mod trim;
+pub(crate) use trim::discard_released;
 mod types;
 mod writeback;
 
@@ -152,6 +154,7 @@ impl Filesystem {
         st.unify_log_blocks = opts.unify_log_blocks.max(1);
         st.leaf_cache_bytes = opts.leaf_cache_bytes;
         st.debug_ack_before_data = opts.debug_ack_before_data;
+        st.alloc.discard_freed = opts.discard && !opts.read_only;
         if !opts.read_only {
             posix::destroy_orphans(&mut st)?;
             crate::commit::commit(&mut st)?;
