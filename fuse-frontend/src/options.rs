@@ -61,6 +61,8 @@ pub const THREADS_MAX: usize = 64;
                   stats=FILE: on SIGUSR1 and at unmount, write the filesystem's figures \
                   (deltas committed, bytes written, pages forked, writer throttle time, unifies, \
                   commit latency) to FILE as `name value` lines; with -f also to stderr.\n\
+                  discard: discard (punch out of the image file) the blocks each commit frees, \
+                  once the commit is durable; `fstrim MOUNTPOINT` does it for all free space.\n\
                   nofuseblk: mount plain fuse even as root (no loop device; umount then \
                   returns before the final commit: wait for the daemon to exit).\n\
                   log=FILE: append the daemon's messages (mount, unmount, checksum errors, \
@@ -128,6 +130,8 @@ pub struct Settings {
     pub fuseblk: bool,
     /// `cache=`: memory for file data and metadata the daemon keeps (see engine_options).
     pub cache_bytes: Option<u64>,
+    /// `discard`: discard freed extents once their delta is durable.
+    pub discard: bool,
     /// `remount`: change a running mount (see [`crate::remount`]) instead of mounting.
     pub remount: bool,
     /// Options given that cannot change on a running mount (refused with `remount`).
@@ -171,6 +175,7 @@ impl Settings {
             log: None,
             fuseblk: true,
             cache_bytes: None,
+            discard: false,
             remount: false,
             fixed_at_mount: Vec::new(),
         };
@@ -242,6 +247,8 @@ impl Settings {
             ("log_writes", Some(v)) => self.log_writes = Some(PathBuf::from(non_empty(key, v)?)),
             ("stats", Some(v)) => self.stats = Some(PathBuf::from(non_empty(key, v)?)),
             ("nofuseblk", None) => self.fuseblk = false,
+            ("discard", None) => self.discard = true,
+            ("nodiscard", None) => self.discard = false,
             ("log", Some(v)) => self.log = Some(PathBuf::from(non_empty(key, v)?)),
             ("cache", Some(v)) => {
                 let bytes = tuxfs_mkfs::parse_size(v).map_err(|e| format!("cache={v}: {e}"))?;
@@ -341,6 +348,7 @@ impl Settings {
     pub fn engine_options(&self) -> tuxfs_engine::fs::MountOptions {
         let mut opts = tuxfs_engine::fs::MountOptions {
             read_only: self.read_only,
+            discard: self.discard,
             ..Default::default()
         };
         if let Some(interval) = self.commit_interval {
@@ -357,7 +365,7 @@ impl Settings {
 
 /// Options that only apply when mounting: a remount refuses them (the kernel's FUSE options
 /// that mount(8) repeats from /proc/self/mountinfo are let through, see `apply`).
-const FIXED_AT_MOUNT: [&str; 9] = [
+const FIXED_AT_MOUNT: [&str; 11] = [
     "threads",
     "attr_timeout",
     "entry_timeout",
@@ -367,6 +375,8 @@ const FIXED_AT_MOUNT: [&str; 9] = [
     "stats",
     "nofuseblk",
     "log",
+    "discard",
+    "nodiscard",
 ];
 
 /// Block size a `fuseblk` mount tells the kernel (`blksize=`): the page size.

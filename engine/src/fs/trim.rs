@@ -25,7 +25,7 @@ use crate::{Errno, Result};
 pub const TRIM_RUNS_PER_BATCH: usize = 64;
 
 impl Filesystem {
-    /// FITRIM: discards the free runs of at least `min_bytes` within `start_bytes ..
+    /// FITRIM: commits the open delta, then discards the free runs of at least `min_bytes` within `start_bytes ..
     /// start_bytes + len_bytes` (whole blocks inside the range). Returns the bytes
     /// discarded. EROFS on a filesystem mounted read-only (its device is open read-only)
     /// or after a write failure.
@@ -47,6 +47,9 @@ impl Filesystem {
                 bs,
             )
         };
+        // Blocks freed in the open delta become free once it is durable: commit it first, so
+        // a trim right after a delete gives that space back too.
+        self.sync_open_delta()?;
         let mut trimmed_bytes = 0u64;
         while pos < end {
             let st = self.shared.lock();
