@@ -21,7 +21,7 @@ mod writeback;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use runtime::Reconfigure;
+pub use runtime::{Reconfigure, check_label};
 pub use types::*;
 
 use crate::dev::BlockDevice;

@@ -29,6 +29,14 @@ pub struct Reconfigure {
     pub leaf_cache_bytes: Option<u64>,
 }
 
+/// A label the superblock can hold: at most 64 bytes of UTF-8 without NUL.
+pub fn check_label(label: &str) -> Result<()> {
+    if label.len() > crate::format::superblock::LABEL_MAX || label.contains('\0') {
+        return Err(crate::Errno::Invalid.into());
+    }
+    Ok(())
+}
+
 impl Filesystem {
     /// Whether changes are refused because the filesystem is read-only (mounted so, or
     /// switched by [`Filesystem::set_read_only`]).
@@ -105,6 +113,41 @@ impl Filesystem {
         if let Some(leaves) = change.leaf_cache_bytes {
             self.shared.lock().leaf_cache_bytes = leaves;
         }
+    }
+
+    /// The filesystem's UUID.
+    pub fn uuid(&self) -> [u8; 16] {
+        self.shared.lock().sb.uuid
+    }
+
+    /// The filesystem's label (the superblock's).
+    pub fn label(&self) -> String {
+        self.shared.lock().sb.label.clone()
+    }
+
+    /// Sets the label and makes it durable at once (a commit and a unify write the
+    /// superblock). EINVAL for a label over 64 bytes, with a NUL, or empty of meaning
+    /// (the empty label clears it); EROFS when read-only.
+    pub fn set_label(&self, label: &str) -> Result<()> {
+        check_label(label)?;
+        let _backend = self
+            .shared
+            .backend
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = self.shared.lock();
+        if st.unmounted {
+            return Err(crate::Errno::Io.into());
+        }
+        crate::commit::check_writable(&st)?;
+        let old = std::mem::replace(&mut st.sb.label, label.to_string());
+        let written = crate::commit::commit(&mut st)
+            .and_then(|()| crate::commit::unify(&mut st, STATE_MOUNTED));
+        if written.is_err() {
+            st.sb.label = old;
+        }
+        self.shared.open_delta.store(st.delta, Ordering::Release);
+        written
     }
 
     /// The current commit interval.
