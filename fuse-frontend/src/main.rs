@@ -31,6 +31,13 @@
 //! released, then the process exits 0. (SIGTERM on a busy mount detaches it lazily; the engine commits when the last user
 //! closes.)
 //!
+//! # Remount
+//!
+//! With `remount` among the options (`mount -o remount,ro MNT` through a helper),
+//! `tuxfs-mount` does not mount: it changes the running mount on MOUNTPOINT through its
+//! daemon's control socket and `mount(2)` (see [`tuxfs_fuse::remount`]). The daemon also
+//! follows a remount mount(8) did by itself, through the mount table.
+//!
 //! # /etc/fstab and mount(8)
 //!
 //! mount(8) hands a `fuse.TYPE` entry to `mount.fuse3` (installed by the `fuse3` package,

@@ -63,6 +63,8 @@ pub const THREADS_MAX: usize = 64;
                   commit latency) to FILE as `name value` lines; with -f also to stderr.\n\
                   discard: discard (punch out of the image file) the blocks each commit frees, \
                   once the commit is durable; `fstrim MOUNTPOINT` does it for all free space.\n\
+                  remount: change a running mount instead of mounting (what mount(8) passes \
+                  for `mount -o remount,...`): ro/rw, commit=, cache= and the kernel's flags.\n\
                   nofuseblk: mount plain fuse even as root (no loop device; umount then \
                   returns before the final commit: wait for the daemon to exit).\n\
                   log=FILE: append the daemon's messages (mount, unmount, checksum errors, \
