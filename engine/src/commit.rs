@@ -150,7 +150,11 @@ pub fn finish(st: &mut State, closed: Closed, flushed: Result<()>) -> Result<()>
     st.log.chain.extend(closed.log_blocks);
     st.durable_delta = closed.delta;
     st.inflight.clear();
+    let discard = st.alloc.discard_freed.then(|| closed.freed.clone());
     st.alloc.release(closed.freed)?;
+    if let Some(freed) = discard {
+        crate::fs::discard_released(st, &freed);
+    }
     evict_leaves_over_budget(st);
     let us = closed.started.elapsed().as_micros() as u64;
     st.stats.commit_latency_us_last = us;

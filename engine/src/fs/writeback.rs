@@ -19,6 +19,8 @@ pub(crate) enum Request {
     Stop,
     /// Commit the open delta and answer when it is durable.
     Commit(Sender<std::result::Result<(), Errno>>),
+    /// The commit interval changed: wait with the new one from now on.
+    Wake,
 }
 
 /// Requests the channel holds before senders wait: bounds memory under a storm of fsyncs.
@@ -46,6 +48,12 @@ impl Handle {
     }
 }
 
+/// Wakes the scheduler so it waits with the current commit interval (a full queue means it
+/// is busy and reads the interval again soon anyway).
+pub(crate) fn wake(tx: &Sender<Request>) {
+    let _ = tx.try_send(Request::Wake);
+}
+
 /// Asks the scheduler to commit the open delta and waits until it is durable.
 pub(crate) fn request_commit(tx: &Sender<Request>) -> Result<()> {
     let (reply_tx, reply_rx) = bounded(1);
@@ -69,6 +77,7 @@ fn serve(
         match req {
             Request::Commit(r) => replies.push(r),
             Request::Stop => stop = true,
+            Request::Wake => {}
         }
     }
     let answer = shared.commit_open().map_err(|e| e.errno());
@@ -87,13 +96,18 @@ fn serve(
 /// Starts the scheduler for `shared`.
 pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
     let (tx, rx) = bounded::<Request>(QUEUE_MAX);
-    let interval = shared.opts.commit_interval;
     let thread = std::thread::Builder::new()
         .name("tuxfs-writeback".into())
         .spawn(move || {
             loop {
+                let interval = std::time::Duration::from_millis(
+                    shared
+                        .commit_interval_ms
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
                 match rx.recv_timeout(interval) {
                     Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                    Ok(Request::Wake) => {}
                     Ok(Request::Commit(reply)) => {
                         if serve(&shared, reply, &rx) {
                             return;
