@@ -100,7 +100,11 @@ fn unmount_retrying_while_busy(command: &[&str], dir: &Path) {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    panic!("`{} {}` kept failing: busy", command.join(" "), dir.display());
+    panic!(
+        "`{} {}` kept failing: busy",
+        command.join(" "),
+        dir.display()
+    );
 }
 
 /// Writes a big seeded file without fsync, runs `command DIR`, and checks, right after the
