@@ -3,8 +3,10 @@
 //! Benchmarks report ratios against baselines measured in the same run (fio on the same
 //! file, the pread/pwrite device), never absolute times in tests.
 
+pub mod daemon;
 pub mod json;
 pub mod machine;
+pub mod suite;
 
 /// Parses a byte count with an optional binary suffix: `4096`, `512K`, `64M`, `2G`, `2GiB`.
 pub fn parse_size(text: &str) -> Result<u64, String> {

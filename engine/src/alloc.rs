@@ -33,6 +33,9 @@ pub struct Allocator {
     reserved: u64,
     /// Blocks kept back for commits, unify and deletes on a full filesystem.
     pub metadata_reserve: u64,
+    /// The `discard` mount option: a delta's frees are discarded on the device when they
+    /// are released (see `fs::trim::discard_released`).
+    pub discard_freed: bool,
 }
 
 impl Allocator {
@@ -49,6 +52,7 @@ impl Allocator {
             bits_per_chunk: bitmap::bits_per_chunk(block_size),
             reserved: 0,
             metadata_reserve: (block_count / 64).max(32),
+            discard_freed: false,
         };
         for b in 0..first_block {
             a.set(b, true);
@@ -222,6 +226,37 @@ impl Allocator {
         None
     }
 
+    /// Free runs of at least `min` blocks within `from..end`, in order, at most `max_runs`
+    /// of them, and where to resume the scan (`end` when it got there). A free block here is
+    /// referenced by nothing durable, nothing being flushed and nothing in the open delta
+    /// (frees wait in `deferred` until durable; allocations set the bit at once), so its
+    /// content may be discarded for as long as the caller holds the allocator.
+    pub fn free_runs(
+        &self,
+        from: u64,
+        end: u64,
+        min: u64,
+        max_runs: usize,
+    ) -> (Vec<(u64, u64)>, u64) {
+        let end = end.min(self.block_count);
+        let mut runs = Vec::new();
+        let mut b = from.max(self.first_block);
+        while b < end && runs.len() < max_runs {
+            let Some(start) = self.find_free(b).filter(|s| *s < end) else {
+                return (runs, end);
+            };
+            let mut stop = start + 1;
+            while stop < end && !self.is_used(stop) {
+                stop += 1;
+            }
+            if stop - start >= min.max(1) {
+                runs.push((start, stop - start));
+            }
+            b = stop;
+        }
+        (runs, b.min(end))
+    }
+
     /// Frees a range once the delta being built is durable.
     pub fn free_later(&mut self, start: u64, count: u64) {
         if count > 0 {
@@ -273,6 +308,31 @@ mod tests {
         assert!(a.reserve(1).is_err(), "ENOSPC past the reserve");
         a.unreserve(avail);
         assert!(a.mark_used(999, 2).is_err(), "past the end");
+    }
+
+    #[test]
+    fn free_runs_skip_used_and_short_runs_and_resume() {
+        let mut a = Allocator::new(1000, 2, 512);
+        a.mark_used(2, 98).expect("used");
+        a.mark_used(103, 97).expect("used");
+        a.mark_used(210, 790).expect("used");
+        // Free: 100..103 (3 blocks), 200..210 (10 blocks).
+        assert_eq!(
+            a.free_runs(0, 1000, 1, 8),
+            (vec![(100, 3), (200, 10)], 1000)
+        );
+        assert_eq!(a.free_runs(0, 1000, 4, 8), (vec![(200, 10)], 1000));
+        assert_eq!(a.free_runs(0, 1000, 1, 1), (vec![(100, 3)], 103));
+        assert_eq!(a.free_runs(103, 1000, 1, 1), (vec![(200, 10)], 210));
+        assert_eq!(a.free_runs(205, 208, 1, 8), (vec![(205, 3)], 208));
+        a.alloc_run(Some(200), 10).expect("alloc");
+        assert_eq!(a.free_runs(150, 1000, 1, 8), (vec![], 1000));
+        a.free_later(200, 10);
+        assert_eq!(
+            a.free_runs(150, 1000, 1, 8).0,
+            vec![],
+            "deferred frees stay"
+        );
     }
 
     #[test]

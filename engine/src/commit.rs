@@ -5,7 +5,8 @@
 //! 2. write every dirty B+tree leaf to a new block;
 //! 3. write D's log blocks: Alloc/Free/LeafSet/LeafDel/Orphan records, `Blocks` records
 //!    with the CRC of every block of steps 1–2, and the commit record, chained from the
-//!    block D-1 allocated ahead, naming the block allocated ahead for D+1;
+//!    block D-1 allocated ahead, chaining to the block D-1 allocated for D+1 and naming the
+//!    block it allocates for D+2 (two ahead: recovery looks there for a witness of D+1);
 //! 4. one flush (the device reaps every write before it flushes);
 //! 5. only now release the blocks D freed.
 //!
@@ -149,7 +150,11 @@ pub fn finish(st: &mut State, closed: Closed, flushed: Result<()>) -> Result<()>
     st.log.chain.extend(closed.log_blocks);
     st.durable_delta = closed.delta;
     st.inflight.clear();
+    let discard = st.alloc.discard_freed.then(|| closed.freed.clone());
     st.alloc.release(closed.freed)?;
+    if let Some(freed) = discard {
+        crate::fs::discard_released(st, &freed);
+    }
     evict_leaves_over_budget(st);
     let us = closed.started.elapsed().as_micros() as u64;
     st.stats.commit_latency_us_last = us;
@@ -257,8 +262,10 @@ fn list_blocks(writes: &[(u64, Arc<AlignedBuf>)], block_size: u32, records: &mut
     }
 }
 
-/// Packs the records into log blocks chained from `st.log.ahead`, allocates the block for
-/// the next delta's first log block, and queues the encoded blocks. Returns the log blocks.
+/// Packs the records into log blocks chained from `st.log.ahead` to `st.log.ahead_next`
+/// (the next delta's first log block, allocated by the previous commit or unify), allocates
+/// the block for the first log block of the delta after the next one, names it in the
+/// commit record, and queues the encoded blocks. Returns the log blocks.
 fn write_log(
     st: &mut State,
     delta: u64,
@@ -290,13 +297,15 @@ fn write_log(
     for _ in 1..groups.len() {
         blocks.push(st.alloc.alloc_one(Some(st.log.ahead))?);
     }
-    let ahead = st.alloc.alloc_one(blocks.last().map(|b| b + 1))?;
+    let ahead = st.log.ahead_next;
+    let after_next = st.alloc.alloc_one(Some(ahead + 1))?;
     let info = CommitInfo {
         log_blocks: blocks.len() as u32,
         blocks: listed,
         next_inum: st.next_inum,
         inode_count: st.inode_count,
         free_blocks: st.alloc.free_blocks(),
+        after_next,
     };
     let count = groups.len();
     for (i, (mut group, &block)) in groups.into_iter().zip(blocks.iter()).enumerate() {
@@ -323,6 +332,7 @@ fn write_log(
         writes.push((block, Arc::new(buf)));
     }
     st.log.ahead = ahead;
+    st.log.ahead_next = after_next;
     Ok(blocks)
 }
 
@@ -579,7 +589,7 @@ fn write_superblock(
     sb.sequence += 1;
     sb.unify_seq += 1;
     sb.delta = st.delta.saturating_sub(1);
-    sb.log_head = st.log.ahead;
+    sb.set_log_heads(st.log.ahead, st.log.ahead_next);
     sb.log_delta = st.delta;
     sb.next_inum = st.next_inum;
     sb.inode_count = st.inode_count;

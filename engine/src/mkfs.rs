@@ -313,6 +313,9 @@ pub fn layout(p: &MkfsParams) -> Result<Layout> {
         delta: 0,
         log_head,
         log_delta: 1,
+        // The first read-write mount allocates the second log block and records it.
+        log_next: 0,
+        log_next_of: 0,
         next_inum: FIRST_USER_INUM,
         roots,
         free_blocks: p.block_count - used,

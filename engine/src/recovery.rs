@@ -6,6 +6,17 @@
 //! chain has no such witness: recovery reads every block its `Blocks` records list and
 //! applies it only if every CRC matches; otherwise it was never acknowledged and is dropped.
 //!
+//! **Torn tail or damage.** Each delta's first log block is allocated two deltas early: the
+//! superblock names where the chain's first two deltas start, and D's commit record names
+//! where D+2 starts. So when delta D does not verify, recovery still knows where D+1 would
+//! be. If D+1's first log block verifies there, D was durable and is damaged: a read-write
+//! mount is refused, naming the block and fsck.tuxfs ([`LogDamage`]). Otherwise D is the
+//! torn tail and is dropped.
+//!
+//! **An I/O error is not the end of the log.** Reading the superblocks, a log block, a
+//! witness or a listed block with EIO fails the mount, which then writes nothing: ending the
+//! log there would make the mount's unify drop fsync-acknowledged deltas for good.
+//!
 //! **Delta numbers are never reused.** Blocks of a dropped delta may still sit on disk
 //! with its number. A read-write mount therefore continues at the dropped number + 1 and
 //! unifies at once, so the new superblock's log never expects the dropped number.
@@ -31,7 +42,13 @@ pub fn read_superblock(dev: &dyn BlockDevice) -> Result<(Superblock, u64)> {
             what: format!("the device is only {size} bytes"),
         });
     }
-    let probe = read_at(dev, 0, len as usize)?;
+    let probe = read_at(dev, 0, len as usize).map_err(|e| match e {
+        Error::Io { context, source } => Error::io(
+            format!("reading the superblocks (blocks 0 and 1, {len} bytes): {context}"),
+            source,
+        ),
+        other => other,
+    })?;
     let mut found: Vec<(Superblock, u64)> = Vec::new();
     let mut errors = Vec::new();
     let bs0 = Superblock::peek_block_size(&probe);
@@ -62,7 +79,10 @@ pub fn read_superblock(dev: &dyn BlockDevice) -> Result<(Superblock, u64)> {
             what: "no superblock in block 0 or block 1".into(),
         }),
         None => Err(Error::NotTuxfs {
-            what: format!("no valid superblock: {}", errors.join("; ")),
+            what: format!(
+                "no valid superblock: {}; if this is a damaged tuxfs image, {FSCK_HINT}",
+                errors.join("; ")
+            ),
         }),
     }
 }
@@ -78,101 +98,234 @@ pub struct LoggedDelta {
     pub next: u64,
 }
 
+/// A log block that does not verify although a later delta does: the delta it belongs to
+/// was durable (the next one is only written after its flush), so this is damage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDamage {
+    /// The delta that cannot be read.
+    pub delta: u64,
+    /// Its log block that does not verify.
+    pub block: u64,
+    /// What was wrong with that block.
+    pub what: String,
+    /// Where the first log block of `delta + 1` verifies.
+    pub witness: u64,
+}
+
+impl LogDamage {
+    /// The error a read-write mount reports.
+    pub fn to_error(&self) -> Error {
+        Error::corrupt(
+            self.block,
+            format!(
+                "log block of delta {} does not verify ({}), but delta {} at block {} does: \
+                 the log is damaged, not torn; run fsck.tuxfs on the image",
+                self.delta,
+                self.what,
+                self.delta + 1,
+                self.witness
+            ),
+        )
+    }
+}
+
 /// The log after the last unify: the deltas that count, and where the next delta goes.
 #[derive(Debug)]
 pub struct LogReplay {
     pub deltas: Vec<LoggedDelta>,
     /// Where the next log block would go: the block allocated ahead by the last delta.
     pub ahead: u64,
+    /// Where the first log block of the delta after that one would go (allocated two
+    /// ahead), when the superblock or the last commit record names it.
+    pub ahead_next: Option<u64>,
     /// The number the next delta would have had (it may exist on disk, dropped).
     pub next_delta: u64,
     /// True when a complete last delta was dropped because its blocks did not verify.
     pub dropped_unverified: bool,
+    /// Set when the chain stops at a delta that was durable: the deltas after it are lost
+    /// to replay, and a read-write mount must refuse.
+    pub damage: Option<LogDamage>,
 }
 
-/// Reads delta `delta` starting at `block`: its log blocks, or None when the chain ends.
-fn read_delta(io: &BlockReader<'_>, fs_id: u64, mut block: u64, delta: u64) -> Option<LoggedDelta> {
+/// How reading one delta ended.
+enum DeltaRead {
+    Complete(LoggedDelta),
+    /// The chain stops at `block`: it does not decode as the expected log block.
+    Broken {
+        block: u64,
+        what: String,
+    },
+}
+
+/// An I/O error names the log block; every other error is the block not verifying.
+fn io_error(e: Error, what: String) -> Result<String> {
+    match e {
+        Error::Io { context, source } => Err(Error::io(format!("{what} ({context})"), source)),
+        Error::DeviceFailed { .. } => Err(e),
+        other => Ok(other.to_string()),
+    }
+}
+
+/// Reads delta `delta` starting at `block`. An I/O error fails (recovery must not take a
+/// transient error for the end of the log); a block that does not verify ends the chain.
+fn read_delta(io: &BlockReader<'_>, fs_id: u64, mut block: u64, delta: u64) -> Result<DeltaRead> {
     let mut blocks = Vec::new();
     let mut records = Vec::new();
     for index in 0..io.block_count {
-        let buf = io.read(block).ok()?;
-        let log = LogBlock::decode(&buf, block, delta, fs_id).ok()?;
+        let broken = |what: String| Ok(DeltaRead::Broken { block, what });
+        let buf = match io.read(block) {
+            Ok(buf) => buf,
+            Err(e) => {
+                return broken(io_error(
+                    e,
+                    format!("reading log block {block} of delta {delta}"),
+                )?);
+            }
+        };
+        let log = match LogBlock::decode(&buf, block, delta, fs_id) {
+            Ok(log) => log,
+            Err(e) => return broken(e.to_string()),
+        };
         if u64::from(log.index) != index {
-            return None;
+            return broken(format!(
+                "block {block}: log block {} of delta {delta} where block {index} belongs",
+                log.index
+            ));
         }
         blocks.push(block);
         let commit = log.commit();
         records.extend(log.records);
         if let Some(commit) = commit {
             records.pop();
-            return Some(LoggedDelta {
+            return Ok(DeltaRead::Complete(LoggedDelta {
                 delta,
                 blocks,
                 records,
                 commit,
                 next: log.next,
-            });
+            }));
         }
         block = log.next;
     }
-    None
+    Ok(DeltaRead::Broken {
+        block,
+        what: format!("delta {delta} has more log blocks than the filesystem"),
+    })
 }
 
-/// True when every block a delta lists reads back with its CRC.
-fn delta_verifies(io: &BlockReader<'_>, d: &LoggedDelta) -> bool {
+/// True when every block a delta lists reads back with its CRC. An I/O error fails.
+fn delta_verifies(io: &BlockReader<'_>, d: &LoggedDelta) -> Result<bool> {
     let mut listed = 0u64;
     for r in &d.records {
         if let LogRecord::Blocks { start, crcs } = r {
             let blocks: Vec<u64> = (0..crcs.len() as u64).map(|i| start + i).collect();
-            let Ok(bufs) = io.read_many(&blocks) else {
-                return false;
+            let bufs = match io.read_many(&blocks) {
+                Ok(bufs) => bufs,
+                Err(e) => {
+                    io_error(
+                        e,
+                        format!(
+                            "reading blocks {start}..{} that delta {} wrote",
+                            start + crcs.len() as u64,
+                            d.delta
+                        ),
+                    )?;
+                    return Ok(false);
+                }
             };
             if bufs.iter().zip(crcs).any(|(b, c)| data_crc(b) != *c) {
-                return false;
+                return Ok(false);
             }
             listed += crcs.len() as u64;
         }
     }
-    listed == d.commit.blocks
+    Ok(listed == d.commit.blocks)
 }
 
-/// Reads the log chain from the superblock (pure reading: fsck uses this too).
-pub fn read_log(io: &BlockReader<'_>, sb: &Superblock) -> LogReplay {
+/// Reads the log chain from the superblock (pure reading: fsck uses this too). An I/O
+/// error fails; the chain ends at the first delta that does not verify, and
+/// [`LogReplay::damage`] says when that delta was durable (a later one verifies).
+pub fn read_log(io: &BlockReader<'_>, sb: &Superblock) -> Result<LogReplay> {
     let fs_id = sb.fs_id();
     let (mut block, mut delta) = (sb.log_head, sb.log_delta);
+    // Where delta + 1 starts, as named before `delta` was written (None: not recorded).
+    let mut after = sb.log_next();
     let mut deltas = Vec::new();
     let mut dropped_unverified = false;
-    while let Some(d) = read_delta(io, fs_id, block, delta) {
-        let witnessed = read_delta_first(io, fs_id, d.next, delta + 1);
-        if !witnessed && !delta_verifies(io, &d) {
+    let mut damage = None;
+    loop {
+        let d = match read_delta(io, fs_id, block, delta)? {
+            DeltaRead::Complete(d) => d,
+            DeltaRead::Broken { block: bad, what } => {
+                if let Some(witness) = after
+                    && read_delta_first(io, fs_id, witness, delta + 1)?
+                {
+                    damage = Some(LogDamage {
+                        delta,
+                        block: bad,
+                        what,
+                        witness,
+                    });
+                }
+                break;
+            }
+        };
+        if let Some(expected) = after
+            && d.next != expected
+        {
+            // The commit block verifies but chains elsewhere than the block allocated for
+            // the next delta: nothing written by tuxfs looks like that, so it is damage
+            // whether or not a later delta exists.
+            return Err(Error::corrupt(
+                d.blocks.last().copied().unwrap_or(block),
+                format!(
+                    "the commit record of delta {delta} chains to block {} instead of block \
+                     {expected}, allocated for delta {}; run fsck.tuxfs on the image",
+                    d.next,
+                    delta + 1
+                ),
+            ));
+        }
+        let witnessed = read_delta_first(io, fs_id, d.next, delta + 1)?;
+        if !witnessed && !delta_verifies(io, &d)? {
             dropped_unverified = true;
             break;
         }
         block = d.next;
+        after = (d.commit.after_next != 0).then_some(d.commit.after_next);
         delta += 1;
         deltas.push(d);
         if deltas.len() as u64 > io.block_count {
             break;
         }
     }
-    LogReplay {
+    Ok(LogReplay {
         deltas,
         ahead: block,
+        ahead_next: after,
         next_delta: delta,
         dropped_unverified,
-    }
+        damage,
+    })
 }
 
 /// The highest delta number carried by the log blocks that verify (each against the number
 /// in its own header) on the chain from `block`: blocks that a dropped delta or an older
 /// history left behind, for instance after damage made an older superblock win. A writer
-/// must number its deltas past them (FORMAT.md §6). Pure reading: fsck uses it too.
-pub fn stale_delta_max(io: &BlockReader<'_>, fs_id: u64, mut block: u64) -> Option<u64> {
+/// must number its deltas past them (FORMAT.md §6). Pure reading: fsck uses it too. An
+/// I/O error fails: a block that cannot be read might carry a number to skip.
+pub fn stale_delta_max(io: &BlockReader<'_>, fs_id: u64, mut block: u64) -> Result<Option<u64>> {
     let mut max = None;
     let mut seen = BTreeSet::new();
     // Each block is visited once, so this ends within block_count reads.
     while seen.insert(block) {
-        let Ok(buf) = io.read(block) else { break };
+        let buf = match io.read(block) {
+            Ok(buf) => buf,
+            Err(e) => {
+                io_error(e, format!("reading block {block} after the end of the log"))?;
+                break;
+            }
+        };
         let Some(delta) = crate::format::header::peek_delta(&buf) else {
             break;
         };
@@ -182,13 +335,21 @@ pub fn stale_delta_max(io: &BlockReader<'_>, fs_id: u64, mut block: u64) -> Opti
         max = max.max(Some(delta));
         block = log.next;
     }
-    max
+    Ok(max)
 }
 
-/// True when the first log block of `delta` at `block` verifies.
-fn read_delta_first(io: &BlockReader<'_>, fs_id: u64, block: u64, delta: u64) -> bool {
-    io.read(block)
-        .is_ok_and(|buf| LogBlock::decode(&buf, block, delta, fs_id).is_ok_and(|l| l.index == 0))
+/// True when the first log block of `delta` at `block` verifies. An I/O error fails.
+fn read_delta_first(io: &BlockReader<'_>, fs_id: u64, block: u64, delta: u64) -> Result<bool> {
+    match io.read(block) {
+        Ok(buf) => Ok(LogBlock::decode(&buf, block, delta, fs_id).is_ok_and(|l| l.index == 0)),
+        Err(e) => {
+            io_error(
+                e,
+                format!("reading block {block}, where the log of delta {delta} would start"),
+            )?;
+            Ok(false)
+        }
+    }
 }
 
 /// Loads the free-space map: (chunk → bitmap block, tree blocks, allocator).
@@ -273,19 +434,69 @@ fn tree_mut<'a>(st: &'a mut State, id: TreeId, d: &LoggedDelta) -> Result<&'a mu
     }
 }
 
-/// Rebuilds the state of the filesystem on `dev` as of its last durable delta.
+/// Rebuilds the state of the filesystem on `dev` as of its last durable delta. An I/O
+/// error fails (it is not the end of the log); an error caused by damage tells the user to
+/// run fsck.tuxfs.
 pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
+    recover_inner(io, sb, read_only).map_err(with_fsck_hint)
+}
+
+/// The advice every mount error caused by damage carries.
+pub const FSCK_HINT: &str = "run fsck.tuxfs on the image";
+
+/// Adds [`FSCK_HINT`] to an error that reports damage.
+pub fn with_fsck_hint(e: Error) -> Error {
+    let hint = |what: String| {
+        if what.contains("fsck.tuxfs") {
+            what
+        } else {
+            format!("{what}; {FSCK_HINT}")
+        }
+    };
+    match e {
+        Error::Corrupt { block, what } => Error::Corrupt {
+            block,
+            what: hint(what),
+        },
+        Error::ChecksumMismatch {
+            block,
+            expected,
+            got,
+        } => Error::Corrupt {
+            block,
+            what: hint(format!(
+                "checksum mismatch (stored {expected:#010x}, computed {got:#010x})"
+            )),
+        },
+        other => other,
+    }
+}
+
+fn recover_inner(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
     let fs_id = sb.fs_id();
     let inodes = Tree::load(TreeId::Inodes, sb.root(TreeId::Inodes), &io, fs_id)?;
     let extents = Tree::load(TreeId::Extents, sb.root(TreeId::Extents), &io, fs_id)?;
     let dirs = Tree::load(TreeId::Dirs, sb.root(TreeId::Dirs), &io, fs_id)?;
     let (chunk_blocks, freemap_tree_blocks, alloc) = load_freemap(&io, &sb)?;
     let (orphans, orphan_tree_blocks) = load_orphans(&io, &sb)?;
-    let replay = read_log(&io.reader(), &sb);
+    let replay = read_log(&io.reader(), &sb)?;
+    if let Some(damage) = &replay.damage {
+        if !read_only {
+            return Err(damage.to_error());
+        }
+        eprintln!(
+            "tuxfs: {}; serving the state before delta {} read-only: later changes are not shown",
+            damage.to_error(),
+            damage.delta
+        );
+    }
     // The next delta is numbered past the last one read and past any stale log block at
-    // the head of the next chain, so the chain the mount's unify starts never expects a
-    // number that a block already on disk carries.
-    let stale = stale_delta_max(&io.reader(), fs_id, replay.ahead).unwrap_or(0);
+    // the head of the next chain (or at the block allocated two ahead), so the chain the
+    // mount's unify starts never expects a number that a block already on disk carries.
+    let mut stale = stale_delta_max(&io.reader(), fs_id, replay.ahead)?.unwrap_or(0);
+    if let Some(b) = replay.ahead_next {
+        stale = stale.max(stale_delta_max(&io.reader(), fs_id, b)?.unwrap_or(0));
+    }
     let next_delta = replay.next_delta.max(stale.saturating_add(1));
     let mut st = State {
         io,
@@ -303,6 +514,7 @@ pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
         durable_delta: replay.next_delta.saturating_sub(1),
         log: LogPos {
             ahead: replay.ahead,
+            ahead_next: 0,
             chain: Vec::new(),
         },
         records: Vec::new(),
@@ -331,6 +543,15 @@ pub fn recover(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> {
     for b in chain.into_iter().chain([st.log.ahead]) {
         st.alloc.mark_used(b, 1)?;
     }
+    // The block two ahead: the one the superblock or the last commit named, or a new one
+    // when neither did (an image from before the field, or one fsck rebuilt).
+    st.log.ahead_next = match replay.ahead_next {
+        Some(b) if b != st.log.ahead => {
+            st.alloc.mark_used(b, 1)?;
+            b
+        }
+        _ => st.alloc.alloc_one(Some(st.log.ahead + 1))?,
+    };
     if replay.dropped_unverified {
         crate::events::report(
             crate::events::Level::Warning,

@@ -15,6 +15,9 @@ use crate::io::BlockIo;
 pub struct LogPos {
     /// Block allocated ahead for the first log block of the next delta.
     pub ahead: u64,
+    /// Block allocated for the first log block of the delta after that one (two ahead):
+    /// the next commit record names it, so recovery can look there for a witness.
+    pub ahead_next: u64,
     /// Log blocks written since the last unify (freed by the next unify).
     pub chain: Vec<u64>,
 }

@@ -11,7 +11,11 @@
 //!    nothing in use marked free, nothing marked in use that nothing refers to);
 //! 5. inodes against directory entries: targets exist, types agree, link counts, parents,
 //!    the tree is connected, orphans are unlinked, block counts match extents;
-//! 6. with `--data`, the checksum of every data block.
+//! 6. with `--data`, the checksum of every data block (a bad one is reported with the
+//!    file's path and byte range).
+//!
+//! With `-p`/`-y`, key ranges of a tree cut off by a damaged block are first looked for on
+//! the device (`salvage`), and what cannot be saved is reported per file (`repair`).
 //!
 //! Exit codes follow fsck(8): 0 clean, 1 errors corrected, 4 errors left uncorrected,
 //! 8 operational error (not a tuxfs image, no valid superblock, unreadable, truncated).
@@ -20,12 +24,15 @@ mod bitset;
 mod cross;
 mod repair;
 mod report;
+mod salvage;
 mod superblock;
 mod walk;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tuxfs_engine::dev::BlockDevice;
+use tuxfs_engine::dev::lock::{self, LockError};
+use tuxfs_engine::dev::{BlockDevice, DeviceKind, OpenOptions, open_file};
 use tuxfs_engine::format::Superblock;
 
 pub use report::{render_human, render_json, render_json_error};
@@ -100,6 +107,9 @@ pub struct Report {
     /// Things worth saying that are not errors.
     pub notes: Vec<String>,
     pub stats: Stats,
+    /// Set when another process held the image lock during a read-only check: what was
+    /// read may be stale, so the verdict is not authoritative (said with the verdict).
+    pub stale: Option<String>,
 }
 
 impl Report {
@@ -143,13 +153,14 @@ pub fn check(dev: &dyn BlockDevice, opts: &Options) -> Result<Report, Operationa
     let mut checker = walk::Checker::new(dev, chosen.superblock.clone(), *opts);
     checker.findings.extend(chosen.findings);
     checker.stats.blocks_read += chosen.blocks_read;
-    checker.run();
+    checker.run()?;
     let mut report = Report {
         superblock: chosen.superblock.clone(),
         slot: chosen.slot,
         findings: Vec::new(),
         notes: Vec::new(),
         stats: Stats::default(),
+        stale: None,
     };
     let needs = checker
         .findings
@@ -202,6 +213,64 @@ pub fn check(dev: &dyn BlockDevice, opts: &Options) -> Result<Report, Operationa
     Ok(report)
 }
 
+/// Checks (and with `Preen`/`Yes` repairs) the image file or block device at `path`, as
+/// the `fsck.tuxfs` command does.
+///
+/// `-p`/`-y` take the image lock `tuxfs-mount` holds ([`tuxfs_engine::dev::lock`]) and
+/// keep it for the whole repair: a repair under a mount would be overwritten by its next
+/// commit, and the mount would then crash onto metadata it never wrote. When another
+/// process holds the lock they refuse (an operational error naming the mount). `-n` runs
+/// anyway but sets [`Report::stale`]: what it read may be stale, so its verdict is not
+/// authoritative.
+pub fn check_path(path: &Path, opts: &Options) -> Result<Report, OperationalError> {
+    let mut _lock = None;
+    let mut stale = None;
+    if opts.mode == Mode::Check {
+        if lock::image_in_use(path).unwrap_or(false) {
+            stale = Some(format!(
+                "{} is in use by another process ({}): what fsck read may be stale, and a clean \
+                 result proves nothing; unmount it and run fsck.tuxfs again",
+                path.display(),
+                in_use_by(path)
+            ));
+        }
+    } else {
+        match lock::lock_image(path) {
+            Ok(l) => _lock = Some(l),
+            Err(LockError::InUse) => {
+                return Err(OperationalError(format!(
+                    "in use by another process ({}); refusing to repair it: unmount it first \
+                     (fsck.tuxfs -n can check it, with a warning)",
+                    in_use_by(path)
+                )));
+            }
+            // Not lockable: a path that cannot be opened is reported by the open below.
+            Err(LockError::Io(_)) => {}
+        }
+    }
+    let open = OpenOptions {
+        read_only: opts.mode == Mode::Check,
+        kind: DeviceKind::Auto,
+        ..OpenOptions::default()
+    };
+    let dev = open_file(path, &open).map_err(|e| OperationalError(format!("cannot open: {e}")))?;
+    let mut report = check(dev.as_ref(), opts)?;
+    report.stale = stale;
+    Ok(report)
+}
+
+/// Who holds the image, as well as this process can tell: the mountpoints whose source is
+/// the image, or else that some process holds its lock.
+fn in_use_by(path: &Path) -> String {
+    let mounts = lock::mounts_of(path);
+    if mounts.is_empty() {
+        "its lock is held, by tuxfs-mount or another fsck.tuxfs".into()
+    } else {
+        let list: Vec<String> = mounts.iter().map(|m| m.display().to_string()).collect();
+        format!("mounted at {}", list.join(", "))
+    }
+}
+
 /// Checks the repaired image (read-only) and adds what is still wrong as uncorrected.
 fn recheck(
     dev: &dyn BlockDevice,
@@ -215,7 +284,7 @@ fn recheck(
     let chosen = superblock::select(dev, Mode::Check)?;
     let mut after = walk::Checker::new(dev, chosen.superblock, again);
     after.findings.extend(chosen.findings);
-    after.run();
+    after.run()?;
     checker.stats.blocks_read += after.stats.blocks_read + chosen.blocks_read;
     for mut f in after.findings {
         if f.fix == Fix::Never && checker.findings.iter().any(|g| g.what == f.what) {

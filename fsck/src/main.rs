@@ -3,9 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tuxfs_engine::dev::{DeviceKind, OpenOptions, open_file};
 use tuxfs_fsck::{
-    EXIT_OPERATIONAL, Mode, Options, check, render_human, render_json, render_json_error,
+    EXIT_OPERATIONAL, Mode, Options, check_path, render_human, render_json, render_json_error,
 };
 
 /// Check (and repair) a tuxfs filesystem image or block device.
@@ -63,23 +62,15 @@ fn run(args: &Args, mode: Mode) -> i32 {
         }
         EXIT_OPERATIONAL
     };
-    let open = OpenOptions {
-        read_only: mode == Mode::Check,
-        kind: DeviceKind::Auto,
-        ..OpenOptions::default()
+    let opts = Options {
+        mode,
+        check_data: args.data,
     };
-    let dev = match open_file(std::path::Path::new(&args.path), &open) {
-        Ok(d) => d,
-        Err(e) => return fail(format!("cannot open: {e}")),
-    };
-    match check(
-        dev.as_ref(),
-        &Options {
-            mode,
-            check_data: args.data,
-        },
-    ) {
+    match check_path(std::path::Path::new(&args.path), &opts) {
         Ok(report) => {
+            if let Some(why) = &report.stale {
+                eprintln!("fsck.tuxfs: WARNING: {why}");
+            }
             if args.json {
                 println!("{}", render_json(&args.path, &report));
             } else {

@@ -18,9 +18,14 @@
 //!    for each disconnected directory the top of its disconnected subtree is attached, and a
 //!    cycle of directories is cut at the directory where it was found;
 //! 6. parent fields and link counts are set from the entries;
-//! 7. extents: those of freed or missing inodes are dropped; a data block that a verified
-//!    metadata block or an earlier extent (in key order) already owns is cut out of the
-//!    extent (which may split it); block counts are set from what remains;
+//! 7. extents: those of freed or missing inodes are dropped; extents are taken in order of
+//!    the delta of the leaf they came from, newest first, then key order: a data block that
+//!    a verified metadata block or an earlier extent already owns, or a file block an
+//!    earlier extent maps, is cut out of the extent (which may split it); block counts are
+//!    set from what remains; what a file lost (no extent left for a range of its size that
+//!    an extent or a lost key range covered) is reported with its path and byte ranges,
+//!    and so are lost inode records, directories that lost entries and every inode moved
+//!    to `lost+found`;
 //! 8. an xattr spill chain that does not verify whole (or shares a block) is cleared;
 //! 9. the free-space map is rebuilt from what is kept; the orphan list is empty.
 //!
@@ -64,6 +69,7 @@ use tuxfs_engine::format::{
 };
 
 use crate::bitset::Bitset;
+use crate::salvage::Names;
 use crate::walk::{Checker, EntryInfo, Kept};
 
 /// Blocks handed to the device per submission.
@@ -156,12 +162,13 @@ pub(crate) fn repaired_state(ck: &mut Checker<'_>) -> Repaired {
         .max(FIRST_USER_INUM)
         .max(inodes.keys().next_back().map_or(0, |n| n + 1));
     let lost_found = lost_and_found(&mut inodes, &mut dirents, &sb.hash_seed, &mut next_inum);
-    reconnect(&inodes, &mut dirents, lost_found, &sb.hash_seed);
+    let attached = reconnect(&inodes, &mut dirents, lost_found, &sb.hash_seed);
     // 6. Parents and link counts.
     set_links(&mut inodes, &dirents);
     // 7. Extents and block counts; 8. xattr chains.
     let mut owned = Bitset::new(sb.block_count);
-    let extents = keep_extents(&mut inodes, extents, &metadata, &mut owned, &sb);
+    let (extents, cut) = keep_extents(&mut inodes, extents, &metadata, &mut owned, &sb);
+    report_losses(ck, &inodes, &dirents, &extents, &cut, &attached, lost_found);
     for (inum, inode) in inodes.iter_mut() {
         if inode.xattr_block == 0 {
             continue;
@@ -357,7 +364,8 @@ fn reconnect(
     dirents: &mut BTreeMap<Key, Dirent>,
     lost_found: u64,
     seed: &[u8; 16],
-) {
+) -> Vec<(u64, String)> {
+    let mut attached = Vec::new();
     let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
     // The naming entry of each directory (directories have at most one after step 2).
     let mut dir_name: HashMap<u64, Key> = HashMap::new();
@@ -430,10 +438,12 @@ fn reconnect(
                 continue;
             }
             if add_entry(dirents, seed, lost_found, name.as_bytes(), inum, dtype) {
+                attached.push((inum, name));
                 break;
             }
         }
     }
+    attached
 }
 
 /// True when `dir` has an entry named `name`.
@@ -467,31 +477,53 @@ fn set_links(inodes: &mut BTreeMap<u64, Inode>, dirents: &BTreeMap<Key, Dirent>)
     }
 }
 
-/// Step 7: extents of live inodes, cut where a block is owned already; block counts.
+/// File-block ranges `[start, end)` per inode.
+type FileRanges = BTreeMap<u64, Vec<(u64, u64)>>;
+
+/// Step 7: extents of live inodes; block counts. Extents compete for data blocks and for
+/// file ranges in order of the delta of the leaf they came from, newest first (then key
+/// order): a block a verified metadata block or an earlier extent owns, or a file block an
+/// earlier extent maps, is cut out (which may split an extent). Returns the extents kept
+/// and, per inode, the file blocks that were cut.
 fn keep_extents(
     inodes: &mut BTreeMap<u64, Inode>,
-    extents: BTreeMap<Key, Extent>,
+    extents: BTreeMap<Key, (Extent, u64)>,
     metadata: &Bitset,
     owned: &mut Bitset,
     sb: &Superblock,
-) -> BTreeMap<Key, Extent> {
+) -> (BTreeMap<Key, Extent>, FileRanges) {
+    let mut order: Vec<(Key, Extent, u64)> = extents
+        .into_iter()
+        .filter(|(k, _)| inodes.contains_key(&k.a))
+        .map(|(k, (e, d))| (k, e, d))
+        .collect();
+    order.sort_by(|x, y| y.2.cmp(&x.2).then(x.0.cmp(&y.0)));
     let mut out = BTreeMap::new();
+    let mut mapped: FileRanges = BTreeMap::new();
+    let mut cut: FileRanges = BTreeMap::new();
     let mut counts: HashMap<u64, u64> = HashMap::new();
-    for (key, ext) in extents {
-        if !inodes.contains_key(&key.a) {
-            continue;
-        }
+    for (key, ext, _) in order {
         let mut run: Option<(u64, Extent)> = None;
+        let mut keep = |run: &mut Option<(u64, Extent)>, out: &mut BTreeMap<Key, Extent>| {
+            if let Some((fb, e)) = run.take() {
+                *counts.entry(key.a).or_default() += e.count();
+                out.insert(Key::new(key.a, fb), e);
+            }
+        };
+        let maps = mapped.get(&key.a).cloned().unwrap_or_default();
         for (i, crc) in ext.crcs.iter().enumerate() {
             let phys = ext.phys + i as u64;
-            let ok = phys >= sb.first_block
+            let fb = key.b + i as u64;
+            let taken = maps.iter().any(|&(s, e)| s <= fb && fb < e);
+            let ok = !taken
+                && phys >= sb.first_block
                 && phys < sb.block_count
                 && !metadata.get(phys)
                 && !owned.set(phys);
             if ok {
                 let r = run.get_or_insert_with(|| {
                     (
-                        key.b + i as u64,
+                        fb,
                         Extent {
                             phys,
                             flags: ext.flags,
@@ -500,20 +532,158 @@ fn keep_extents(
                     )
                 });
                 r.1.crcs.push(*crc);
-            } else if let Some((fb, e)) = run.take() {
-                *counts.entry(key.a).or_default() += e.count();
-                out.insert(Key::new(key.a, fb), e);
+            } else {
+                if !taken {
+                    add_range(cut.entry(key.a).or_default(), fb, fb + 1);
+                }
+                keep(&mut run, &mut out);
             }
         }
-        if let Some((fb, e)) = run.take() {
-            *counts.entry(key.a).or_default() += e.count();
-            out.insert(Key::new(key.a, fb), e);
-        }
+        keep(&mut run, &mut out);
+        let m = mapped.entry(key.a).or_default();
+        add_range(m, key.b, key.b + ext.count());
     }
     for (inum, inode) in inodes.iter_mut() {
         inode.blocks = counts.get(inum).copied().unwrap_or(0);
     }
+    (out, cut)
+}
+
+/// Adds `[s, e)` to sorted, disjoint ranges (merging neighbours).
+fn add_range(ranges: &mut Vec<(u64, u64)>, s: u64, e: u64) {
+    ranges.push((s, e));
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for &(s, e) in ranges.iter() {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    *ranges = merged;
+}
+
+/// `ranges` minus `covered` (both sorted and disjoint).
+fn subtract(ranges: &[(u64, u64)], covered: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    for &(mut s, e) in ranges {
+        for &(cs, ce) in covered {
+            if ce <= s || cs >= e {
+                continue;
+            }
+            if cs > s {
+                out.push((s, cs));
+            }
+            s = s.max(ce);
+            if s >= e {
+                break;
+            }
+        }
+        if s < e {
+            out.push((s, e));
+        }
+    }
     out
+}
+
+/// Reports, per file, what the repair could not save: byte ranges of files whose extents
+/// were lost with a damaged leaf that no salvaged copy replaced, or were cut; files whose
+/// inode record was lost; inodes moved to `lost+found` because every name was lost.
+fn report_losses(
+    ck: &mut Checker<'_>,
+    inodes: &BTreeMap<u64, Inode>,
+    dirents: &BTreeMap<Key, Dirent>,
+    extents: &BTreeMap<Key, Extent>,
+    cut: &FileRanges,
+    attached: &[(u64, String)],
+    lost_found: u64,
+) {
+    let names = Names::from_pairs(dirents.iter().map(|(k, d)| (k.a, d.inum, d.name.clone())));
+    let old_names = Names::new(&ck.entries);
+    let bs = u64::from(ck.sb.block_size);
+    let lost = ck.lost.clone();
+    let in_lost = |tree: TreeId, key: Key| {
+        lost.iter()
+            .any(|h| h.tree == tree && h.lo <= key && h.hi.is_none_or(|hi| key < hi))
+    };
+    let mut findings = Vec::new();
+    // File blocks that were cut, or whose keys lie in a lost range of the extent tree; only
+    // inodes inside a lost range are visited, so this is bounded by what was lost.
+    let mut suspects: FileRanges = cut.clone();
+    for h in lost.iter().filter(|h| h.tree == TreeId::Extents) {
+        let hi = h.hi.unwrap_or(Key::new(u64::MAX, u64::MAX));
+        for (&inum, _) in inodes.range(h.lo.a..=hi.a) {
+            if hi.a == inum && hi.b == 0 {
+                continue;
+            }
+            let s = if h.lo.a == inum { h.lo.b } else { 0 };
+            let e = if hi.a == inum { hi.b } else { u64::MAX };
+            add_range(suspects.entry(inum).or_default(), s, e);
+        }
+    }
+    for (inum, suspect) in suspects {
+        let Some(inode) = inodes.get(&inum) else {
+            continue;
+        };
+        if inode.is_dir() || inode.size == 0 {
+            continue;
+        }
+        let blocks = inode.size.div_ceil(bs);
+        let suspect = subtract(&suspect, &[(blocks, u64::MAX)]);
+        if suspect.is_empty() {
+            continue;
+        }
+        let covered: Vec<(u64, u64)> = extents
+            .range(Key::new(inum, 0)..=Key::new(inum, u64::MAX))
+            .map(|(k, e)| (k.b, k.b.saturating_add(e.count())))
+            .collect();
+        let gone = subtract(&suspect, &covered);
+        if gone.is_empty() {
+            continue;
+        }
+        let bytes: Vec<String> = gone
+            .iter()
+            .map(|&(s, e)| {
+                let end = e.saturating_mul(bs).min(inode.size);
+                format!("{}..{end}", s.saturating_mul(bs))
+            })
+            .collect();
+        findings.push(format!(
+            "lost data: {} (inode {inum}): bytes {} have no extent left and read as zeros",
+            names.path(inum),
+            bytes.join(", ")
+        ));
+    }
+    for e in &ck.entries {
+        if !inodes.contains_key(&e.inum) && in_lost(TreeId::Inodes, Key::new(e.inum, 0)) {
+            findings.push(format!(
+                "lost file: {}/{} (inode {}): its inode record was in a damaged leaf",
+                old_names.path(e.dir),
+                String::from_utf8_lossy(&e.name),
+                e.inum
+            ));
+        }
+    }
+    // An inode whose every name was lost (with a damaged leaf of the directory index, or
+    // with its directory) is named in lost+found.
+    for (inum, name) in attached {
+        let what = match inodes.get(inum) {
+            Some(i) if i.is_dir() => {
+                // The parent field as found, before repair set it to lost+found.
+                let was = ck.inodes.get(inum).map_or(0, |w| w.parent);
+                format!("a directory, was in {}", names.path(was))
+            }
+            Some(i) => format!("{} bytes, {} links", i.size, i.nlink),
+            None => "gone".into(),
+        };
+        findings.push(format!(
+            "lost name: inode {inum} ({what}) is now {}/{name}",
+            names.path(lost_found)
+        ));
+    }
+    for what in findings {
+        ck.finding(None, what);
+    }
 }
 
 /// Hands out blocks that are free in the repaired state and unused by the current one.
@@ -780,6 +950,19 @@ pub(crate) fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_ranges_merge_and_subtract() {
+        let mut r = Vec::new();
+        add_range(&mut r, 5, 8);
+        add_range(&mut r, 1, 3);
+        add_range(&mut r, 3, 4);
+        add_range(&mut r, 7, 10);
+        assert_eq!(r, vec![(1, 4), (5, 10)]);
+        assert_eq!(subtract(&r, &[(2, 6)]), vec![(1, 2), (6, 10)]);
+        assert_eq!(subtract(&r, &[(0, 100)]), vec![]);
+        assert_eq!(subtract(&[(0, u64::MAX)], &[(4, u64::MAX)]), vec![(0, 4)]);
+    }
 
     #[test]
     fn strip_cycle_and_lost_found() {

@@ -55,24 +55,23 @@ pub fn render_human(path: &str, r: &Report, verbose: bool) -> String {
     for n in &r.notes {
         let _ = writeln!(out, "note: {n}");
     }
+    let mut verdict = match r.exit_code() {
+        0 => "clean".to_string(),
+        1 => format!("{} errors corrected", r.findings.len()),
+        _ => format!(
+            "{} errors left uncorrected",
+            r.findings.iter().filter(|f| !f.fixed).count()
+        ),
+    };
+    if let Some(why) = &r.stale {
+        let _ = writeln!(out, "WARNING: {why}");
+        verdict = format!("{verdict} (NOT authoritative: the image is in use, see the warning)");
+    }
     let s = &r.stats;
     let _ = writeln!(
         out,
         "{path}: {} inodes, {} directory entries, {} extents, {}/{} blocks in use, {} log deltas; {}",
-        s.inodes,
-        s.dirents,
-        s.extents,
-        s.used_blocks,
-        sb.block_count,
-        s.log_deltas,
-        match r.exit_code() {
-            0 => "clean".to_string(),
-            1 => format!("{} errors corrected", r.findings.len()),
-            _ => format!(
-                "{} errors left uncorrected",
-                r.findings.iter().filter(|f| !f.fixed).count()
-            ),
-        }
+        s.inodes, s.dirents, s.extents, s.used_blocks, sb.block_count, s.log_deltas, verdict
     );
     if verbose {
         let secs = s.elapsed.as_secs_f64();
@@ -107,9 +106,10 @@ pub fn render_json(path: &str, r: &Report) -> String {
     let notes: Vec<String> = r.notes.iter().map(|n| json_str(n)).collect();
     let s = &r.stats;
     format!(
-        "{{\"device\":{},\"exit_code\":{},\"superblock\":{{\"slot\":{},\"sequence\":{},\"block_size\":{},\"block_count\":{},\"label\":{}}},\"findings\":[{}],\"notes\":[{}],\"stats\":{{\"blocks_read\":{},\"tree_blocks\":{},\"inodes\":{},\"dirents\":{},\"extents\":{},\"data_blocks\":{},\"data_blocks_verified\":{},\"log_blocks\":{},\"log_deltas\":{},\"used_blocks\":{},\"seconds\":{:.6}}}}}",
+        "{{\"device\":{},\"exit_code\":{},\"stale_warning\":{},\"superblock\":{{\"slot\":{},\"sequence\":{},\"block_size\":{},\"block_count\":{},\"label\":{}}},\"findings\":[{}],\"notes\":[{}],\"stats\":{{\"blocks_read\":{},\"tree_blocks\":{},\"inodes\":{},\"dirents\":{},\"extents\":{},\"data_blocks\":{},\"data_blocks_verified\":{},\"log_blocks\":{},\"log_deltas\":{},\"used_blocks\":{},\"seconds\":{:.6}}}}}",
         json_str(path),
         r.exit_code(),
+        r.stale.as_deref().map_or("null".to_string(), json_str),
         r.slot,
         r.superblock.sequence,
         r.superblock.block_size,

@@ -8,6 +8,10 @@
 //! in the state recovery would produce (after the log), so that `repair` can write it out
 //! afresh. Memory is then bounded by the filesystem's metadata: the decoded entries of the
 //! trees (about the size of their leaves) plus three bitsets of one bit per block.
+//!
+//! Where a node or leaf does not verify (or cannot be read, or is reached twice), the key
+//! range it was reached with is recorded as a [`Hole`]; with `-p`/`-y`, `salvage` then looks
+//! for the leaves of those ranges on the device before anything is dropped.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +27,9 @@ use tuxfs_engine::io::BlockReader;
 use tuxfs_engine::recovery::{LogReplay, read_log, stale_delta_max};
 
 use crate::bitset::Bitset;
-use crate::{Finding, Fix, Mode, Options, Stats};
+use tuxfs_engine::Error;
+
+use crate::{Finding, Fix, Mode, OperationalError, Options, Stats};
 
 /// Byte offsets of the inode record (FORMAT.md §4.5) that salvaging needs: the fixed part,
 /// and the u16 length of the inline xattrs that follow it.
@@ -46,8 +52,9 @@ fn strip_inline_xattrs(value: &[u8]) -> Option<Vec<u8>> {
 #[derive(Debug)]
 pub(crate) struct Kept {
     pub inodes: BTreeMap<u64, Inode>,
-    /// Extents that decode, cut to the part inside the filesystem.
-    pub extents: BTreeMap<Key, Extent>,
+    /// Extents that decode, cut to the part inside the filesystem, with the delta of the
+    /// leaf they came from (a newer leaf's claim on a data block wins over an older one's).
+    pub extents: BTreeMap<Key, (Extent, u64)>,
     /// Per inode with a spill chain: its blocks if the whole chain verifies.
     pub xattr_chains: BTreeMap<u64, Option<Vec<u64>>>,
     /// Blocks whose header proved them metadata (nodes, leaves, xattr blocks, the log
@@ -55,6 +62,49 @@ pub(crate) struct Kept {
     pub metadata: Bitset,
     /// The highest delta number seen in the superblock, the log and any block header.
     pub max_delta: u64,
+}
+
+/// Where a tree's leaf map says a leaf starts: a leaf block, or a subtree or leaf that was
+/// lost (the damaged block), whose keys a salvage scan may find again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    /// A leaf; `lost` names the damaged block when the log put this leaf inside a lost
+    /// subtree: only the keys it holds are known, the rest of its range stays lost.
+    Leaf {
+        block: u64,
+        lost: Option<u64>,
+    },
+    Lost(u64),
+}
+
+impl Slot {
+    /// The damaged block whose lost range this slot lies in, if any.
+    fn lost(self) -> Option<u64> {
+        match self {
+            Slot::Leaf { lost, .. } => lost,
+            Slot::Lost(b) => Some(b),
+        }
+    }
+}
+
+/// Keys of a tree that no reachable, verifying leaf describes: [lo, hi), hi None = no end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Hole {
+    pub tree: TreeId,
+    pub lo: Key,
+    pub hi: Option<Key>,
+    /// The damaged block the keys were lost with.
+    pub block: u64,
+}
+
+/// A data block whose checksum does not match its extent (with `--data`).
+#[derive(Debug, Clone)]
+pub(crate) struct BadData {
+    pub phys: u64,
+    pub inum: u64,
+    pub file_block: u64,
+    pub got: u32,
+    pub want: u32,
 }
 
 /// What fsck remembers of an inode for the cross-checks.
@@ -98,6 +148,17 @@ pub(crate) struct Checker<'a> {
     chunks: BTreeMap<u64, (u64, u64)>,
     /// The next inode number as of the state being checked.
     pub next_inum: u64,
+    /// Key ranges lost with damaged nodes and leaves (before salvage).
+    pub holes: Vec<Hole>,
+    /// Key ranges that salvage could not find again (set by `salvage`).
+    pub lost: Vec<Hole>,
+    /// The delta of the leaf being visited.
+    pub(crate) leaf_delta: u64,
+    /// The last delta recovery replays: salvaged leaves must not be newer.
+    pub last_delta: u64,
+    pub bad_data: Vec<BadData>,
+    /// True while salvaged leaves are visited.
+    pub(crate) salvaging: bool,
 }
 
 impl<'a> Checker<'a> {
@@ -127,6 +188,12 @@ impl<'a> Checker<'a> {
             extent_blocks: BTreeMap::new(),
             chunks: BTreeMap::new(),
             next_inum,
+            holes: Vec::new(),
+            lost: Vec::new(),
+            leaf_delta: 0,
+            last_delta: 0,
+            bad_data: Vec::new(),
+            salvaging: false,
         }
     }
 
@@ -150,15 +217,16 @@ impl<'a> Checker<'a> {
     }
 
     /// Notes that `block` proved to be metadata, written by `delta`.
-    fn proved(&mut self, block: u64, delta: u64) {
+    pub(crate) fn proved(&mut self, block: u64, delta: u64) {
         if let Some(k) = &mut self.kept {
             k.metadata.set(block);
             k.max_delta = k.max_delta.max(delta);
         }
     }
 
-    /// Runs every check.
-    pub(crate) fn run(&mut self) {
+    /// Runs every check. An I/O error reading the log is operational (exit 8): fsck must
+    /// not take a block it could not read for the end of the log.
+    pub(crate) fn run(&mut self) -> Result<(), OperationalError> {
         for slot in SUPERBLOCK_SLOTS {
             self.referenced.set(slot);
         }
@@ -168,12 +236,59 @@ impl<'a> Checker<'a> {
             block_count: self.sb.block_count,
         };
         // The same log reader recovery uses: fsck judges the state a mount would produce.
-        let replay = read_log(&reader, &self.sb);
+        let replay = match read_log(&reader, &self.sb) {
+            Ok(replay) => replay,
+            Err(e @ (Error::Io { .. } | Error::DeviceFailed { .. })) => {
+                return Err(OperationalError(format!("cannot read the log: {e}")));
+            }
+            Err(e) => {
+                // A log that cannot be replayed at all: recovery refuses it too. Only -y
+                // repairs it, keeping the state of the last unify.
+                self.finding_as(Fix::Lossy, e.block(), format!("log: {e}"));
+                LogReplay {
+                    deltas: Vec::new(),
+                    ahead: self.sb.log_head,
+                    ahead_next: self.sb.log_next(),
+                    next_delta: self.sb.log_delta,
+                    dropped_unverified: false,
+                    damage: None,
+                }
+            }
+        };
+        self.last_delta = replay.deltas.last().map_or(self.sb.delta, |d| d.delta);
+        if let Some(d) = &replay.damage {
+            // Durable deltas from the damaged one on are lost to replay, and a read-write
+            // mount refuses. Only -y repairs it, by keeping the state before the damage
+            // (what a read-only mount serves): the later deltas are dropped.
+            self.finding_as(
+                Fix::Lossy,
+                Some(d.block),
+                format!(
+                    "log block of delta {} does not verify ({}), but delta {} at block {} \
+                     does: the log is damaged, not torn, and the deltas from {} on are lost \
+                     to replay",
+                    d.delta,
+                    d.what,
+                    d.delta + 1,
+                    d.witness,
+                    d.delta
+                ),
+            );
+        }
         self.claim_log(&replay);
         if let Some(k) = &mut self.kept {
-            // Stale log blocks after the end of the log carry numbers a repair must not
-            // reuse either.
-            let stale = stale_delta_max(&reader, self.sb.fs_id(), replay.ahead).unwrap_or(0);
+            // Stale log blocks after the end of the log (and at the block allocated two
+            // ahead) carry numbers a repair must not reuse either.
+            let mut stale = stale_delta_max(&reader, self.sb.fs_id(), replay.ahead)
+                .map_err(|e| OperationalError(format!("cannot read the log: {e}")))?
+                .unwrap_or(0);
+            if let Some(b) = replay.ahead_next {
+                stale = stale.max(
+                    stale_delta_max(&reader, self.sb.fs_id(), b)
+                        .map_err(|e| OperationalError(format!("cannot read the log: {e}")))?
+                        .unwrap_or(0),
+                );
+            }
             k.max_delta = k.max_delta.max(stale).max(replay.next_delta);
         }
         for tree in TreeId::ACTIVE {
@@ -197,15 +312,41 @@ impl<'a> Checker<'a> {
                         key,
                         block,
                     } if *t == tree => {
-                        leaves.insert(*key, *block);
+                        // A leaf the log puts inside a lost range (the range runs on to
+                        // the next known leaf) leaves the rest of that range lost.
+                        let lost = leaves
+                            .range(..=*key)
+                            .next_back()
+                            .and_then(|(_, s)| s.lost());
+                        leaves.insert(
+                            *key,
+                            Slot::Leaf {
+                                block: *block,
+                                lost,
+                            },
+                        );
                     }
                     LogRecord::LeafDel { tree: t, key } if *t == tree => {
-                        leaves.remove(key);
+                        // Inside a lost range, the other leaves of the lost subtree may
+                        // still start after this key: the range stays lost.
+                        if let Some(damaged) = leaves.remove(key).and_then(Slot::lost) {
+                            leaves.insert(*key, Slot::Lost(damaged));
+                        }
                     }
                     _ => {}
                 }
             }
             self.check_leaves(tree, &leaves);
+        }
+        if self.opts.mode == Mode::Yes {
+            // Leaves cut off by damaged blocks are looked for before anything is dropped.
+            // (-p never repairs what they cut off: dropping entries is not safe.)
+            self.salvage(&reader);
+        } else if !self.holes.is_empty() {
+            self.notes.push(format!(
+                "{} key ranges of the trees were cut off by damaged blocks; fsck -y looks for their leaves on the device before it drops anything",
+                self.holes.len()
+            ));
         }
         for record in replay.deltas.iter().flat_map(|d| &d.records) {
             match record {
@@ -219,7 +360,9 @@ impl<'a> Checker<'a> {
         }
         self.check_xattr_chains();
         self.check_bitmap(&replay);
+        self.report_bad_data();
         self.cross_check();
+        Ok(())
     }
 
     /// Claims the log blocks of every delta recovery would replay, and the block allocated
@@ -236,6 +379,9 @@ impl<'a> Checker<'a> {
         self.stats.blocks_read += self.stats.log_blocks + 1;
         self.claim(replay.ahead, "the log (block allocated ahead)");
         self.proved(replay.ahead, replay.next_delta);
+        if let Some(b) = replay.ahead_next.filter(|&b| b != replay.ahead) {
+            self.claim(b, "the log (block allocated two ahead)");
+        }
         self.stats.log_deltas = replay.deltas.len() as u64;
         if !replay.deltas.is_empty() {
             self.notes.push(format!(
@@ -252,7 +398,7 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn in_fs(&self, block: u64) -> bool {
+    pub(crate) fn in_fs(&self, block: u64) -> bool {
         block >= self.sb.first_block && block < self.sb.block_count
     }
 
@@ -275,7 +421,7 @@ impl<'a> Checker<'a> {
         true
     }
 
-    fn read(&mut self, block: u64) -> Option<AlignedBuf> {
+    pub(crate) fn read(&mut self, block: u64) -> Option<AlignedBuf> {
         let bs = self.sb.block_size;
         self.stats.blocks_read += 1;
         match read_at(self.dev, block * u64::from(bs), bs as usize) {
@@ -298,21 +444,30 @@ impl<'a> Checker<'a> {
         lo: Key,
         hi: Option<Key>,
         by: &str,
-        leaves: &mut BTreeMap<Key, u64>,
+        leaves: &mut BTreeMap<Key, Slot>,
     ) {
         if level == 0 {
-            leaves.insert(lo, block);
+            leaves.insert(lo, Slot::Leaf { block, lost: None });
             return;
         }
+        // Whatever stops the descent loses the keys [lo, hi) below this node: a hole in
+        // the leaf map, which salvage tries to fill from the rest of the device.
         if !self.claim(block, by) {
+            leaves.insert(lo, Slot::Lost(block));
             return;
         }
-        let Some(buf) = self.read(block) else { return };
+        let Some(buf) = self.read(block) else {
+            leaves.insert(lo, Slot::Lost(block));
+            return;
+        };
         self.stats.tree_blocks += 1;
         let valid = self.sb.first_block..self.sb.block_count;
         let node = match Node::decode(&buf, block, tree, level, self.sb.fs_id(), valid) {
             Ok(node) => node,
-            Err(e) => return self.finding(Some(block), format!("{}: {e}", tree.name())),
+            Err(e) => {
+                leaves.insert(lo, Slot::Lost(block));
+                return self.finding(Some(block), format!("{}: {e}", tree.name()));
+            }
         };
         self.proved(block, node.header.delta);
         if node.entries.first().map(|(k, _)| *k) != Some(lo) {
@@ -343,21 +498,36 @@ impl<'a> Checker<'a> {
 
     /// Checks every leaf of a tree: its block, its structure, that its keys lie between its
     /// lower bound and the next leaf's, and every value.
-    fn check_leaves(&mut self, tree: TreeId, leaves: &BTreeMap<Key, u64>) {
+    fn check_leaves(&mut self, tree: TreeId, leaves: &BTreeMap<Key, Slot>) {
         if !leaves.is_empty() && !leaves.contains_key(&Key::MIN) {
             self.finding(
                 None,
                 format!("the {} has no leaf for its smallest keys", tree.name()),
             );
         }
-        let bounds: Vec<(Key, u64)> = leaves.iter().map(|(k, b)| (*k, *b)).collect();
-        for (i, &(lo, block)) in bounds.iter().enumerate() {
+        let bounds: Vec<(Key, Slot)> = leaves.iter().map(|(k, b)| (*k, *b)).collect();
+        for (i, &(lo, slot)) in bounds.iter().enumerate() {
             let hi = bounds.get(i + 1).map(|(k, _)| *k);
+            let hole = Hole {
+                tree,
+                lo,
+                hi,
+                block: 0,
+            };
+            let (block, inside) = match slot {
+                Slot::Leaf { block, lost } => (block, lost),
+                Slot::Lost(block) => {
+                    self.holes.push(Hole { block, ..hole });
+                    continue;
+                }
+            };
             let first = self.claim(block, &format!("{} leaf", tree.name()));
             if !first && !self.in_fs(block) {
+                self.holes.push(Hole { block, ..hole });
                 continue;
             }
             let Some(buf) = self.read(block) else {
+                self.holes.push(Hole { block, ..hole });
                 continue;
             };
             self.stats.tree_blocks += 1;
@@ -367,10 +537,15 @@ impl<'a> Checker<'a> {
                     if first {
                         self.finding(Some(block), format!("{}: {e}", tree.name()));
                     }
+                    self.holes.push(Hole { block, ..hole });
                     continue;
                 }
             };
             self.proved(block, leaf.header.delta);
+            self.leaf_delta = leaf.header.delta;
+            if let Some(damaged) = inside {
+                self.holes_around(&hole, damaged, &leaf);
+            }
             if leaf.entries.is_empty() && bounds.len() > 1 {
                 self.finding_safe(
                     Some(block),
@@ -396,8 +571,37 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// Records as lost the parts of `hole`'s range that a leaf the log put inside a lost
+    /// subtree does not span (before its first key, after its last).
+    fn holes_around(&mut self, hole: &Hole, damaged: u64, leaf: &Leaf<'_>) {
+        let (Some((first, _)), Some((last, _))) = (leaf.entries.first(), leaf.entries.last())
+        else {
+            self.holes.push(Hole {
+                block: damaged,
+                ..hole.clone()
+            });
+            return;
+        };
+        if hole.lo < *first {
+            self.holes.push(Hole {
+                hi: Some(*first),
+                block: damaged,
+                ..hole.clone()
+            });
+        }
+        if let Some(after) = crate::salvage::successor(*last)
+            && hole.hi.is_none_or(|hi| after < hi)
+        {
+            self.holes.push(Hole {
+                lo: after,
+                block: damaged,
+                ..hole.clone()
+            });
+        }
+    }
+
     /// Checks one leaf entry with its tree's codec and remembers what cross-checks need.
-    fn visit(&mut self, tree: TreeId, block: u64, key: Key, value: &[u8]) {
+    pub(crate) fn visit(&mut self, tree: TreeId, block: u64, key: Key, value: &[u8]) {
         let result = match tree {
             TreeId::Inodes => self.visit_inode(block, key, value),
             TreeId::Extents => self.visit_extent(block, key, value),
@@ -454,6 +658,9 @@ impl<'a> Checker<'a> {
     }
 
     fn visit_extent(&mut self, block: u64, key: Key, value: &[u8]) -> Result<(), String> {
+        // Salvaged leaves come from several versions; repair settles overlaps between
+        // them (newest leaf first), so they are not findings here.
+        let salvaging = self.salvaging;
         let valid = self.sb.first_block..self.sb.block_count;
         let extent = match Extent::decode(value, block, self.sb.block_size, valid.clone()) {
             Ok(extent) => extent,
@@ -472,6 +679,7 @@ impl<'a> Checker<'a> {
             return Err("file block range overflows".into());
         };
         if let Some((inum, prev_end)) = self.last_extent
+            && !salvaging
             && inum == key.a
             && key.b < prev_end
         {
@@ -483,7 +691,7 @@ impl<'a> Checker<'a> {
         *self.extent_blocks.entry(key.a).or_default() += extent.count();
         let by = format!("extent of inode {} at file block {}", key.a, key.b);
         if let Some(k) = &mut self.kept {
-            k.extents.insert(key, extent.clone());
+            k.extents.insert(key, (extent.clone(), self.leaf_delta));
         }
         for (i, crc) in extent.crcs.iter().enumerate() {
             let phys = extent.phys + i as u64;
@@ -503,11 +711,14 @@ impl<'a> Checker<'a> {
         self.stats.data_blocks_verified += 1;
         let got = data_crc(&buf);
         if got != crc {
-            self.finding_as(
-                Fix::Never,
-                Some(phys),
-                format!("data block {phys} (inode {inum}, file block {file_block}): checksum {got:#010x}, extent says {crc:#010x}"),
-            );
+            // Reported with the file's path once the directories are known.
+            self.bad_data.push(BadData {
+                phys,
+                inum,
+                file_block,
+                got,
+                want: crc,
+            });
         }
     }
 
@@ -646,13 +857,14 @@ impl<'a> Checker<'a> {
                 }
             }
         }
-        // Log blocks are not in Alloc records: recovery marks the chain (and the block
-        // allocated ahead) in use by walking it, and so does fsck.
+        // Log blocks are not in Alloc records: recovery marks the chain (and the blocks
+        // allocated ahead and two ahead) in use by walking it, and so does fsck.
         let chain = replay
             .deltas
             .iter()
             .flat_map(|d| d.blocks.iter().copied())
-            .chain([replay.ahead]);
+            .chain([replay.ahead])
+            .chain(replay.ahead_next);
         for b in chain.filter(|b| *b < self.sb.block_count) {
             if let Some((_, bits)) = all_bits.get_mut((b / per) as usize) {
                 bitmap::set_bit(bits, b % per, true);

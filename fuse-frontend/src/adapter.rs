@@ -848,6 +848,24 @@ impl fuser::Filesystem for Adapter {
         // The engine has no preallocation; say so rather than pretend.
         reply.error(Errno::EOPNOTSUPP);
     }
+
+    /// ioctls: answered by [`crate::ioctl`] (FITRIM); anything else is ENOTTY there.
+    fn ioctl(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        in_data: &[u8],
+        out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        match crate::ioctl::dispatch(&self.fs, req.uid(), cmd, in_data, out_size) {
+            Ok((result, out)) => reply.ioctl(result, &out),
+            Err(e) => reply.error(e),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use tuxfs_engine::dev::lock::{self, ImageLock, LockError};
+
 /// Work that must be finished before the kernel is told a session is destroyed: committing,
 /// flushing and releasing the image. Runs at most once per call site's choice (the caller
 /// makes it idempotent).
@@ -40,25 +42,19 @@ impl std::fmt::Debug for OnDestroy {
 /// Exit status of the parent when the child failed or died before the mount was up.
 const EXIT_FAILED: i32 = 1;
 
-/// Takes an exclusive, non-blocking `flock` on the image through a descriptor of its own, so
-/// that a second `tuxfs-mount` of the same image is refused. The lock lives as long as the
-/// returned file (and across `fork`, which shares the open file description).
+/// Takes the image lock ([`tuxfs_engine::dev::lock`]: an exclusive, non-blocking `flock`
+/// through a descriptor of its own, the same lock `fsck.tuxfs -p`/`-y` takes), so that a
+/// second `tuxfs-mount` of the same image, or a repair under this one, is refused. The lock
+/// lives as long as the returned file (and across `fork`, which shares the open file
+/// description).
 pub fn lock_image(image: &Path) -> Result<File, String> {
-    let file = File::open(image).map_err(|e| format!("cannot open {}: {e}", image.display()))?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            format!(
-                "{} is already in use (mounted by another tuxfs-mount?); refusing to mount it twice",
-                image.display()
-            )
-        } else {
-            format!("cannot lock {}: {err}", image.display())
-        });
-    }
-    Ok(file)
+    lock::lock_image(image).map(ImageLock::into_file).map_err(|e| match e {
+        LockError::InUse => format!(
+            "{} is already in use (mounted by another tuxfs-mount, or being repaired by fsck.tuxfs?); refusing to mount it twice",
+            image.display()
+        ),
+        LockError::Io(err) => format!("cannot lock {}: {err}", image.display()),
+    })
 }
 
 /// Where the outcome of the mount is reported: directly (foreground) or to the parent

@@ -5,10 +5,12 @@
 //! - [`errno`] is the only place where engine errors become errno values;
 //! - [`convert`] turns engine attributes and times into fuser's and back;
 //! - [`handles`] numbers open files and directories;
+//! - [`ioctl`] answers the ioctls the kernel passes on (FITRIM);
 //! - [`options`] parses the `tuxfs-mount` command line and `-o` options;
 //! - [`daemon`] holds the process mechanics: the image lock, daemonising, signals;
 //! - [`closable`] wraps the image's device so DESTROY can close it;
 //! - [`blkdev`] attaches the loop device a `fuseblk` mount names, so `umount` waits for us;
+//! - [`remount`] changes a running mount (`-o remount,...`): control socket and mount table;
 //! - [`logging`] sends the daemon's and the engine's messages to syslog and `log=FILE`.
 
 pub mod adapter;
@@ -18,5 +20,7 @@ pub mod convert;
 pub mod daemon;
 pub mod errno;
 pub mod handles;
+pub mod ioctl;
 pub mod logging;
 pub mod options;
+pub mod remount;

@@ -31,6 +31,13 @@
 //! released, then the process exits 0. (SIGTERM on a busy mount detaches it lazily; the engine commits when the last user
 //! closes.)
 //!
+//! # Remount
+//!
+//! With `remount` among the options (`mount -o remount,ro MNT` through a helper),
+//! `tuxfs-mount` does not mount: it changes the running mount on MOUNTPOINT through its
+//! daemon's control socket and `mount(2)` (see [`tuxfs_fuse::remount`]). The daemon also
+//! follows a remount mount(8) did by itself, through the mount table.
+//!
 //! # /etc/fstab and mount(8)
 //!
 //! mount(8) hands a `fuse.TYPE` entry to `mount.fuse3` (installed by the `fuse3` package,
@@ -80,7 +87,7 @@ use tuxfs_fuse::closable::ClosableDevice;
 use tuxfs_fuse::daemon::{self, OnDestroy, Ready};
 use tuxfs_fuse::logging::{self, log};
 use tuxfs_fuse::options::Settings;
-use tuxfs_fuse::{blkdev, errno};
+use tuxfs_fuse::{blkdev, errno, remount};
 
 fn main() -> ExitCode {
     let settings = match Settings::from_args(std::env::args_os()) {
@@ -100,6 +107,9 @@ fn main() -> ExitCode {
 /// Checks and locks in the foreground, then daemonises (unless `-f`) and serves the mount
 /// until it is unmounted.
 fn run(settings: &Settings, ready: &mut Ready) -> Result<(), String> {
+    if settings.remount {
+        return remount::run(settings);
+    }
     let mut settings = settings.clone();
     if let Some(stats) = &settings.stats {
         // The daemon changes directory to /: keep the path meaningful.
@@ -353,6 +363,22 @@ fn serve(
         }
     };
 
+    // Remounts reach the daemon through these (see tuxfs_fuse::remount); without them the
+    // mount still works, only `mount -o remount` does not reach the engine.
+    let control = match remount::serve_control(Arc::clone(&fs), mountpoint) {
+        Ok(c) => Some(c),
+        Err(why) => {
+            log(
+                Level::Warning,
+                &format!("no control socket ({why}): remount options will not reach the daemon"),
+            );
+            None
+        }
+    };
+    if let Err(why) = remount::watch_mount_table(Arc::clone(&fs), mountpoint) {
+        log(Level::Warning, &why);
+    }
+
     let mut unmounter = session.unmount_callable();
     let target = mountpoint.to_path_buf();
     let (stats_fs, stats_file, foreground) =
@@ -371,6 +397,7 @@ fn serve(
 
     ready.mounted();
     let served = session.run();
+    drop(control);
     // Already done at DESTROY on a fuseblk mount; this waits for that outcome.
     let committed = closing.close();
     match (served, committed) {

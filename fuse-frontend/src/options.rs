@@ -51,7 +51,7 @@ pub const THREADS_MAX: usize = 64;
                   attr_timeout=SECONDS, entry_timeout=SECONDS (default 60: the daemon is the \
                   image's only writer), nowriteback_cache, nokeep_cache, nocache_symlinks, \
                   max_background=N (default 64), fsname=NAME, subtype=NAME, dev, nodev, suid, nosuid, \
-                  exec, noexec, atime, noatime, sync, async, dirsync; fstab-only options \
+                  exec, noexec, atime, noatime, sync, async, dirsync (a root mount defaults to suid,dev); fstab-only options \
                   (defaults, auto, noauto, user, users, nouser, nofail, _netdev, x-*, \
                   relatime, ...) are accepted and ignored.\n\
                   log_writes=FILE (debugging, crash injection): copy the image to FILE.base \
@@ -63,6 +63,10 @@ pub const THREADS_MAX: usize = 64;
                   stats=FILE: on SIGUSR1 and at unmount, write the filesystem's figures \
                   (deltas committed, bytes written, pages forked, writer throttle time, unifies, \
                   commit latency) to FILE as `name value` lines; with -f also to stderr.\n\
+                  discard: discard (punch out of the image file) the blocks each commit frees, \
+                  once the commit is durable; `fstrim MOUNTPOINT` does it for all free space.\n\
+                  remount: change a running mount instead of mounting (what mount(8) passes \
+                  for `mount -o remount,...`): ro/rw, commit=, cache= and the kernel's flags.\n\
                   nofuseblk: mount plain fuse even as root (no loop device; umount then \
                   returns before the final commit: wait for the daemon to exit).\n\
                   log=FILE: append the daemon's messages (mount, unmount, checksum errors, \
@@ -132,6 +136,12 @@ pub struct Settings {
     pub fuseblk: bool,
     /// `cache=`: memory for file data and metadata the daemon keeps (see engine_options).
     pub cache_bytes: Option<u64>,
+    /// `discard`: discard freed extents once their delta is durable.
+    pub discard: bool,
+    /// `remount`: change a running mount (see [`crate::remount`]) instead of mounting.
+    pub remount: bool,
+    /// Options given that cannot change on a running mount (refused with `remount`).
+    pub fixed_at_mount: Vec<String>,
 }
 
 impl Settings {
@@ -172,10 +182,29 @@ impl Settings {
             log: None,
             fuseblk: true,
             cache_bytes: None,
+            discard: false,
+            remount: false,
+            fixed_at_mount: Vec::new(),
         };
+        // Known before the other options are read: it decides which of them are accepted.
+        settings.remount = cli
+            .options
+            .iter()
+            .any(|g| g.split(',').any(|o| o == "remount"));
         for group in &cli.options {
             for opt in group.split(',') {
                 settings.apply(opt)?;
+            }
+        }
+        if settings.remount {
+            if settings.create_size.is_some() {
+                settings.fixed_at_mount.push("--create".into());
+            }
+            if let Some(first) = settings.fixed_at_mount.first() {
+                return Err(format!(
+                    "remount: '{first}' cannot change on a running mount (unmount and mount \
+                     again); remount changes ro/rw, commit=, cache= and the kernel's flags"
+                ));
             }
         }
         Ok(settings)
@@ -187,7 +216,15 @@ impl Settings {
             Some((k, v)) => (k, Some(v)),
             None => (opt, None),
         };
+        if FIXED_AT_MOUNT.contains(&key) {
+            self.fixed_at_mount.push(opt.to_string());
+        }
         match (key, value) {
+            ("remount", None) => self.remount = true,
+            // What mount(8) copies from /proc/self/mountinfo into a remount's options: the
+            // kernel's own FUSE options, which a remount cannot change.
+            ("user_id" | "group_id" | "blksize" | "rootmode" | "max_read", Some(_))
+                if self.remount => {}
             ("ro", None) => self.read_only = true,
             ("rw", None) => self.read_only = false,
             ("commit", Some(v)) => {
@@ -230,6 +267,8 @@ impl Settings {
             ("log_writes", Some(v)) => self.log_writes = Some(PathBuf::from(non_empty(key, v)?)),
             ("stats", Some(v)) => self.stats = Some(PathBuf::from(non_empty(key, v)?)),
             ("nofuseblk", None) => self.fuseblk = false,
+            ("discard", None) => self.discard = true,
+            ("nodiscard", None) => self.discard = false,
             ("log", Some(v)) => self.log = Some(PathBuf::from(non_empty(key, v)?)),
             ("cache", Some(v)) => {
                 let bytes = tuxfs_mkfs::parse_size(v).map_err(|e| format!("cache={v}: {e}"))?;
@@ -293,7 +332,9 @@ impl Settings {
                 "blksize={FUSEBLK_BLOCK_BYTES}"
             )));
         }
-        options.extend(self.kernel_flags.iter().cloned());
+        // SAFETY: geteuid has no preconditions.
+        let privileged = unsafe { libc::geteuid() } == 0;
+        options.extend(self.kernel_flags_for(privileged));
         let mut config = fuser::Config::default();
         config.mount_options = options;
         config.acl = self.acl;
@@ -304,10 +345,30 @@ impl Settings {
         config
     }
 
+    /// The generic mount flags passed to the kernel. A mount made by root defaults to
+    /// `suid,dev`, like a kernel filesystem such as ext4 (fuser, like libfuse, would
+    /// otherwise add `nosuid,nodev`); `nosuid`/`nodev` given in the options still win. An
+    /// unprivileged mount keeps the safe defaults (fusermount3 forces them anyway).
+    pub fn kernel_flags_for(&self, privileged: bool) -> Vec<MountOption> {
+        let mut flags = self.kernel_flags.clone();
+        if privileged {
+            for (on, off) in [
+                (MountOption::Suid, MountOption::NoSuid),
+                (MountOption::Dev, MountOption::NoDev),
+            ] {
+                if !flags.contains(&on) && !flags.contains(&off) {
+                    flags.push(on);
+                }
+            }
+        }
+        flags
+    }
+
     /// The engine's mount options.
     pub fn engine_options(&self) -> tuxfs_engine::fs::MountOptions {
         let mut opts = tuxfs_engine::fs::MountOptions {
             read_only: self.read_only,
+            discard: self.discard,
             ..Default::default()
         };
         if let Some(interval) = self.commit_interval {
@@ -329,6 +390,29 @@ pub fn default_threads() -> usize {
         .map_or(1, |n| n.get())
         .clamp(1, THREADS_MAX)
 }
+
+/// Options that only apply when mounting: a remount refuses them (the kernel's FUSE options
+/// that mount(8) repeats from /proc/self/mountinfo are let through, see `apply`).
+const FIXED_AT_MOUNT: [&str; 18] = [
+    "threads",
+    "attr_timeout",
+    "entry_timeout",
+    "fsname",
+    "subtype",
+    "log_writes",
+    "stats",
+    "nofuseblk",
+    "log",
+    "discard",
+    "nodiscard",
+    "writeback_cache",
+    "nowriteback_cache",
+    "keep_cache",
+    "nokeep_cache",
+    "cache_symlinks",
+    "nocache_symlinks",
+    "max_background",
+];
 
 /// Block size a `fuseblk` mount tells the kernel (`blksize=`): the page size.
 pub const FUSEBLK_BLOCK_BYTES: u32 = 4096;
@@ -654,6 +738,56 @@ mod tests {
         let e = s.engine_options();
         assert!(e.read_only);
         assert_eq!(e.commit_interval, Duration::from_secs(7));
+    }
+
+    #[test]
+    fn root_mounts_default_to_suid_and_dev() {
+        let s = parse(&["img", "mnt"]).unwrap();
+        let root = s.kernel_flags_for(true);
+        assert!(root.contains(&MountOption::Suid) && root.contains(&MountOption::Dev));
+        assert!(
+            s.kernel_flags_for(false).is_empty(),
+            "unprivileged keeps the defaults"
+        );
+        let s = parse(&["-o", "nosuid,nodev,noexec", "img", "mnt"]).unwrap();
+        let root = s.kernel_flags_for(true);
+        assert!(!root.contains(&MountOption::Suid) && !root.contains(&MountOption::Dev));
+        assert!(root.contains(&MountOption::NoSuid) && root.contains(&MountOption::NoDev));
+        assert!(root.contains(&MountOption::NoExec));
+    }
+
+    #[test]
+    fn remount_takes_what_mount_8_passes_and_refuses_what_cannot_change() {
+        // What mount(8) runs for `mount -o remount,ro,commit=3 MNT` on a fuseblk.tuxfs mount
+        // through /sbin/mount.fuseblk.tuxfs.
+        let s = parse(&[
+            "/dev/loop0",
+            "/mnt",
+            "-o",
+            "ro,nosuid,nodev,relatime,remount,user_id=0,group_id=0,default_permissions,\
+             blksize=4096,allow_other,commit=3,cache=64M",
+        ])
+        .unwrap();
+        assert!(s.remount && s.read_only);
+        assert_eq!(s.commit_interval, Some(Duration::from_secs(3)));
+        assert_eq!(s.cache_bytes, Some(64 << 20));
+        assert!(s.kernel_flags.contains(&MountOption::NoSuid));
+        // Without remount, the kernel's own options are not ours to take.
+        assert!(parse(&["-o", "user_id=0", "img", "mnt"]).is_err());
+        for fixed in [
+            "threads=2",
+            "stats=/tmp/x",
+            "subtype=t",
+            "log=/tmp/l",
+            "nofuseblk",
+            "nowriteback_cache",
+            "max_background=8",
+        ] {
+            let err = parse(&["-o", &format!("{fixed},remount"), "img", "mnt"]).unwrap_err();
+            assert!(err.contains("cannot change on a running mount"), "{err}");
+        }
+        let err = parse(&["--create", "1G", "-o", "remount", "img", "mnt"]).unwrap_err();
+        assert!(err.contains("--create"), "{err}");
     }
 
     #[test]

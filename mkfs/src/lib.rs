@@ -8,7 +8,7 @@ use std::path::Path;
 
 use tuxfs_engine::dev::{BlockDevice, DeviceKind, OpenOptions, open_file, read_at};
 use tuxfs_engine::format::{BLOCK_SIZE_DEFAULT, Superblock};
-use tuxfs_engine::mkfs::{MkfsParams, blocks_for_size, format_device};
+use tuxfs_engine::mkfs::{MkfsParams, blocks_for_size, format_device, layout};
 
 /// What the command line asked for.
 #[derive(Debug, Clone)]
@@ -125,22 +125,88 @@ fn check_signature(dev: &dyn BlockDevice, force: bool) -> Result<(), String> {
     }
 }
 
+/// Block count at which [`run`] validates the layout before creating anything.
+const VALIDATE_BLOCKS_MAX: u64 = 1 << 16;
+
 /// Creates the filesystem. Returns the new superblock.
+///
+/// Everything that can be checked without the device (block size, label, size) is checked
+/// before anything is created. When `path` does not exist, mkfs creates the file itself
+/// (`O_CREAT|O_EXCL`, so it knows the file is its own) and removes it again if anything
+/// after that fails, so a retry starts from nothing. An existing file or device is never
+/// removed.
 pub fn run(req: &Request) -> Result<Superblock, String> {
     let path: &Path = &req.path;
-    let exists = path.exists();
-    if !exists && req.size.is_none() {
-        return Err(format!(
-            "{} does not exist; give --size to create it",
-            path.display()
-        ));
+    let uuid = match req.uuid {
+        Some(u) => u,
+        None => random_uuid()?,
+    };
+    let hash_seed = random16()?;
+    let params = |size: u64| MkfsParams {
+        block_size: req.block_size,
+        block_count: blocks_for_size(size, req.block_size),
+        label: req.label.clone(),
+        uuid,
+        hash_seed,
+        now: tuxfs_engine::fs::now(),
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        uid: unsafe { libc::getuid() },
+        // SAFETY: as above.
+        gid: unsafe { libc::getgid() },
+    };
+    match req.size {
+        Some(size) => {
+            // The layout's checks (block size, label, too few blocks) at a bounded block
+            // count: a count past the bound passes the size checks anyway, and the real
+            // layout of a huge filesystem is only worth computing once the file exists.
+            let mut probe = params(size);
+            probe.block_count = probe.block_count.min(VALIDATE_BLOCKS_MAX);
+            layout(&probe).map_err(|e| format!("cannot create the filesystem: {e}"))?;
+        }
+        None if !path.exists() => {
+            return Err(format!(
+                "{} does not exist; give --size to create it",
+                path.display()
+            ));
+        }
+        None => {}
     }
+    let created = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+    };
+    let result = format_path(req, created, &params);
+    if result.is_err() && created {
+        // Only the file this run created; a failed mkfs leaves nothing behind.
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Opens (and for a new file sizes) `req.path` and formats it.
+fn format_path(
+    req: &Request,
+    created: bool,
+    params: &dyn Fn(u64) -> MkfsParams,
+) -> Result<Superblock, String> {
+    let path: &Path = &req.path;
     let opts = OpenOptions {
         kind: DeviceKind::Auto,
         create_size: req.size,
         ..OpenOptions::default()
     };
-    let dev = open_file(path, &opts).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let dev = open_file(path, &opts).map_err(|e| match (&e, req.size) {
+        (tuxfs_engine::Error::Io { .. }, Some(size)) if created => format!(
+            "cannot make {} a file of {size} bytes (does the filesystem holding it allow files that large?): {e}",
+            path.display()
+        ),
+        _ => format!("cannot open {}: {e}", path.display()),
+    })?;
     let size = req.size.unwrap_or(dev.size_bytes());
     if size > dev.size_bytes() {
         return Err(format!(
@@ -149,24 +215,9 @@ pub fn run(req: &Request) -> Result<Superblock, String> {
             dev.size_bytes()
         ));
     }
-    if exists {
+    if !created {
         check_signature(dev.as_ref(), req.force)?;
     }
-    let params = MkfsParams {
-        block_size: req.block_size,
-        block_count: blocks_for_size(size, req.block_size),
-        label: req.label.clone(),
-        uuid: match req.uuid {
-            Some(u) => u,
-            None => random_uuid()?,
-        },
-        hash_seed: random16()?,
-        now: tuxfs_engine::fs::now(),
-        // SAFETY: getuid/getgid have no preconditions and cannot fail.
-        uid: unsafe { libc::getuid() },
-        // SAFETY: as above.
-        gid: unsafe { libc::getgid() },
-    };
-    format_device(dev.as_ref(), &params, req.discard)
+    format_device(dev.as_ref(), &params(size), req.discard)
         .map_err(|e| format!("cannot create the filesystem: {e}"))
 }

@@ -659,6 +659,8 @@ fn random_superblock(rng: &mut Rng, ctx: &mut Ctx) -> Superblock {
         delta: ctx.delta,
         log_head: rng.range(FIRST_ALLOCATABLE_BLOCK, bc),
         log_delta: 1 + rng.below(u64::MAX - 1),
+        log_next: 0,
+        log_next_of: 0,
         next_inum: rng.range(FIRST_USER_INUM, u64::MAX),
         roots,
         free_blocks: rng.below(bc + 1),
@@ -1173,6 +1175,7 @@ fn gen_log(rng: &mut Rng, ctx: &mut Ctx) -> Sample {
             next_inum: rng.next_u64(),
             inode_count: rng.next_u64(),
             free_blocks: rng.next_u64(),
+            after_next: rng.next_u64(),
         }));
     }
     let flags = if commit {

@@ -12,19 +12,16 @@
 
 use std::fs::{File, OpenOptions as FsOpen};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tuxfs_bench::daemon::{BoxErr, Mounted, mkfs_tuxfs, mount_tuxfs, percentile, proc_kib};
 use tuxfs_engine::dev::{
     AlignedBuf, BlockDevice, DeviceKind, OpenOptions, WriteRequest, open_file,
 };
 use tuxfs_engine::fs::{Filesystem, MountOptions};
-
-type BoxErr = Box<dyn std::error::Error>;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,91 +46,16 @@ struct Args {
     only: String,
 }
 
-fn tool(name: &str) -> Result<PathBuf, BoxErr> {
-    let exe = std::env::current_exe()?;
-    let path = exe.parent().ok_or("no parent directory")?.join(name);
-    if !path.exists() {
-        return Err(format!(
-            "{} not found: build with cargo build --release --workspace",
-            path.display()
-        )
-        .into());
-    }
-    Ok(path)
-}
-
-fn is_mountpoint(dir: &Path) -> bool {
-    match (std::fs::metadata(dir), dir.parent().map(std::fs::metadata)) {
-        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
-        _ => false,
-    }
-}
-
-struct Mounted {
-    child: Child,
-    dir: PathBuf,
-}
-
 fn mount(image: &Path, dir: &Path) -> Result<(Mounted, Duration), BoxErr> {
-    mount_with(image, dir, &[])
+    mount_tuxfs(image, dir, &[])
 }
 
 fn mount_with(image: &Path, dir: &Path, options: &[&str]) -> Result<(Mounted, Duration), BoxErr> {
-    let start = Instant::now();
-    let mut cmd = Command::new(tool("tuxfs-mount")?);
-    for o in options {
-        cmd.arg("-o").arg(o);
-    }
-    let child = cmd.arg("-f").arg(image).arg(dir).spawn()?;
-    let mut m = Mounted {
-        child,
-        dir: dir.to_path_buf(),
-    };
-    while !is_mountpoint(dir) {
-        if let Some(status) = m.child.try_wait()? {
-            return Err(format!("tuxfs-mount exited with {status}").into());
-        }
-        if start.elapsed() > Duration::from_secs(120) {
-            let _ = m.child.kill();
-            return Err("mount did not come up in 120 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    Ok((m, start.elapsed()))
-}
-
-impl Mounted {
-    fn unmount(mut self) -> Result<(), BoxErr> {
-        let ok = Command::new("umount").arg(&self.dir).status()?.success();
-        if !ok {
-            return Err("umount failed".into());
-        }
-        self.child.wait()?;
-        Ok(())
-    }
-
-    fn kill(mut self) -> Result<(), BoxErr> {
-        self.child.kill()?;
-        self.child.wait()?;
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        Ok(())
-    }
+    mount_tuxfs(image, dir, options)
 }
 
 fn mkfs(image: &Path, size: u64) -> Result<(), BoxErr> {
-    let _ = std::fs::remove_file(image);
-    let ok = Command::new(tool("mkfs-tuxfs")?)
-        .arg("--size")
-        .arg(size.to_string())
-        .arg(image)
-        .output()?
-        .status
-        .success();
-    if ok {
-        Ok(())
-    } else {
-        Err("mkfs failed".into())
-    }
+    mkfs_tuxfs(image, size)
 }
 
 /// Latencies of `ops` 4 KiB appends, each followed by fdatasync, in microseconds.
@@ -174,11 +96,6 @@ fn raw_write_flush(path: &Path, ops: usize) -> Result<Vec<u64>, BoxErr> {
         lat.push(t.elapsed().as_micros() as u64);
     }
     Ok(lat)
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or(0)
 }
 
 fn report(name: &str, mut lat: Vec<u64>) -> (u64, u64) {
@@ -283,16 +200,6 @@ fn recovery(args: &Args, work: &Path) -> Result<(), BoxErr> {
     Ok(())
 }
 
-/// A field of /proc/PID/status in KiB (VmHWM: peak resident set; VmRSS: now).
-fn proc_kib(pid: u32, field: &str) -> Result<u64, BoxErr> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .ok_or("no such field")?;
-    Ok(line.split_whitespace().nth(1).ok_or("no value")?.parse()?)
-}
-
 /// Bounded memory: write and read back a file four times the cache limit through a mount
 /// with `-o cache=32M`; the daemon's peak RSS against the limit.
 fn memory(args: &Args, work: &Path) -> Result<(), BoxErr> {
@@ -347,28 +254,8 @@ fn memory(args: &Args, work: &Path) -> Result<(), BoxErr> {
 /// Group commit: `writers` threads, each doing 10 x (4 KiB append + fdatasync) on its own
 /// file at once. Returns the wall time of the whole round.
 fn group_round(dir: &Path, writers: usize) -> Result<Duration, BoxErr> {
-    let barrier = Arc::new(std::sync::Barrier::new(writers + 1));
-    let mut threads = Vec::new();
-    for w in 0..writers {
-        let path = dir.join(format!("w{w}"));
-        let barrier = barrier.clone();
-        threads.push(std::thread::spawn(move || -> std::io::Result<()> {
-            let mut f = FsOpen::new().create(true).append(true).open(&path)?;
-            let block = vec![0x3cu8; 4096];
-            barrier.wait();
-            for _ in 0..10 {
-                f.write_all(&block)?;
-                f.sync_data()?;
-            }
-            Ok(())
-        }));
-    }
-    barrier.wait();
-    let t = Instant::now();
-    for th in threads {
-        th.join().map_err(|_| "writer panicked")??;
-    }
-    Ok(t.elapsed())
+    let figure = tuxfs_bench::suite::io::append_fsync(dir, writers, 10)?;
+    Ok(Duration::from_secs_f64(figure.secs))
 }
 
 fn group(args: &Args, work: &Path) -> Result<(), BoxErr> {

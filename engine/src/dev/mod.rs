@@ -30,6 +30,7 @@
 mod buf;
 pub mod fault;
 pub mod file;
+pub mod lock;
 pub mod logwrites;
 pub mod mem;
 pub mod record;

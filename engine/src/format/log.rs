@@ -1,7 +1,9 @@
 //! Log blocks and log records. A delta writes one or more log blocks, chained forward; the
 //! last one carries the `COMMIT` flag and ends with a `Commit` record. Each log block names
 //! the block where the next log block will be written (allocated ahead), so recovery walks
-//! forward from the superblock's `log_head` until a block does not verify.
+//! forward from the superblock's `log_head` until a block does not verify. The commit record
+//! also names where the delta after the next one starts (allocated two ahead), so recovery
+//! can tell a delta that never reached the disk (torn tail) from one damaged after it did.
 //!
 //! Log block (`Kind::Log`, `owner` = 0, `delta` = the delta it belongs to):
 //! ```text
@@ -22,9 +24,12 @@
 //! 6 OrphanDel inum u64
 //! 7 Blocks    start u64, crc u32 × n          blocks start..start+n written by this
 //!                                             delta and the CRC32 of each whole block
-//! 8 Commit    log_blocks u32, blocks u64, next_inum u64, inode_count u64, free_blocks u64
+//! 8 Commit    log_blocks u32, blocks u64, next_inum u64, inode_count u64, free_blocks u64,
+//!             after_next u64
 //!             last record of the COMMIT block: how many log blocks and listed blocks the
-//!             delta has, and the counters as of the end of the delta
+//!             delta has, the counters as of the end of the delta, and the block allocated
+//!             for the first log block of delta D+2 (0 = not recorded). A 36-byte record
+//!             without after_next (written before 2026-11-29) still decodes, as 0.
 //! ```
 
 use bitflags::bitflags;
@@ -72,6 +77,9 @@ pub struct CommitInfo {
     pub next_inum: u64,
     pub inode_count: u64,
     pub free_blocks: u64,
+    /// Block allocated for the first log block of the delta after the next (0 = the
+    /// record predates the field).
+    pub after_next: u64,
 }
 
 /// One logical change.
@@ -95,6 +103,9 @@ const T_ORPHAN_ADD: u8 = 5;
 const T_ORPHAN_DEL: u8 = 6;
 const T_BLOCKS: u8 = 7;
 const T_COMMIT: u8 = 8;
+/// Payload bytes of a commit record, and of one written before `after_next` existed.
+const COMMIT_LEN: usize = 44;
+const COMMIT_LEN_OLD: usize = 36;
 
 impl LogRecord {
     /// Bytes the record takes encoded, header included.
@@ -106,7 +117,7 @@ impl LogRecord {
                 LogRecord::LeafDel { .. } => 17,
                 LogRecord::OrphanAdd { .. } | LogRecord::OrphanDel { .. } => 8,
                 LogRecord::Blocks { crcs, .. } => 8 + 4 * crcs.len(),
-                LogRecord::Commit(_) => 36,
+                LogRecord::Commit(_) => COMMIT_LEN,
             }
     }
 
@@ -152,7 +163,16 @@ impl LogRecord {
             }
             LogRecord::Commit(c) => {
                 out.extend_from_slice(&c.log_blocks.to_le_bytes());
-                u64s(out, &[c.blocks, c.next_inum, c.inode_count, c.free_blocks]);
+                u64s(
+                    out,
+                    &[
+                        c.blocks,
+                        c.next_inum,
+                        c.inode_count,
+                        c.free_blocks,
+                        c.after_next,
+                    ],
+                );
             }
         }
         debug_assert_eq!(out.len() - start, self.encoded_len());
@@ -232,13 +252,20 @@ impl LogRecord {
                 LogRecord::Blocks { start, crcs }
             }
             T_COMMIT => {
-                fixed(36)?;
+                if len != COMMIT_LEN && len != COMMIT_LEN_OLD {
+                    return Err(wrong_len());
+                }
                 LogRecord::Commit(CommitInfo {
                     log_blocks: p.u32().ok_or_else(truncated)?,
                     blocks: p.u64().ok_or_else(truncated)?,
                     next_inum: p.u64().ok_or_else(truncated)?,
                     inode_count: p.u64().ok_or_else(truncated)?,
                     free_blocks: p.u64().ok_or_else(truncated)?,
+                    after_next: if len == COMMIT_LEN {
+                        p.u64().ok_or_else(truncated)?
+                    } else {
+                        0
+                    },
                 })
             }
             other => return Err(format!("record at byte {at}: unknown type {other}")),
@@ -390,6 +417,7 @@ mod tests {
                 next_inum: 99,
                 inode_count: 5,
                 free_blocks: 40,
+                after_next: 41,
             }),
         ]
     }
@@ -416,6 +444,28 @@ mod tests {
             c[i] ^= 0x20;
             assert!(LogBlock::decode(&c, 9, 4, 1).is_err(), "flip {i}");
         }
+    }
+
+    #[test]
+    fn commit_record_without_after_next_still_decodes() {
+        // A 36-byte commit record, as written before after_next existed.
+        let mut body = vec![T_COMMIT];
+        body.extend_from_slice(&(COMMIT_LEN_OLD as u16).to_le_bytes());
+        body.extend_from_slice(&2u32.to_le_bytes());
+        for v in [7u64, 99, 5, 40] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut c = Cursor::new(&body);
+        let rec = LogRecord::decode(&mut c).expect("old commit record");
+        let LogRecord::Commit(info) = rec else {
+            panic!("not a commit record: {rec:?}");
+        };
+        assert_eq!((info.log_blocks, info.blocks), (2, 7));
+        assert_eq!((info.free_blocks, info.after_next), (40, 0));
+        // Any other length is malformed.
+        body[1] = 40;
+        body.extend_from_slice(&[0; 4]);
+        assert!(LogRecord::decode(&mut Cursor::new(&body)).is_err());
     }
 
     #[test]

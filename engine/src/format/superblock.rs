@@ -34,7 +34,11 @@
 //! 336    8    last_mount_sec
 //! 344    8    last_write_sec
 //! 352    8    first_block         first allocatable block (FIRST_ALLOCATABLE_BLOCK)
-//! 360  152    reserved            zero
+//! 360    8    log_next            block allocated for the first log block of delta
+//!                                 log_delta + 1 (0 = not recorded)
+//! 368    8    log_next_of         the log_head that log_next was allocated with; log_next
+//!                                 counts only when this equals log_head
+//! 376  136    reserved            zero
 //! ```
 
 use bitflags::bitflags;
@@ -81,7 +85,9 @@ const OFF_RESERVED_A: usize = 332;
 const OFF_LAST_MOUNT: usize = 336;
 const OFF_LAST_WRITE: usize = 344;
 const OFF_FIRST_BLOCK: usize = 352;
-const OFF_RESERVED_TAIL: usize = 360;
+const OFF_LOG_NEXT: usize = 360;
+const OFF_LOG_NEXT_OF: usize = 368;
+const OFF_RESERVED_TAIL: usize = 376;
 const _: () = assert!(OFF_ROOTS + 8 * TREE_SLOTS == OFF_HEIGHTS);
 const _: () = assert!(OFF_HEIGHTS + TREE_SLOTS == OFF_FREE_BLOCKS);
 const _: () = assert!(OFF_RESERVED_TAIL <= SUPERBLOCK_SIZE);
@@ -238,6 +244,12 @@ pub struct Superblock {
     pub delta: u64,
     pub log_head: u64,
     pub log_delta: u64,
+    /// Block allocated for the first log block of delta `log_delta + 1`; counts only when
+    /// `log_next_of == log_head` (see [`Superblock::log_next`]).
+    pub log_next: u64,
+    /// The `log_head` that `log_next` was allocated with. A writer that moves `log_head`
+    /// without knowing `log_next` leaves the pair unequal, so a stale `log_next` is ignored.
+    pub log_next_of: u64,
     pub next_inum: u64,
     pub roots: [TreeRoot; TREE_SLOTS],
     pub free_blocks: u64,
@@ -255,6 +267,20 @@ impl Superblock {
     /// the old filesystem (a stale log block, say) ever verifies as one of the new one's.
     pub fn fs_id(&self) -> u64 {
         fs_id_of(&self.uuid, &self.hash_seed)
+    }
+
+    /// The block allocated for the first log block of delta `log_delta + 1`, when this
+    /// superblock records one for its own `log_head` (FORMAT.md §6: recovery reads it to
+    /// tell a damaged first delta from a torn one).
+    pub fn log_next(&self) -> Option<u64> {
+        (self.log_next != 0 && self.log_next_of == self.log_head).then_some(self.log_next)
+    }
+
+    /// Sets the log head and the block allocated for the delta after it.
+    pub fn set_log_heads(&mut self, head: u64, next: u64) {
+        self.log_head = head;
+        self.log_next = next;
+        self.log_next_of = head;
     }
 
     /// The root of `tree`.
@@ -307,6 +333,8 @@ impl Superblock {
         put_u64(block, OFF_UNIFY_SEQ, self.unify_seq);
         put_u64(block, OFF_LOG_HEAD, self.log_head);
         put_u64(block, OFF_LOG_DELTA, self.log_delta);
+        put_u64(block, OFF_LOG_NEXT, self.log_next);
+        put_u64(block, OFF_LOG_NEXT_OF, self.log_next_of);
         put_u64(block, OFF_NEXT_INUM, self.next_inum);
         for (i, root) in self.roots.iter().enumerate() {
             put_u64(block, OFF_ROOTS + 8 * i, root.block);
@@ -393,6 +421,8 @@ impl Superblock {
             delta: header.delta,
             log_head: u64_at(OFF_LOG_HEAD)?,
             log_delta: u64_at(OFF_LOG_DELTA)?,
+            log_next: u64_at(OFF_LOG_NEXT)?,
+            log_next_of: u64_at(OFF_LOG_NEXT_OF)?,
             next_inum: u64_at(OFF_NEXT_INUM)?,
             roots,
             free_blocks: u64_at(OFF_FREE_BLOCKS)?,
@@ -455,6 +485,13 @@ impl Superblock {
         }
         if self.log_delta == 0 {
             return bad("log delta is zero".into());
+        }
+        if let Some(next) = self.log_next()
+            && (!in_range(next) || next == self.log_head)
+        {
+            return bad(format!(
+                "block {next} named for the second delta of the log is not a free-standing block of the filesystem"
+            ));
         }
         for (i, root) in self.roots.iter().enumerate() {
             let name = TreeId::try_from(i as u64)
@@ -537,6 +574,8 @@ pub(crate) mod tests {
             delta: 4,
             log_head: 9,
             log_delta: 5,
+            log_next: 0,
+            log_next_of: 0,
             next_inum: 16,
             roots,
             free_blocks: 900,
@@ -580,6 +619,28 @@ pub(crate) mod tests {
             Superblock::decode(&b, 1).is_err(),
             "slot 0 block read as slot 1"
         );
+    }
+
+    #[test]
+    fn log_next_counts_only_with_its_own_log_head() {
+        let mut sb = sample(4096);
+        assert_eq!(sb.log_next(), None, "not recorded");
+        sb.set_log_heads(9, 12);
+        assert_eq!(sb.log_next(), Some(12));
+        let mut b = vec![0u8; 4096];
+        sb.encode(&mut b, 0);
+        let back = Superblock::decode(&b, 0).expect("decodes");
+        assert_eq!((back.log_head, back.log_next()), (9, Some(12)));
+        // A writer that moves log_head alone (an older fsck repair) leaves log_next stale:
+        // it no longer counts.
+        sb.log_head = 20;
+        assert_eq!(sb.log_next(), None);
+        assert!(sb.validate(0).is_ok());
+        // When it counts it must be a block of its own inside the filesystem.
+        sb.set_log_heads(20, 20);
+        assert!(sb.validate(0).is_err());
+        sb.set_log_heads(20, 5000);
+        assert!(sb.validate(0).is_err());
     }
 
     #[test]

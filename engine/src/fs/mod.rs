@@ -12,12 +12,16 @@
 pub mod acl;
 mod posix;
 pub use posix::now;
+mod runtime;
+mod trim;
+pub(crate) use trim::discard_released;
 mod types;
 mod writeback;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use runtime::{Reconfigure, check_label};
 pub use types::*;
 
 use crate::dev::BlockDevice;
@@ -46,6 +50,11 @@ pub(crate) struct Shared {
     /// Mirror of `State::delta` readable without the lock (group commit).
     pub open_delta: AtomicU64,
     pub opts: MountOptions,
+    /// The writeback scheduler's age limit in milliseconds (changed at run time by
+    /// [`Filesystem::reconfigure`]; `opts.commit_interval` is the value at mount).
+    pub commit_interval_ms: AtomicU64,
+    /// Dirty bytes after which a writer commits (changed at run time like the interval).
+    pub dirty_limit_bytes: AtomicU64,
 }
 
 impl Shared {
@@ -107,6 +116,9 @@ pub struct Filesystem {
     writeback: Mutex<Option<writeback::Handle>>,
     /// Commit requests to the writeback thread (None on a read-only mount).
     commits: Option<crossbeam_channel::Sender<writeback::Request>>,
+    /// Mounted read-only: nothing was recovered for writing, so it cannot switch to
+    /// read-write (see [`Filesystem::set_read_only`]).
+    mounted_read_only: bool,
 }
 
 impl Filesystem {
@@ -142,6 +154,7 @@ impl Filesystem {
         st.unify_log_blocks = opts.unify_log_blocks.max(1);
         st.leaf_cache_bytes = opts.leaf_cache_bytes;
         st.debug_ack_before_data = opts.debug_ack_before_data;
+        st.alloc.discard_freed = opts.discard && !opts.read_only;
         if !opts.read_only {
             posix::destroy_orphans(&mut st)?;
             crate::commit::commit(&mut st)?;
@@ -153,6 +166,10 @@ impl Filesystem {
             open_delta: AtomicU64::new(st.delta),
             state: Mutex::new(st),
             backend: Mutex::new(()),
+            commit_interval_ms: AtomicU64::new(
+                u64::try_from(opts.commit_interval.as_millis()).unwrap_or(u64::MAX),
+            ),
+            dirty_limit_bytes: AtomicU64::new(opts.dirty_limit_bytes),
             opts: opts.clone(),
         });
         let handle = if opts.read_only {
@@ -166,6 +183,7 @@ impl Filesystem {
             shared,
             writeback: Mutex::new(handle),
             commits,
+            mounted_read_only: opts.read_only,
         }))
     }
 
@@ -241,7 +259,7 @@ impl Filesystem {
     /// and retries once; every operation reserves before it changes anything, so the failed
     /// attempt left nothing behind.
     fn change<T>(&self, f: impl Fn(&mut State) -> Result<T>) -> Result<T> {
-        let limit = self.shared.opts.dirty_limit_bytes;
+        let limit = self.shared.dirty_limit_bytes.load(Ordering::Relaxed);
         let attempt = || {
             self.with(|st| {
                 crate::commit::check_writable(st)?;

@@ -126,6 +126,9 @@ pub struct MountOptions {
     /// frontend waits for writeback instead of forking pages. Safe, just slower; it exists
     /// so that benches can measure what page forking buys in the same run.
     pub debug_wait_writeback: bool,
+    /// Discard a delta's freed extents on the device once the delta is durable (the
+    /// `discard` mount option): holes in an image file, BLKDISCARD on a block device.
+    pub discard: bool,
 }
 
 impl Default for MountOptions {
@@ -138,6 +141,7 @@ impl Default for MountOptions {
             debug_ack_before_data: false,
             debug_wait_writeback: false,
             leaf_cache_bytes: 256 << 20,
+            discard: false,
         }
     }
 }

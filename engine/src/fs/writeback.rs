@@ -21,6 +21,8 @@ pub(crate) enum Request {
     Stop,
     /// Commit the open delta and answer when it is durable.
     Commit(Answer),
+    /// The commit interval changed: wait with the new one from now on.
+    Wake,
     /// Answer when delta `target` is durable, committing the open delta if it is not yet.
     CommitUpTo {
         target: u64,
@@ -83,6 +85,12 @@ impl Handle {
     }
 }
 
+/// Wakes the scheduler so it waits with the current commit interval (a full queue means it
+/// is busy and reads the interval again soon anyway).
+pub(crate) fn wake(tx: &Sender<Request>) {
+    let _ = tx.try_send(Request::Wake);
+}
+
 /// Asks the scheduler to commit the open delta and waits until it is durable.
 pub(crate) fn request_commit(tx: &Sender<Request>) -> Result<()> {
     let (reply_tx, reply_rx) = bounded(1);
@@ -111,7 +119,7 @@ impl Request {
     /// Answers a request that will never be served with EIO.
     fn refuse(self) {
         match self {
-            Request::Stop => {}
+            Request::Stop | Request::Wake => {}
             Request::Commit(answer) | Request::CommitUpTo { answer, .. } => {
                 answer.send(Err(Errno::Io))
             }
@@ -137,6 +145,7 @@ fn serve(shared: &Shared, first: Request, rx: &Receiver<Request>) -> bool {
                 replies.push(answer);
             }
             Request::Stop => stop = true,
+            Request::Wake => {}
         }
     }
     let covered = needed.is_some_and(|n| {
@@ -163,11 +172,15 @@ fn serve(shared: &Shared, first: Request, rx: &Receiver<Request>) -> bool {
 /// Starts the scheduler for `shared`.
 pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
     let (tx, rx) = bounded::<Request>(QUEUE_MAX);
-    let interval = shared.opts.commit_interval;
     let thread = std::thread::Builder::new()
         .name("tuxfs-writeback".into())
         .spawn(move || {
             loop {
+                let interval = std::time::Duration::from_millis(
+                    shared
+                        .commit_interval_ms
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                );
                 match rx.recv_timeout(interval) {
                     Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => {
                         // Whoever queued after the Stop is answered, not left waiting.
@@ -176,6 +189,7 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
                         }
                         return;
                     }
+                    Ok(Request::Wake) => {}
                     Ok(req) => {
                         if serve(&shared, req, &rx) {
                             while let Ok(req) = rx.try_recv() {

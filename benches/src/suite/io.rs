@@ -1,0 +1,259 @@
+//! Workloads through a block device (`raw`, and the random workloads on any file through
+//! the same io_uring path) and through a mounted directory (POSIX calls, the built-in driver
+//! that stands in for fio and dbench).
+
+use std::fs::{File, OpenOptions as FsOpen};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use tuxfs_engine::dev::fault::SplitMix64;
+use tuxfs_engine::dev::{
+    AlignedBuf, BlockDevice, DeviceKind, OpenOptions, ReadRequest, WriteRequest, open_file,
+};
+
+use super::figure::Figure;
+use crate::daemon::BoxErr;
+
+/// 1 MiB: the sequential request size.
+pub const SEQ_BLOCK: usize = 1 << 20;
+/// 4 KiB: the random and append request size.
+pub const SMALL_BLOCK: usize = 4096;
+
+/// Bytes that do not compress or deduplicate.
+pub fn pattern(len: usize, seed: u64) -> AlignedBuf {
+    let mut buf = AlignedBuf::zeroed(len);
+    let mut rng = SplitMix64::new(seed);
+    for chunk in buf.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_le_bytes()[..chunk.len()]);
+    }
+    buf
+}
+
+/// Sequential 1 MiB writes of `bytes` on the device, one request in flight, then a flush.
+pub fn dev_seq_write(dev: &dyn BlockDevice, bytes: u64) -> Result<Figure, BoxErr> {
+    let data = Arc::new(pattern(SEQ_BLOCK, 1));
+    let start = Instant::now();
+    for i in 0..bytes / SEQ_BLOCK as u64 {
+        dev.submit_writes(vec![WriteRequest {
+            offset: i * SEQ_BLOCK as u64,
+            data: data.clone(),
+        }])?;
+        dev.wait_writes()?;
+    }
+    dev.flush()?;
+    Ok(Figure::mb_per_s(bytes, start.elapsed().as_secs_f64()))
+}
+
+/// Sequential 1 MiB reads of `bytes` from the device, one request in flight.
+pub fn dev_seq_read(dev: &dyn BlockDevice, bytes: u64) -> Result<Figure, BoxErr> {
+    let mut buf = AlignedBuf::zeroed(SEQ_BLOCK);
+    let start = Instant::now();
+    for i in 0..bytes / SEQ_BLOCK as u64 {
+        dev.read_batch(&mut [ReadRequest {
+            offset: i * SEQ_BLOCK as u64,
+            buf: &mut buf,
+        }])?;
+    }
+    Ok(Figure::mb_per_s(bytes, start.elapsed().as_secs_f64()))
+}
+
+/// Random 4 KiB writes or reads inside the first `span` bytes for `secs`, in batches of
+/// `qd` requests submitted together and completed together (fio: iodepth=qd,
+/// iodepth_batch_submit=qd, iodepth_batch_complete_min=qd). Writes end with a flush.
+pub fn dev_random(
+    dev: &dyn BlockDevice,
+    span: u64,
+    qd: usize,
+    secs: f64,
+    write: bool,
+) -> Result<Figure, BoxErr> {
+    let blocks = (span / SMALL_BLOCK as u64).max(1);
+    let data = Arc::new(pattern(SMALL_BLOCK, 2));
+    let mut bufs: Vec<AlignedBuf> = (0..qd).map(|_| AlignedBuf::zeroed(SMALL_BLOCK)).collect();
+    let mut rng = SplitMix64::new(0x7475_7866);
+    let (start, budget) = (Instant::now(), Duration::from_secs_f64(secs));
+    let mut ops = 0u64;
+    while start.elapsed() < budget {
+        if write {
+            let reqs = (0..qd).map(|_| WriteRequest {
+                offset: rng.below(blocks) * SMALL_BLOCK as u64,
+                data: data.clone(),
+            });
+            dev.submit_writes(reqs.collect())?;
+            dev.wait_writes()?;
+        } else {
+            let mut reqs: Vec<ReadRequest<'_>> = bufs
+                .iter_mut()
+                .map(|buf| ReadRequest {
+                    offset: rng.below(blocks) * SMALL_BLOCK as u64,
+                    buf,
+                })
+                .collect();
+            dev.read_batch(&mut reqs)?;
+        }
+        ops += qd as u64;
+    }
+    if write {
+        dev.flush()?;
+    }
+    Ok(Figure::rate(ops as f64, start.elapsed().as_secs_f64()))
+}
+
+/// The floor of append+fsync: `ops` x (one 4 KiB write, then a flush) on the device.
+pub fn dev_write_flush(dev: &dyn BlockDevice, ops: usize) -> Result<Figure, BoxErr> {
+    let data = Arc::new(pattern(SMALL_BLOCK, 3));
+    let mut lat = Vec::with_capacity(ops);
+    let start = Instant::now();
+    for i in 0..ops as u64 {
+        let t = Instant::now();
+        dev.submit_writes(vec![WriteRequest {
+            offset: i * SMALL_BLOCK as u64,
+            data: data.clone(),
+        }])?;
+        dev.flush()?;
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    Ok(Figure::with_latencies(lat, start.elapsed().as_secs_f64()))
+}
+
+/// Opens a file on a mounted target as an O_DIRECT io_uring device, to run the random
+/// workloads through the same path as `raw`.
+pub fn file_device(path: &Path, qd: usize) -> Result<Box<dyn BlockDevice>, BoxErr> {
+    Ok(open_file(
+        path,
+        &OpenOptions {
+            direct: true,
+            kind: DeviceKind::Uring,
+            queue_depth: qd as u32,
+            ..OpenOptions::default()
+        },
+    )?)
+}
+
+fn open_flags(direct: bool) -> i32 {
+    if direct { libc::O_DIRECT } else { 0 }
+}
+
+/// Writes a new file of `bytes` in 1 MiB write(2) calls, then fsync (fio: rw=write, bs=1M,
+/// ioengine=psync, end_fsync=1, fallocate=none).
+pub fn file_seq_write(path: &Path, bytes: u64, direct: bool) -> Result<Figure, BoxErr> {
+    let data = pattern(SEQ_BLOCK, 4);
+    let start = Instant::now();
+    let mut f = FsOpen::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(open_flags(direct))
+        .open(path)?;
+    for _ in 0..bytes / SEQ_BLOCK as u64 {
+        f.write_all(&data)?;
+    }
+    f.sync_all()?;
+    Ok(Figure::mb_per_s(bytes, start.elapsed().as_secs_f64()))
+}
+
+/// Reads the whole file in 1 MiB read(2) calls (fio: rw=read, bs=1M, ioengine=psync).
+pub fn file_seq_read(path: &Path, direct: bool) -> Result<Figure, BoxErr> {
+    let mut buf = AlignedBuf::zeroed(SEQ_BLOCK);
+    let start = Instant::now();
+    let mut f = FsOpen::new()
+        .read(true)
+        .custom_flags(open_flags(direct))
+        .open(path)?;
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    Ok(Figure::mb_per_s(total, start.elapsed().as_secs_f64()))
+}
+
+/// `writers` threads, each doing `ops` x (4 KiB append + fdatasync) on its own file in
+/// `dir`, all started at once. Returns the total wall time and every latency.
+pub fn append_fsync(dir: &Path, writers: usize, ops: usize) -> Result<Figure, BoxErr> {
+    let barrier = Arc::new(Barrier::new(writers + 1));
+    let mut threads = Vec::with_capacity(writers);
+    for w in 0..writers {
+        let path = dir.join(format!("w{w}"));
+        let barrier = barrier.clone();
+        threads.push(std::thread::spawn(move || -> std::io::Result<Vec<u64>> {
+            let opened = FsOpen::new().create(true).append(true).open(&path);
+            barrier.wait();
+            let mut f = opened?;
+            let block = [0x3cu8; SMALL_BLOCK];
+            let mut lat = Vec::with_capacity(ops);
+            for _ in 0..ops {
+                let t = Instant::now();
+                f.write_all(&block)?;
+                f.sync_data()?;
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            Ok(lat)
+        }));
+    }
+    barrier.wait();
+    let start = Instant::now();
+    let mut all = Vec::with_capacity(writers * ops);
+    let mut first_err = None;
+    for th in threads {
+        match th.join().map_err(|_| "writer panicked")? {
+            Ok(lat) => all.extend(lat),
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    match first_err {
+        Some(e) => Err(e.into()),
+        None => Ok(Figure::with_latencies(all, secs)),
+    }
+}
+
+/// Names of the empty files of the metadata workloads.
+fn meta_name(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("file-{i:07}"))
+}
+
+/// Creates `n` empty files in `dir` (open with O_CREAT, close).
+pub fn create_files(dir: &Path, n: usize) -> Result<Figure, BoxErr> {
+    std::fs::create_dir_all(dir)?;
+    let start = Instant::now();
+    for i in 0..n {
+        File::create(meta_name(dir, i))?;
+    }
+    Ok(Figure::rate(n as f64, start.elapsed().as_secs_f64()))
+}
+
+/// stat(2) of each of the `n` files.
+pub fn stat_files(dir: &Path, n: usize) -> Result<Figure, BoxErr> {
+    let start = Instant::now();
+    for i in 0..n {
+        std::fs::metadata(meta_name(dir, i))?;
+    }
+    Ok(Figure::rate(n as f64, start.elapsed().as_secs_f64()))
+}
+
+/// Lists `dir` (readdir only, no stat); entries per second.
+pub fn list_dir(dir: &Path) -> Result<Figure, BoxErr> {
+    let start = Instant::now();
+    let mut n = 0usize;
+    for entry in std::fs::read_dir(dir)? {
+        entry?;
+        n += 1;
+    }
+    Ok(Figure::rate(n as f64, start.elapsed().as_secs_f64()))
+}
+
+/// Unlinks the `n` files.
+pub fn unlink_files(dir: &Path, n: usize) -> Result<Figure, BoxErr> {
+    let start = Instant::now();
+    for i in 0..n {
+        std::fs::remove_file(meta_name(dir, i))?;
+    }
+    Ok(Figure::rate(n as f64, start.elapsed().as_secs_f64()))
+}

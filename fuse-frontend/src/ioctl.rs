@@ -1,0 +1,120 @@
+//! The ioctls the mount answers. The kernel passes an ioctl on a FUSE regular file or
+//! directory to the daemon (FUSE_IOCTL, "restricted": the kernel copies in and out the
+//! sizes the command number encodes); generic ones it handles itself never get here.
+//!
+//! - `FITRIM` (`fstrim MNT`, on the mountpoint directory): a `struct fstrim_range { u64
+//!   start, len, minlen }` in and out; the engine discards the free runs of at least
+//!   `minlen` bytes in `start..start+len` ([`tuxfs_engine::fs::Filesystem::trim`]) and the
+//!   answer's `len` is the number of bytes discarded. Only root may (the kernel's rule is
+//!   CAP_SYS_ADMIN; the daemon sees only the caller's uid).
+//!
+//! - `FS_IOC_GETFSLABEL` / `FS_IOC_SETFSLABEL` (`char[256]` out / in, NUL-terminated): the
+//!   superblock's label ([`Filesystem::label`], [`Filesystem::set_label`], durable when the
+//!   call returns). Setting is for root only (the kernel's rule is CAP_SYS_ADMIN); a label
+//!   over 64 bytes, not UTF-8 or not NUL-terminated is EINVAL.
+//!
+//! Anything else gets ENOTTY, which is what tools like lsattr and fstrim expect for "not
+//! supported here".
+
+use tuxfs_engine::fs::Filesystem;
+
+use crate::errno;
+
+/// `_IOWR('X', 121, struct fstrim_range)`.
+pub const FITRIM: u32 = 0xc018_5879;
+/// Size of `struct fstrim_range`.
+const FSTRIM_RANGE_BYTES: usize = 24;
+
+/// `_IOR(0x94, 49, char[FSLABEL_MAX])`.
+pub const FS_IOC_GETFSLABEL: u32 = 0x8100_9431;
+/// `_IOW(0x94, 50, char[FSLABEL_MAX])`.
+pub const FS_IOC_SETFSLABEL: u32 = 0x4100_9432;
+/// The label buffer of the label ioctls (FSLABEL_MAX).
+const FSLABEL_BYTES: usize = 256;
+
+/// What an ioctl answers: the result value and the bytes copied out to the caller.
+pub type Answer = Result<(i32, Vec<u8>), fuser::Errno>;
+
+/// Runs ioctl `cmd` for a caller with user id `uid`.
+pub fn dispatch(fs: &Filesystem, uid: u32, cmd: u32, in_data: &[u8], out_size: u32) -> Answer {
+    match cmd {
+        FITRIM => fitrim(fs, uid, in_data, out_size),
+        FS_IOC_GETFSLABEL => get_label(fs, out_size),
+        FS_IOC_SETFSLABEL => set_label(fs, uid, in_data),
+        _ => Err(fuser::Errno::from_i32(libc::ENOTTY)),
+    }
+}
+
+fn get_label(fs: &Filesystem, out_size: u32) -> Answer {
+    if out_size as usize != FSLABEL_BYTES {
+        return Err(fuser::Errno::EINVAL);
+    }
+    let mut out = fs.label().into_bytes();
+    out.resize(FSLABEL_BYTES, 0);
+    Ok((0, out))
+}
+
+fn set_label(fs: &Filesystem, uid: u32, in_data: &[u8]) -> Answer {
+    if uid != 0 {
+        return Err(fuser::Errno::EPERM);
+    }
+    if in_data.len() != FSLABEL_BYTES {
+        return Err(fuser::Errno::EINVAL);
+    }
+    let Some(end) = in_data.iter().position(|&b| b == 0) else {
+        return Err(fuser::Errno::EINVAL);
+    };
+    let label = std::str::from_utf8(&in_data[..end]).map_err(|_| fuser::Errno::EINVAL)?;
+    fs.set_label(label).map_err(|e| errno::to_fuser(&e))?;
+    Ok((0, Vec::new()))
+}
+
+// The ioctl argument is the caller's struct in its own memory, so host byte order is the
+// right one here (this is not an on-disk format).
+#[allow(clippy::host_endian_bytes)]
+fn fitrim(fs: &Filesystem, uid: u32, in_data: &[u8], out_size: u32) -> Answer {
+    if uid != 0 {
+        return Err(fuser::Errno::EPERM);
+    }
+    if in_data.len() != FSTRIM_RANGE_BYTES || out_size as usize != FSTRIM_RANGE_BYTES {
+        return Err(fuser::Errno::EINVAL);
+    }
+    let field = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&in_data[i * 8..i * 8 + 8]);
+        u64::from_ne_bytes(b)
+    };
+    let (start, len, minlen) = (field(0), field(1), field(2));
+    let trimmed = fs
+        .trim(start, len, minlen)
+        .map_err(|e| errno::to_fuser(&e))?;
+    let mut out = Vec::with_capacity(FSTRIM_RANGE_BYTES);
+    out.extend_from_slice(&start.to_ne_bytes());
+    out.extend_from_slice(&trimmed.to_ne_bytes());
+    out.extend_from_slice(&minlen.to_ne_bytes());
+    Ok((0, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_ioctls_are_the_kernels_numbers() {
+        assert_eq!(
+            FS_IOC_GETFSLABEL,
+            (2u32 << 30) | (256 << 16) | (0x94 << 8) | 49
+        );
+        assert_eq!(
+            FS_IOC_SETFSLABEL,
+            (1u32 << 30) | (256 << 16) | (0x94 << 8) | 50
+        );
+    }
+
+    #[test]
+    fn fitrim_is_the_kernels_number() {
+        // _IOWR: direction 3 in bits 30-31, size 24 in bits 16-29, type 'X', number 121.
+        let expected = (3u32 << 30) | (24 << 16) | (u32::from(b'X') << 8) | 121;
+        assert_eq!(FITRIM, expected);
+    }
+}
