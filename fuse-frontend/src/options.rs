@@ -46,7 +46,8 @@ pub const THREADS_MAX: usize = 64;
     name = "tuxfs-mount",
     version,
     about = "Mount a tuxfs image through FUSE",
-    after_help = "Options for -o: ro, rw, commit=SECONDS, allow_other, allow_root, \
+    after_help = "Options for -o: ro, rw, commit=SECONDS, allow_other (default for a root mount), \
+                  noallow_other, allow_root, \
                   default_permissions (always on), threads=N (default: one per CPU), \
                   attr_timeout=SECONDS, entry_timeout=SECONDS (default 60: the daemon is the \
                   image's only writer), nowriteback_cache, nokeep_cache, nocache_symlinks, \
@@ -112,8 +113,9 @@ pub struct Settings {
     pub read_only: bool,
     /// `commit=`: the writeback scheduler's age limit; `None` keeps the engine default.
     pub commit_interval: Option<Duration>,
-    /// Who may use the mount.
-    pub acl: SessionACL,
+    /// Who may use the mount, when an option said so (`allow_other`, `allow_root`,
+    /// `noallow_other`); otherwise [`Settings::access_for`] decides.
+    pub acl: Option<SessionACL>,
     /// FUSE worker threads.
     pub threads: usize,
     pub timeouts: Timeouts,
@@ -170,7 +172,7 @@ impl Settings {
             mountpoint: cli.mountpoint,
             read_only: false,
             commit_interval: None,
-            acl: SessionACL::Owner,
+            acl: None,
             threads: default_threads(),
             timeouts: Timeouts::default(),
             caching: Caching::default(),
@@ -236,8 +238,9 @@ impl Settings {
                 }
                 self.commit_interval = Some(Duration::from_secs(secs));
             }
-            ("allow_other", None) => self.acl = SessionACL::All,
-            ("allow_root", None) => self.acl = SessionACL::RootAndOwner,
+            ("allow_other", None) => self.acl = Some(SessionACL::All),
+            ("allow_root", None) => self.acl = Some(SessionACL::RootAndOwner),
+            ("noallow_other", None) => self.acl = Some(SessionACL::Owner),
             // Always on: the kernel checks permissions, the engine does not.
             ("default_permissions", None) => {}
             ("threads", Some(v)) => {
@@ -337,12 +340,25 @@ impl Settings {
         options.extend(self.kernel_flags_for(privileged));
         let mut config = fuser::Config::default();
         config.mount_options = options;
-        config.acl = self.acl;
+        config.acl = self.access_for(privileged);
         config.n_threads = Some(self.threads);
         // With several workers, each gets its own /dev/fuse clone so requests spread over
         // them instead of all threads waking on one descriptor.
         config.clone_fd = self.threads > 1;
         config
+    }
+
+    /// Who may use the mount. A mount made by root is open to every user, like a kernel
+    /// filesystem: `default_permissions` is always on, so the kernel checks modes and ACLs
+    /// for them exactly as on ext4 (`noallow_other` keeps it to the mounting user). An
+    /// unprivileged mount is its owner's alone unless `allow_other` asks (which fusermount3
+    /// allows only with `user_allow_other` in /etc/fuse.conf).
+    pub fn access_for(&self, privileged: bool) -> SessionACL {
+        match self.acl {
+            Some(acl) => acl,
+            None if privileged => SessionACL::All,
+            None => SessionACL::Owner,
+        }
     }
 
     /// The generic mount flags passed to the kernel. A mount made by root defaults to
@@ -540,7 +556,16 @@ mod tests {
         assert_eq!(s.mountpoint, PathBuf::from("/mnt"));
         assert_eq!(s.threads, default_threads());
         assert!(s.threads >= 1);
-        assert_eq!(s.acl, SessionACL::Owner);
+        assert_eq!(s.acl, None);
+        assert_eq!(
+            s.access_for(true),
+            SessionACL::All,
+            "root mounts serve every user"
+        );
+        assert_eq!(s.access_for(false), SessionACL::Owner);
+        let s = parse(&["-o", "noallow_other", "img", "/mnt"]).unwrap();
+        assert_eq!(s.access_for(true), SessionACL::Owner);
+        let s = parse(&["img", "/mnt"]).unwrap();
         assert_eq!(s.timeouts, Timeouts::default());
         assert_eq!(s.timeouts.attr, Duration::from_secs(60));
         assert_eq!(s.timeouts.entry, Duration::from_secs(60));
@@ -716,7 +741,8 @@ mod tests {
         .unwrap();
         assert!(s.foreground && s.read_only);
         assert_eq!(s.commit_interval, Some(Duration::from_secs(7)));
-        assert_eq!(s.acl, SessionACL::All);
+        assert_eq!(s.acl, Some(SessionACL::All));
+        assert_eq!(s.access_for(false), SessionACL::All);
         assert_eq!(s.threads, 4);
         assert_eq!(s.timeouts.attr, Duration::from_millis(500));
         assert_eq!(s.timeouts.entry, Duration::from_secs(2));

@@ -1,7 +1,9 @@
 //! A mount made by root behaves like ext4 for device nodes and setuid programs: by default
 //! it is `suid,dev`, so a character device made with mknod works through the mount and a
 //! setuid-root program run by `nobody` runs with euid 0; `-o nosuid,nodev` still turns both
-//! off (the device gives EACCES, the program runs as the caller).
+//! off (the device gives EACCES, the program runs as the caller). Other users reach a root
+//! mount without `allow_other`, as they reach ext4 (the kernel checks modes and ACLs);
+//! `noallow_other` keeps it to root.
 
 mod common;
 
@@ -69,7 +71,8 @@ fn a_root_mount_has_working_device_nodes_and_setuid_programs() {
         common::skip("suid/dev defaults apply to mounts made by root");
         return;
     }
-    let Some(m) = Mount::with_options("suid-dev", 64 << 20, &["allow_other"]) else {
+    // No allow_other: a root mount serves every user by default.
+    let Some(m) = Mount::new("suid-dev", 64 << 20) else {
         return;
     };
     open_to_nobody(&m);
@@ -128,4 +131,48 @@ fn nosuid_and_nodev_still_apply_when_asked() {
         "nosuid ignores the bit"
     );
     m.finish();
+}
+
+#[test]
+fn other_users_reach_a_root_mount_unless_noallow_other() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        common::skip("the default applies to mounts made by root");
+        return;
+    }
+    let cat_as_nobody = |path: &Path| {
+        Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat"])
+            .arg(path)
+            .output()
+            .expect("run setpriv")
+    };
+    for (name, options, reachable) in [
+        ("others-default", "", true),
+        ("others-private", "noallow_other", false),
+    ] {
+        let opts: Vec<&str> = if options.is_empty() {
+            Vec::new()
+        } else {
+            vec![options]
+        };
+        let Some(m) = Mount::with_options(name, 64 << 20, &opts) else {
+            return;
+        };
+        open_to_nobody(&m);
+        let file = m.path("readable");
+        std::fs::write(&file, b"for everyone\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let out = cat_as_nobody(&file);
+        assert_eq!(
+            out.status.success(),
+            reachable,
+            "{name}: nobody reading a 0644 file: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if reachable {
+            assert_eq!(out.stdout, b"for everyone\n");
+        }
+        m.finish();
+    }
 }
