@@ -27,6 +27,9 @@ pub use crate::state::FsStats;
 use crate::state::State;
 use crate::{Errno, Result};
 
+/// Unlocked read attempts before a read runs under the state lock (see [`Filesystem::read`]).
+const READ_ATTEMPTS: u32 = 3;
+
 /// xattr set flags.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct XattrFlags {
@@ -141,6 +144,7 @@ impl Filesystem {
         let mut st = crate::recovery::recover(io, sb, opts.read_only)?;
         st.unify_log_blocks = opts.unify_log_blocks.max(1);
         st.leaf_cache_bytes = opts.leaf_cache_bytes;
+        st.read.cache = Arc::new(crate::cache::PageCache::new(opts.data_cache_bytes));
         st.debug_ack_before_data = opts.debug_ack_before_data;
         if !opts.read_only {
             posix::destroy_orphans(&mut st)?;
@@ -209,7 +213,14 @@ impl Filesystem {
 
     /// Counters: deltas, bytes written, unifies, commit latency.
     pub fn stats(&self) -> FsStats {
-        self.shared.lock().stats.clone()
+        let st = self.shared.lock();
+        let cache = st.read.cache.stats();
+        FsStats {
+            data_cache_hits: cache.hits,
+            data_cache_misses: cache.misses,
+            data_cache_bytes: cache.bytes,
+            ..st.stats.clone()
+        }
     }
 
     /// Has the writeback thread commit the open delta and waits until it is durable (on a
@@ -409,7 +420,20 @@ impl Filesystem {
     pub fn release(&self, ino: u64) -> Result<()> {
         self.with(|st| posix::release(st, ino))
     }
+    /// Reads up to `size` bytes at `offset`. Blocks that must come from the device are read
+    /// without the state lock (engine::data::read); a reader whose inode changed meanwhile
+    /// plans again, and after [`READ_ATTEMPTS`] tries reads under the lock.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        for _ in 0..READ_ATTEMPTS {
+            let plan = self.with(|st| posix::read_plan(st, ino, offset, size))?;
+            if plan.is_complete() {
+                return Ok(plan.into_bytes());
+            }
+            let loaded = crate::data::load(&plan);
+            if let Some(out) = self.with(|st| crate::data::complete_read(st, plan, loaded))? {
+                return Ok(out);
+            }
+        }
         self.with(|st| posix::read(st, ino, offset, size))
     }
     /// Writes `data` at `offset` (at the end of the file when `append`); returns bytes written.

@@ -1,0 +1,379 @@
+//! The read path: plan under the state lock, load from the device without it, complete
+//! under the lock again.
+//!
+//! 1. [`plan_read`] (locked) fills the reply from dirty pages, in-flight pages, the clean
+//!    cache and holes, and lists the blocks to load: those of the request that nothing
+//!    holds, plus read-ahead when the inode is being read sequentially. It notes the inode's
+//!    cache epoch.
+//! 2. [`load`] (no lock) reads them, one request per run of contiguous blocks (at most
+//!    [`MAX_REQUEST_BYTES`]), all in one batch, and verifies each block's CRC once.
+//! 3. [`complete_read`] (locked) checks the epoch: if a write, truncate, punch, unlink or
+//!    commit touched the inode meanwhile, the loaded pages may be stale (or their blocks
+//!    freed and reused), so nothing is kept and the caller plans again. Otherwise it caches
+//!    the verified pages and copies the requested bytes; a requested block whose CRC did
+//!    not match is EIO, counted once per read.
+//!
+//! The reply is the file as of step 1 (the read is ordered at its plan).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{extent_end, find_extent};
+use crate::cache::{Page, PageCache};
+use crate::dev::{AlignedBuf, ReadRequest};
+use crate::format::btree::Key;
+use crate::format::data_crc;
+use crate::format::extent::{Extent, ExtentFlags};
+use crate::io::BlockIo;
+use crate::state::State;
+use crate::{Error, Result};
+
+/// Largest single device request of the read path.
+pub const MAX_REQUEST_BYTES: u64 = 1 << 20;
+
+/// Largest read-ahead window.
+pub const MAX_READAHEAD_BYTES: u64 = 2 << 20;
+
+/// Inodes whose read streams are remembered at most (past it the table starts over).
+const MAX_STREAMS: usize = 4096;
+
+/// Sequential-read detection for one inode.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadStream {
+    /// The file block after the last one read.
+    next: u64,
+    /// Read-ahead window in blocks (0: not sequential).
+    window: u64,
+}
+
+/// What the read path keeps in `State`.
+#[derive(Debug)]
+pub struct ReadState {
+    pub cache: Arc<PageCache>,
+    pub streams: HashMap<u64, ReadStream>,
+}
+
+impl Default for ReadState {
+    fn default() -> Self {
+        ReadState {
+            cache: Arc::new(PageCache::new(
+                crate::fs::MountOptions::default().data_cache_bytes,
+            )),
+            streams: HashMap::new(),
+        }
+    }
+}
+
+/// One block to load from the device.
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    fblock: u64,
+    phys: u64,
+    crc: u32,
+    /// Where its bytes go in the reply: (offset in the reply, offset in the block, length);
+    /// None for read-ahead.
+    dest: Option<(usize, usize, usize)>,
+}
+
+/// A read planned under the lock (see the module documentation).
+#[derive(Debug)]
+pub struct ReadPlan {
+    inum: u64,
+    out: Vec<u8>,
+    loads: Vec<Load>,
+    epoch: u64,
+    io: BlockIo,
+    block_size: u32,
+}
+
+impl ReadPlan {
+    /// True when nothing has to be loaded: [`ReadPlan::into_bytes`] is the reply.
+    pub fn is_complete(&self) -> bool {
+        self.loads.is_empty()
+    }
+
+    /// The reply of a complete plan.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.out
+    }
+
+    /// Blocks to load (requested and read ahead).
+    pub fn blocks_to_load(&self) -> usize {
+        self.loads.len()
+    }
+}
+
+/// The blocks a [`ReadPlan`] loaded: each verified page, or its stored and computed CRC.
+#[derive(Debug)]
+pub struct Loaded {
+    pages: Vec<std::result::Result<Page, (u32, u32)>>,
+}
+
+/// The extent covering a file block, or the hole around it, as found by one tree lookup.
+#[derive(Debug)]
+struct Span {
+    from: u64,
+    to: u64,
+    /// First file block of the extent and the extent; None in a hole.
+    ext: Option<(u64, Extent)>,
+}
+
+fn span_at(st: &mut State, inum: u64, fblock: u64) -> Result<Span> {
+    if let Some((start, ext)) = find_extent(st, inum, fblock)? {
+        let to = extent_end(st, Key::new(inum, start), &ext)?;
+        return Ok(Span {
+            from: start,
+            to,
+            ext: Some((start, ext)),
+        });
+    }
+    let next = st
+        .extents
+        .next(Key::new(inum, fblock), Key::new(inum, u64::MAX), &st.io)?;
+    Ok(Span {
+        from: fblock,
+        to: next.map_or(u64::MAX, |(k, _)| k.b.max(fblock + 1)),
+        ext: None,
+    })
+}
+
+/// Where the committed bytes of `fblock` are: Some((block, crc)), or None for zeros.
+fn locate(
+    st: &mut State,
+    inum: u64,
+    fblock: u64,
+    span: &mut Option<Span>,
+) -> Result<Option<(u64, u32)>> {
+    let known = span
+        .as_ref()
+        .is_some_and(|s| s.from <= fblock && fblock < s.to);
+    if !known {
+        *span = Some(span_at(st, inum, fblock)?);
+    }
+    let Some(Span {
+        ext: Some((start, ext)),
+        ..
+    }) = span.as_ref()
+    else {
+        return Ok(None);
+    };
+    if ext.flags.contains(ExtentFlags::UNWRITTEN) {
+        return Ok(None);
+    }
+    let i = (fblock - start) as usize;
+    Ok(Some((
+        ext.phys + i as u64,
+        ext.crcs.get(i).copied().unwrap_or(0),
+    )))
+}
+
+/// Step 1: plans a read of `size` bytes at `offset` of `inum`, stopping at `file_size`.
+pub fn plan_read(
+    st: &mut State,
+    inum: u64,
+    offset: u64,
+    size: u32,
+    file_size: u64,
+) -> Result<ReadPlan> {
+    let bs = u64::from(st.bs());
+    let mut plan = ReadPlan {
+        inum,
+        out: Vec::new(),
+        loads: Vec::new(),
+        epoch: st.read.cache.epoch(inum),
+        io: st.io.clone(),
+        block_size: st.bs(),
+    };
+    if offset >= file_size || size == 0 {
+        return Ok(plan);
+    }
+    let end = file_size.min(offset + u64::from(size));
+    plan.out = vec![0u8; (end - offset) as usize];
+    let (first, last) = (offset / bs, (end - 1) / bs);
+    let mut span = None;
+    for fblock in first..=last {
+        let from = (fblock * bs).max(offset);
+        let to = ((fblock + 1) * bs).min(end);
+        let within = (from - fblock * bs) as usize;
+        let n = (to - from) as usize;
+        let at = (from - offset) as usize;
+        let dst = &mut plan.out[at..at + n];
+        if let Some(page) = st.pages.get(&(inum, fblock)) {
+            dst.copy_from_slice(&page[within..within + n]);
+        } else if let Some(page) = st.inflight.get(&(inum, fblock)) {
+            dst.copy_from_slice(&page[within..within + n]);
+        } else if let Some(page) = st.read.cache.get(inum, fblock) {
+            dst.copy_from_slice(&page[within..within + n]);
+        } else if let Some((phys, crc)) = locate(st, inum, fblock, &mut span)? {
+            plan.loads.push(Load {
+                fblock,
+                phys,
+                crc,
+                dest: Some((at, within, n)),
+            });
+        }
+        // Otherwise a hole: the reply is zeros already.
+    }
+    plan_readahead(st, &mut plan, first, last + 1, file_size.div_ceil(bs), span)?;
+    Ok(plan)
+}
+
+/// Read-ahead: a read that starts where the last one of the inode ended doubles the window
+/// (from the request's size, up to [`MAX_READAHEAD_BYTES`]); any other read resets it. The
+/// blocks of the window after the request that nothing holds are loaded with it, once at
+/// least half the window is missing (so loads come in large batches).
+fn plan_readahead(
+    st: &mut State,
+    plan: &mut ReadPlan,
+    first: u64,
+    end: u64,
+    file_blocks: u64,
+    mut span: Option<Span>,
+) -> Result<()> {
+    let inum = plan.inum;
+    let max = (MAX_READAHEAD_BYTES / u64::from(st.bs())).max(1);
+    if st.read.streams.len() >= MAX_STREAMS && !st.read.streams.contains_key(&inum) {
+        st.read.streams.clear();
+    }
+    let s = st.read.streams.entry(inum).or_default();
+    // A read from the start of a file is the usual start of a stream.
+    let sequential = first == s.next || first == 0;
+    s.window = if sequential {
+        (s.window * 2).max(end - first).min(max)
+    } else {
+        0
+    };
+    s.next = end;
+    let window = s.window;
+    let ra_end = end.saturating_add(window).min(file_blocks);
+    if ra_end <= end {
+        return Ok(());
+    }
+    let held = |st: &State, b: u64| {
+        st.pages.contains_key(&(inum, b))
+            || st.inflight.contains_key(&(inum, b))
+            || st.read.cache.contains(inum, b)
+    };
+    // Wait until half the window is missing: then one large batch.
+    let mut start = end;
+    while start < ra_end && held(st, start) {
+        start += 1;
+    }
+    if plan.loads.is_empty() && start < ra_end && start - end > window / 2 {
+        return Ok(());
+    }
+    for fblock in start..ra_end {
+        if held(st, fblock) {
+            continue;
+        }
+        if let Some((phys, crc)) = locate(st, inum, fblock, &mut span)? {
+            plan.loads.push(Load {
+                fblock,
+                phys,
+                crc,
+                dest: None,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Step 2 (no lock): reads the plan's blocks, one request per run of contiguous blocks,
+/// all in one batch, and verifies each block's CRC.
+pub fn load(plan: &ReadPlan) -> Result<Loaded> {
+    let bs = u64::from(plan.block_size);
+    let per_request = (MAX_REQUEST_BYTES / bs).max(1);
+    // Runs of consecutive loads whose blocks are contiguous on disk.
+    let mut runs: Vec<(usize, u64)> = Vec::new(); // (first load, blocks)
+    for (i, l) in plan.loads.iter().enumerate() {
+        if l.phys >= plan.io.block_count {
+            return Err(Error::corrupt(
+                l.phys,
+                format!(
+                    "data block {} of inode {} is past the end ({} blocks)",
+                    l.fblock, plan.inum, plan.io.block_count
+                ),
+            ));
+        }
+        match runs.last_mut() {
+            Some((start, n)) if *n < per_request && plan.loads[*start].phys + *n == l.phys => {
+                *n += 1;
+            }
+            _ => runs.push((i, 1)),
+        }
+    }
+    let mut bufs: Vec<AlignedBuf> = runs
+        .iter()
+        .map(|&(_, n)| AlignedBuf::zeroed((n * bs) as usize))
+        .collect();
+    let mut reqs: Vec<ReadRequest<'_>> = runs
+        .iter()
+        .zip(bufs.iter_mut())
+        .map(|(&(start, _), buf)| ReadRequest {
+            offset: plan.loads[start].phys * bs,
+            buf,
+        })
+        .collect();
+    plan.io.dev.read_batch(&mut reqs)?;
+    drop(reqs);
+    let mut pages = Vec::with_capacity(plan.loads.len());
+    for (&(start, n), buf) in runs.iter().zip(&bufs) {
+        for (k, chunk) in buf.chunks_exact(bs as usize).enumerate().take(n as usize) {
+            let want = plan.loads[start + k].crc;
+            let got = data_crc(chunk);
+            pages.push(if got == want {
+                Ok(Arc::new(AlignedBuf::from_slice(chunk)))
+            } else {
+                Err((want, got))
+            });
+        }
+    }
+    Ok(Loaded { pages })
+}
+
+/// Step 3: finishes a read under the lock. `None` when the inode changed since the plan
+/// (plan again); otherwise the reply, or EIO when a requested block failed its CRC.
+pub fn complete_read(
+    st: &mut State,
+    mut plan: ReadPlan,
+    loaded: Result<Loaded>,
+) -> Result<Option<Vec<u8>>> {
+    if st.read.cache.epoch(plan.inum) != plan.epoch {
+        return Ok(None);
+    }
+    let loaded = loaded?;
+    let inum = plan.inum;
+    let mut bad = None;
+    for (l, page) in plan.loads.iter().zip(loaded.pages) {
+        match page {
+            Ok(page) => {
+                if let Some((at, within, n)) = l.dest {
+                    plan.out[at..at + n].copy_from_slice(&page[within..within + n]);
+                }
+                st.read.cache.insert(inum, l.fblock, page, l.dest.is_some());
+            }
+            // A read-ahead block that fails is left alone: a read of it reports it.
+            Err((want, got)) if l.dest.is_some() && bad.is_none() => {
+                bad = Some((l.fblock, l.phys, want, got));
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some((fblock, phys, want, got)) = bad {
+        return Err(super::checksum_error(st, inum, fblock, phys, want, got));
+    }
+    Ok(Some(plan.out))
+}
+
+/// A whole read under the lock (symlinks, and readers that lost the race too often).
+pub fn read(st: &mut State, inum: u64, offset: u64, size: u32, file_size: u64) -> Result<Vec<u8>> {
+    let plan = plan_read(st, inum, offset, size, file_size)?;
+    if plan.is_complete() {
+        return Ok(plan.into_bytes());
+    }
+    let loaded = load(&plan);
+    match complete_read(st, plan, loaded)? {
+        Some(out) => Ok(out),
+        None => Err(Error::invalid("the inode changed during a locked read")),
+    }
+}
