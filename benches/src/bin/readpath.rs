@@ -9,11 +9,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use tuxfs_bench::parse_size;
-use tuxfs_engine::dev::{AlignedBuf, BlockDevice, DeviceKind, OpenOptions, ReadRequest, open_file};
+use tuxfs_engine::dev::{
+    AlignedBuf, BlockDevice, DeviceKind, OpenOptions, ReadRequest, WriteRequest, open_file,
+};
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
 use tuxfs_engine::mkfs::{MkfsParams, format_device};
 
@@ -49,11 +52,74 @@ fn open(image: &Path, size: u64) -> Result<Arc<dyn BlockDevice>, BoxErr> {
     Ok(Arc::from(open_file(image, &o)?))
 }
 
-fn mount(image: &Path, size: u64) -> Result<Arc<Filesystem>, BoxErr> {
-    Ok(Filesystem::mount(
-        open(image, size)?,
-        MountOptions::default(),
-    )?)
+/// The device with counters of what the engine asked of it.
+#[derive(Debug)]
+struct Counting {
+    dev: Arc<dyn BlockDevice>,
+    batches: AtomicU64,
+    requests: AtomicU64,
+    bytes: AtomicU64,
+    nanos: AtomicU64,
+}
+
+impl BlockDevice for Counting {
+    fn size_bytes(&self) -> u64 {
+        self.dev.size_bytes()
+    }
+    fn alignment(&self) -> usize {
+        self.dev.alignment()
+    }
+    fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> tuxfs_engine::Result<()> {
+        let t = Instant::now();
+        let out = self.dev.read_batch(reqs);
+        self.nanos
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.requests
+            .fetch_add(reqs.len() as u64, Ordering::Relaxed);
+        let bytes: usize = reqs.iter().map(|r| r.buf.len()).sum();
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        out
+    }
+    fn submit_writes(&self, reqs: Vec<WriteRequest>) -> tuxfs_engine::Result<()> {
+        self.dev.submit_writes(reqs)
+    }
+    fn wait_writes(&self) -> tuxfs_engine::Result<()> {
+        self.dev.wait_writes()
+    }
+    fn flush(&self) -> tuxfs_engine::Result<()> {
+        self.dev.flush()
+    }
+}
+
+impl Counting {
+    fn report(&self) -> String {
+        let batches = self.batches.load(Ordering::Relaxed).max(1);
+        format!(
+            "{} batches, {:.1} requests and {:.0} KiB per batch, {:.2} s in read_batch",
+            batches,
+            self.requests.load(Ordering::Relaxed) as f64 / batches as f64,
+            self.bytes.load(Ordering::Relaxed) as f64 / batches as f64 / 1024.0,
+            self.nanos.load(Ordering::Relaxed) as f64 / 1e9
+        )
+    }
+}
+
+fn mount(image: &Path, size: u64) -> Result<(Arc<Filesystem>, Arc<Counting>), BoxErr> {
+    let counting = Arc::new(Counting {
+        dev: open(image, size)?,
+        batches: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        nanos: AtomicU64::new(0),
+    });
+    let fs = Filesystem::mount(counting.clone(), MountOptions::default())?;
+    // Count the reads of the measured phase only.
+    counting.batches.store(0, Ordering::Relaxed);
+    counting.requests.store(0, Ordering::Relaxed);
+    counting.bytes.store(0, Ordering::Relaxed);
+    counting.nanos.store(0, Ordering::Relaxed);
+    Ok((fs, counting))
 }
 
 /// MB/s of reading the device sequentially from `start` in `request`-sized requests.
@@ -98,6 +164,18 @@ fn main() -> Result<(), BoxErr> {
     let image = work.path().join("read.img");
     let size = (2 * args.file_size + (256 << 20)).next_multiple_of(1 << 20);
     let dev = open(&image, size)?;
+    // Write the whole image first: a sparse image file reads its holes without touching the
+    // disk, which would flatter the raw baseline.
+    let fill = Arc::new(AlignedBuf::from_slice(&vec![0x5a; 1 << 20]));
+    let mut at = 0;
+    while at < size {
+        dev.submit_writes(vec![WriteRequest {
+            offset: at,
+            data: fill.clone(),
+        }])?;
+        at += 1 << 20;
+    }
+    dev.flush()?;
     let params = MkfsParams {
         block_size: 4096,
         block_count: size / 4096,
@@ -110,7 +188,7 @@ fn main() -> Result<(), BoxErr> {
     };
     format_device(dev.as_ref(), &params, false)?;
     drop(dev);
-    let fs = mount(&image, size)?;
+    let (fs, _) = mount(&image, size)?;
     let mut inos = Vec::new();
     for (n, name) in [b"a", b"b"].into_iter().enumerate() {
         let f = fs.create(1, name, 0o644, Caller::default())?;
@@ -136,19 +214,20 @@ fn main() -> Result<(), BoxErr> {
         let dev = open(&image, size)?;
         let r = raw(dev.as_ref(), 64 << 20, args.file_size, args.request)?;
         drop(dev);
-        let fs = mount(&image, size)?;
+        let (fs, counting) = mount(&image, size)?;
         let t = Instant::now();
         let n = read_file(&fs, inos[0], args.request)?;
         let e = mbps(n, t.elapsed());
+        println!("  engine read: {}", counting.report());
         fs.unmount()?;
         drop(fs);
-        let fs = mount(&image, size)?;
+        let (fs, _) = mount(&image, size)?;
         let t = Instant::now();
         let n = read_file(&fs, inos[1], args.request)?;
         let one = mbps(n, t.elapsed());
         fs.unmount()?;
         drop(fs);
-        let fs = mount(&image, size)?;
+        let (fs, counting) = mount(&image, size)?;
         let t = Instant::now();
         let threads: Vec<_> = inos
             .iter()
@@ -163,6 +242,7 @@ fn main() -> Result<(), BoxErr> {
             total += th.join().map_err(|_| "reader panicked")??;
         }
         let two = mbps(total, t.elapsed());
+        println!("  two threads: {}", counting.report());
         fs.unmount()?;
         drop(fs);
         println!(

@@ -304,7 +304,7 @@ pub fn load(plan: &ReadPlan) -> Result<Loaded> {
     }
     let mut bufs: Vec<AlignedBuf> = runs
         .iter()
-        .map(|&(_, n)| AlignedBuf::zeroed((n * bs) as usize))
+        .map(|&(_, n)| bounce_buffer((n * bs) as usize))
         .collect();
     let mut reqs: Vec<ReadRequest<'_>> = runs
         .iter()
@@ -328,7 +328,33 @@ pub fn load(plan: &ReadPlan) -> Result<Loaded> {
             });
         }
     }
+    BOUNCE.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        for buf in bufs {
+            if pool.len() < BOUNCE_KEPT && buf.len() as u64 == MAX_REQUEST_BYTES {
+                pool.push(buf);
+            }
+        }
+    });
     Ok(Loaded { pages })
+}
+
+/// Request-sized buffers a thread keeps between loads at most (allocating and faulting in
+/// a fresh megabyte per request costs more than the copy out of it).
+const BOUNCE_KEPT: usize = 4;
+
+thread_local! {
+    static BOUNCE: std::cell::RefCell<Vec<AlignedBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `len` bytes for a device read: a kept one when `len` is the request size.
+fn bounce_buffer(len: usize) -> AlignedBuf {
+    if len as u64 == MAX_REQUEST_BYTES
+        && let Some(buf) = BOUNCE.with(|pool| pool.borrow_mut().pop())
+    {
+        return buf;
+    }
+    AlignedBuf::zeroed(len)
 }
 
 /// Step 3: finishes a read under the lock. `None` when the inode changed since the plan
