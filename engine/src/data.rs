@@ -13,8 +13,8 @@ use crate::state::State;
 mod read;
 use crate::{Errno, Error, Result};
 pub use read::{
-    Loaded, MAX_READAHEAD_BYTES, MAX_REQUEST_BYTES, ReadPlan, ReadState, ReadStream, complete_read,
-    load, plan_read, read,
+    Done, Loaded, MAX_READAHEAD_BYTES, MAX_REQUEST_BYTES, ReadMode, ReadPlan, ReadState,
+    ReadStream, complete_read, end_readahead, load, plan_read, read,
 };
 
 /// The extent covering file block `fblock` of `inum`: (first file block, extent).

@@ -43,6 +43,8 @@ pub struct FsStats {
     pub data_cache_hits: u64,
     pub data_cache_misses: u64,
     pub data_cache_bytes: u64,
+    /// Blocks the read path decided to read ahead.
+    pub data_readahead_blocks: u64,
 }
 
 /// Everything a mounted filesystem keeps in memory.
@@ -149,6 +151,7 @@ impl std::fmt::Display for FsStats {
             ("data_cache_hits", self.data_cache_hits),
             ("data_cache_misses", self.data_cache_misses),
             ("data_cache_bytes", self.data_cache_bytes),
+            ("data_readahead_blocks", self.data_readahead_blocks),
         ];
         for (name, value) in rows {
             writeln!(f, "{name} {value}")?;

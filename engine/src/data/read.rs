@@ -46,11 +46,57 @@ pub struct ReadStream {
     window: u64,
 }
 
+/// A read-ahead under way on the read-ahead thread: file blocks `[from, to)` of an inode.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    from: u64,
+    to: u64,
+    done: Arc<Done>,
+}
+
+/// Set once a read-ahead finished (loaded and cached, or given up).
+#[derive(Debug, Default)]
+pub struct Done {
+    finished: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Done {
+    /// Marks it finished and wakes the readers waiting for it.
+    pub fn finish(&self) {
+        *self
+            .finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until it finished.
+    pub fn wait(&self) {
+        let mut f = self
+            .finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while !*f {
+            f = self
+                .cv
+                .wait(f)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+}
+
 /// What the read path keeps in `State`.
 #[derive(Debug)]
 pub struct ReadState {
     pub cache: Arc<PageCache>,
     pub streams: HashMap<u64, ReadStream>,
+    /// True when a read-ahead thread runs: unlocked reads hand their read-ahead to it.
+    pub async_readahead: bool,
+    /// Read-aheads handed to the thread and not finished, per inode.
+    pub pending: HashMap<u64, Vec<Pending>>,
+    /// Blocks planned for read-ahead (counted in `FsStats`).
+    pub readahead_blocks: u64,
 }
 
 impl Default for ReadState {
@@ -60,6 +106,9 @@ impl Default for ReadState {
                 crate::fs::MountOptions::default().data_cache_bytes,
             )),
             streams: HashMap::new(),
+            async_readahead: false,
+            pending: HashMap::new(),
+            readahead_blocks: 0,
         }
     }
 }
@@ -84,12 +133,44 @@ pub struct ReadPlan {
     epoch: u64,
     io: BlockIo,
     block_size: u32,
+    /// A read-ahead of a block this read needs is under way: wait for it, then plan again.
+    wait: Option<Arc<Done>>,
+    /// Read-ahead to hand to the read-ahead thread (registered in `pending`).
+    ahead: Option<Box<ReadPlan>>,
+}
+
+/// How a read is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Everything under the state lock: read-ahead joins the read's own batch.
+    Locked,
+    /// Loads without the lock ([`load`]); read-ahead goes to the read-ahead thread when
+    /// one runs, and a read waits for a read-ahead under way rather than load twice.
+    Unlocked,
 }
 
 impl ReadPlan {
-    /// True when nothing has to be loaded: [`ReadPlan::into_bytes`] is the reply.
+    /// True when nothing has to be loaded: [`ReadPlan::into_bytes`] is the reply (unless
+    /// [`ReadPlan::take_wait`] says to wait and plan again).
     pub fn is_complete(&self) -> bool {
         self.loads.is_empty()
+    }
+
+    /// The read-ahead to wait for before planning again, if any.
+    pub fn take_wait(&mut self) -> Option<Arc<Done>> {
+        self.wait.take()
+    }
+
+    /// The read-ahead for the read-ahead thread, and what to signal when it is finished.
+    pub fn take_ahead(&mut self) -> Option<(ReadPlan, Arc<Done>)> {
+        let ahead = self.ahead.take()?;
+        let done = ahead.wait.clone()?;
+        Some((*ahead, done))
+    }
+
+    /// The inode read.
+    pub fn inum(&self) -> u64 {
+        self.inum
     }
 
     /// The reply of a complete plan.
@@ -174,6 +255,7 @@ pub fn plan_read(
     offset: u64,
     size: u32,
     file_size: u64,
+    mode: ReadMode,
 ) -> Result<ReadPlan> {
     let bs = u64::from(st.bs());
     let mut plan = ReadPlan {
@@ -183,6 +265,8 @@ pub fn plan_read(
         epoch: st.read.cache.epoch(inum),
         io: st.io.clone(),
         block_size: st.bs(),
+        wait: None,
+        ahead: None,
     };
     if offset >= file_size || size == 0 {
         return Ok(plan);
@@ -205,6 +289,12 @@ pub fn plan_read(
         } else if let Some(page) = st.read.cache.get(inum, fblock) {
             dst.copy_from_slice(&page[within..within + n]);
         } else if let Some((phys, crc)) = locate(st, inum, fblock, &mut span)? {
+            if mode == ReadMode::Unlocked
+                && plan.wait.is_none()
+                && let Some(p) = pending_at(st, inum, fblock)
+            {
+                plan.wait = Some(p.done.clone());
+            }
             plan.loads.push(Load {
                 fblock,
                 phys,
@@ -214,8 +304,66 @@ pub fn plan_read(
         }
         // Otherwise a hole: the reply is zeros already.
     }
-    plan_readahead(st, &mut plan, first, last + 1, file_size.div_ceil(bs), span)?;
+    if plan.wait.is_some() {
+        // Planned again after the read-ahead: loads nothing now.
+        plan.loads.clear();
+        return Ok(plan);
+    }
+    let to_thread = mode == ReadMode::Unlocked && st.read.async_readahead;
+    if to_thread {
+        let mut ahead = ReadPlan {
+            inum,
+            out: Vec::new(),
+            loads: Vec::new(),
+            epoch: plan.epoch,
+            io: plan.io.clone(),
+            block_size: plan.block_size,
+            wait: None,
+            ahead: None,
+        };
+        plan_readahead(
+            st,
+            &mut ahead,
+            first,
+            last + 1,
+            file_size.div_ceil(bs),
+            span,
+        )?;
+        if let (Some(a), Some(b)) = (ahead.loads.first(), ahead.loads.last()) {
+            let done = Arc::new(Done::default());
+            st.read.pending.entry(inum).or_default().push(Pending {
+                from: a.fblock,
+                to: b.fblock + 1,
+                done: done.clone(),
+            });
+            ahead.wait = Some(done);
+            plan.ahead = Some(Box::new(ahead));
+        }
+    } else {
+        plan_readahead(st, &mut plan, first, last + 1, file_size.div_ceil(bs), span)?;
+    }
     Ok(plan)
+}
+
+/// The read-ahead under way that covers `fblock` of `inum`.
+fn pending_at(st: &State, inum: u64, fblock: u64) -> Option<&Pending> {
+    st.read
+        .pending
+        .get(&inum)?
+        .iter()
+        .find(|p| p.from <= fblock && fblock < p.to)
+}
+
+/// Forgets a read-ahead handed to the thread (it finished, or could not be handed over)
+/// and wakes its waiters.
+pub fn end_readahead(st: &mut State, inum: u64, done: &Arc<Done>) {
+    if let Some(list) = st.read.pending.get_mut(&inum) {
+        list.retain(|p| !Arc::ptr_eq(&p.done, done));
+        if list.is_empty() {
+            st.read.pending.remove(&inum);
+        }
+    }
+    done.finish();
 }
 
 /// Read-ahead: a read that starts where the last one of the inode ended doubles the window
@@ -253,6 +401,7 @@ fn plan_readahead(
         st.pages.contains_key(&(inum, b))
             || st.inflight.contains_key(&(inum, b))
             || st.read.cache.contains(inum, b)
+            || pending_at(st, inum, b).is_some()
     };
     // Wait until half the window is missing: then one large batch.
     let mut start = end;
@@ -273,6 +422,7 @@ fn plan_readahead(
                 crc,
                 dest: None,
             });
+            st.read.readahead_blocks += 1;
         }
     }
     Ok(())
@@ -393,7 +543,7 @@ pub fn complete_read(
 
 /// A whole read under the lock (symlinks, and readers that lost the race too often).
 pub fn read(st: &mut State, inum: u64, offset: u64, size: u32, file_size: u64) -> Result<Vec<u8>> {
-    let plan = plan_read(st, inum, offset, size, file_size)?;
+    let plan = plan_read(st, inum, offset, size, file_size, ReadMode::Locked)?;
     if plan.is_complete() {
         return Ok(plan.into_bytes());
     }

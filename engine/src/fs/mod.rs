@@ -11,6 +11,7 @@
 
 pub mod acl;
 mod posix;
+mod readahead;
 pub use posix::now;
 mod types;
 mod writeback;
@@ -29,6 +30,9 @@ use crate::{Errno, Result};
 
 /// Unlocked read attempts before a read runs under the state lock (see [`Filesystem::read`]).
 const READ_ATTEMPTS: u32 = 3;
+
+/// Times a read waits for read-ahead of its blocks before it reads under the lock.
+const READ_WAITS: u32 = 8;
 
 /// xattr set flags.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,6 +114,8 @@ pub struct Filesystem {
     writeback: Mutex<Option<writeback::Handle>>,
     /// Commit requests to the writeback thread (None on a read-only mount).
     commits: Option<crossbeam_channel::Sender<writeback::Request>>,
+    /// The read-ahead thread (engine::fs::readahead); None once stopped.
+    readahead: Mutex<Option<readahead::Handle>>,
 }
 
 impl Filesystem {
@@ -166,10 +172,14 @@ impl Filesystem {
             Some(started.map_err(|e| crate::Error::io("starting the writeback thread", e))?)
         };
         let commits = handle.as_ref().map(writeback::Handle::sender);
+        let ahead = readahead::start(shared.clone())
+            .map_err(|e| crate::Error::io("starting the read-ahead thread", e))?;
+        shared.lock().read.async_readahead = true;
         Ok(Arc::new(Filesystem {
             shared,
             writeback: Mutex::new(handle),
             commits,
+            readahead: Mutex::new(Some(ahead)),
         }))
     }
 
@@ -219,6 +229,7 @@ impl Filesystem {
             data_cache_hits: cache.hits,
             data_cache_misses: cache.misses,
             data_cache_bytes: cache.bytes,
+            data_readahead_blocks: st.read.readahead_blocks,
             ..st.stats.clone()
         }
     }
@@ -424,8 +435,17 @@ impl Filesystem {
     /// without the state lock (engine::data::read); a reader whose inode changed meanwhile
     /// plans again, and after [`READ_ATTEMPTS`] tries reads under the lock.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
-        for _ in 0..READ_ATTEMPTS {
-            let plan = self.with(|st| posix::read_plan(st, ino, offset, size))?;
+        let (mut attempts, mut waits) = (0, 0);
+        while attempts < READ_ATTEMPTS && waits < READ_WAITS {
+            let mut plan = self.with(|st| posix::read_plan(st, ino, offset, size))?;
+            self.hand_readahead(&mut plan);
+            if let Some(done) = plan.take_wait() {
+                // A read-ahead is loading a block this read needs: wait for it, not load twice.
+                done.wait();
+                waits += 1;
+                continue;
+            }
+            attempts += 1;
             if plan.is_complete() {
                 return Ok(plan.into_bytes());
             }
@@ -435,6 +455,24 @@ impl Filesystem {
             }
         }
         self.with(|st| posix::read(st, ino, offset, size))
+    }
+
+    /// Gives a plan's read-ahead to the read-ahead thread (or forgets it when the thread has
+    /// stopped).
+    fn hand_readahead(&self, plan: &mut crate::data::ReadPlan) {
+        let Some((ahead, done)) = plan.take_ahead() else {
+            return;
+        };
+        let inum = ahead.inum();
+        let sent = match self.readahead.lock() {
+            Ok(h) => h
+                .as_ref()
+                .is_some_and(|h| h.tx.send((ahead, done.clone())).is_ok()),
+            Err(_) => false,
+        };
+        if !sent {
+            crate::data::end_readahead(&mut self.shared.lock(), inum, &done);
+        }
     }
     /// Writes `data` at `offset` (at the end of the file when `append`); returns bytes written.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8], append: bool) -> Result<u32> {
@@ -485,6 +523,12 @@ impl Drop for Filesystem {
             && let Some(h) = h.take()
         {
             h.stop();
+        }
+        if let Ok(mut h) = self.readahead.lock()
+            && let Some(h) = h.take()
+        {
+            drop(h.tx);
+            let _ = h.thread.join();
         }
     }
 }

@@ -612,7 +612,7 @@ pub(super) fn read_plan(
     if i.is_dir() {
         return Err(Errno::IsDir.into());
     }
-    data::plan_read(st, ino, offset, size, i.size)
+    data::plan_read(st, ino, offset, size, i.size, data::ReadMode::Unlocked)
 }
 
 pub(super) fn write(
