@@ -340,7 +340,7 @@ mod tests {
             }
             assert!(c.stats().bytes <= c.budget(), "over budget after block {b}");
         }
-        assert!(c.len() > 0);
+        assert!(!c.is_empty());
         assert_eq!(c.stats().bytes, c.len() as u64 * 4096);
         assert!(c.stats().evicted > 0);
     }

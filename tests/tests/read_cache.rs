@@ -125,10 +125,9 @@ fn random_reads_writes_truncates_syncs_and_remounts_match_a_model() {
             0 => {
                 // Write.
                 if m.files[slot].is_none() {
-                    let a = m
-                        .fs
-                        .create(1, names[slot], 0o644, Caller::default())
-                        .unwrap_or_else(|e| m.fail(&format!("create: {e}")));
+                    let a =
+                        m.fs.create(1, names[slot], 0o644, Caller::default())
+                            .unwrap_or_else(|e| m.fail(&format!("create: {e}")));
                     m.fs.release(a.ino).expect("release");
                     m.files[slot] = Some((a.ino, Vec::new()));
                 }
@@ -175,9 +174,13 @@ fn random_reads_writes_truncates_syncs_and_remounts_match_a_model() {
                         .unwrap_or_else(|e| m.fail(&format!("unlink: {e}")));
                 }
             }
-            5 => m.fs.sync().unwrap_or_else(|e| m.fail(&format!("sync: {e}"))),
+            5 => {
+                m.fs.sync()
+                    .unwrap_or_else(|e| m.fail(&format!("sync: {e}")))
+            }
             6 => {
-                m.fs.unmount().unwrap_or_else(|e| m.fail(&format!("unmount: {e}")));
+                m.fs.unmount()
+                    .unwrap_or_else(|e| m.fail(&format!("unmount: {e}")));
                 m.fs = mount(&dev, options());
             }
             _ => {
@@ -205,7 +208,9 @@ fn concurrent_readers_see_whole_versions_in_order() {
     let seed = seed_from_env_or_clock();
     let dev = device(8192);
     let fs = mount(&dev, options());
-    let a = fs.create(1, b"v", 0o644, Caller::default()).expect("create");
+    let a = fs
+        .create(1, b"v", 0o644, Caller::default())
+        .expect("create");
     let ino = a.ino;
     let size = 256usize << 10;
     fs.write(ino, 0, &vec![1u8; size], false).expect("write");
@@ -231,7 +236,10 @@ fn concurrent_readers_see_whole_versions_in_order() {
                             got[i]
                         );
                     }
-                    assert!(v >= last, "seed {seed}: reader {r}: version {v} after {last}");
+                    assert!(
+                        v >= last,
+                        "seed {seed}: reader {r}: version {v} after {last}"
+                    );
                     last = v;
                 }
                 reads
@@ -253,7 +261,10 @@ fn concurrent_readers_see_whole_versions_in_order() {
     for r in readers {
         assert!(r.join().expect("reader") >= 20);
     }
-    assert_eq!(fs.read(ino, 0, size as u32).expect("read"), vec![60u8; size]);
+    assert_eq!(
+        fs.read(ino, 0, size as u32).expect("read"),
+        vec![60u8; size]
+    );
     fs.unmount().expect("unmount");
 }
 
@@ -273,7 +284,9 @@ fn find_block(image: &[u8], pattern: &[u8]) -> u64 {
 fn a_damaged_block_is_eio_on_each_read_of_it_and_never_when_read_ahead() {
     let dev = device(4096);
     let fs = mount(&dev, MountOptions::default());
-    let a = fs.create(1, b"f", 0o644, Caller::default()).expect("create");
+    let a = fs
+        .create(1, b"f", 0o644, Caller::default())
+        .expect("create");
     // 64 blocks, block i filled with byte i+1; block 40 is the one to damage.
     let mut data = Vec::new();
     for i in 0..64u8 {
@@ -296,7 +309,9 @@ fn a_damaged_block_is_eio_on_each_read_of_it_and_never_when_read_ahead() {
     assert!(fs.stats().data_readahead_blocks > 0, "{}", fs.stats());
     assert_eq!(fs.stats().data_checksum_errors, 0);
     for n in 1..=2 {
-        let err = fs.read(a.ino, 40 * BS, BS as u32).expect_err("damaged block");
+        let err = fs
+            .read(a.ino, 40 * BS, BS as u32)
+            .expect_err("damaged block");
         assert_eq!(err.errno(), Errno::Io);
         assert_eq!(fs.stats().data_checksum_errors, n, "counted once per read");
     }
@@ -321,10 +336,16 @@ fn a_reread_and_committed_data_come_from_the_cache() {
         ..MountOptions::default()
     };
     let fs = mount(&dev, opts.clone());
-    let a = fs.create(1, b"f", 0o644, Caller::default()).expect("create");
+    let a = fs
+        .create(1, b"f", 0o644, Caller::default())
+        .expect("create");
     let data: Vec<u8> = (0..(256 << 10)).map(|i| (i % 251) as u8).collect();
     fs.write(a.ino, 0, &data, false).expect("write");
-    assert_eq!(fs.stats().data_cache_bytes, 0, "dirty pages are not clean pages");
+    assert_eq!(
+        fs.stats().data_cache_bytes,
+        0,
+        "dirty pages are not clean pages"
+    );
     fs.sync().expect("sync");
     // The commit made the pages durable: they are now the clean cached copies.
     assert_eq!(fs.stats().data_cache_bytes, data.len() as u64);
@@ -355,7 +376,10 @@ fn a_reread_and_committed_data_come_from_the_cache() {
     assert!(mid.data_cache_misses > before.data_cache_misses);
     assert_eq!(fs.read(a.ino, 0, 64 << 10).expect("read"), want[..64 << 10]);
     let after = fs.stats();
-    assert_eq!(after.data_cache_misses, mid.data_cache_misses, "a re-read misses nothing");
+    assert_eq!(
+        after.data_cache_misses, mid.data_cache_misses,
+        "a re-read misses nothing"
+    );
     assert!(after.data_cache_hits >= mid.data_cache_hits + 16);
     // Unlink drops the file's pages.
     fs.unlink(1, b"f").expect("unlink");
