@@ -32,7 +32,7 @@ use crate::{Error, Result};
 pub const MAX_REQUEST_BYTES: u64 = 1 << 20;
 
 /// Largest read-ahead window.
-pub const MAX_READAHEAD_BYTES: u64 = 2 << 20;
+pub const MAX_READAHEAD_BYTES: u64 = 4 << 20;
 
 /// Inodes whose read streams are remembered at most (past it the table starts over).
 const MAX_STREAMS: usize = 4096;
@@ -403,12 +403,17 @@ fn plan_readahead(
             || st.read.cache.contains(inum, b)
             || pending_at(st, inum, b).is_some()
     };
-    // Wait until half the window is missing: then one large batch.
+    // Wait until a whole request's worth (or half the window, if smaller) is missing at the
+    // end of the window, or the window reaches the end of the file: loads come in large
+    // batches, several of them ahead of the reader.
     let mut start = end;
     while start < ra_end && held(st, start) {
         start += 1;
     }
-    if plan.loads.is_empty() && start < ra_end && start - end > window / 2 {
+    let batch = (MAX_REQUEST_BYTES / u64::from(st.bs()))
+        .min(window / 2)
+        .max(1);
+    if plan.loads.is_empty() && ra_end - start < batch && ra_end < file_blocks {
         return Ok(());
     }
     for fblock in start..ra_end {
