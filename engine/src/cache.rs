@@ -35,6 +35,10 @@ pub type Page = Arc<AlignedBuf>;
 /// Shards of a cache made with [`PageCache::new`].
 pub const DEFAULT_SHARDS: usize = 16;
 
+/// Evicted page buffers kept for reuse at most (outside the budget): reusing them spares
+/// the allocator and the kernel a fresh, zeroed page per page loaded.
+const SPARE_PAGES: usize = 512;
+
 /// Slots of the per-inode epoch table (inodes share a slot by hash; sharing only costs a
 /// spurious retry).
 const EPOCH_SLOTS: usize = 64;
@@ -89,6 +93,8 @@ pub struct PageCache {
     inserted: AtomicU64,
     evicted: AtomicU64,
     invalidated: AtomicU64,
+    /// Buffers of evicted pages nobody else referenced, for [`PageCache::page_from`].
+    spare: Mutex<Vec<AlignedBuf>>,
 }
 
 impl PageCache {
@@ -109,6 +115,42 @@ impl PageCache {
             inserted: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             invalidated: AtomicU64::new(0),
+            spare: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A page holding a copy of `bytes`, in a recycled buffer when one of that size is kept.
+    pub fn page_from(&self, bytes: &[u8]) -> Page {
+        let spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        match spare {
+            Some(mut buf) if buf.len() == bytes.len() => {
+                buf.copy_from_slice(bytes);
+                Arc::new(buf)
+            }
+            _ => Arc::new(AlignedBuf::from_slice(bytes)),
+        }
+    }
+
+    /// Keeps the buffers of dropped pages that nobody else holds, up to [`SPARE_PAGES`].
+    fn recycle(&self, pages: Vec<Page>) {
+        if pages.is_empty() {
+            return;
+        }
+        let mut spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for page in pages {
+            if spare.len() >= SPARE_PAGES {
+                break;
+            }
+            if let Ok(buf) = Arc::try_unwrap(page) {
+                spare.push(buf);
+            }
         }
     }
 
@@ -190,8 +232,10 @@ impl PageCache {
         }
         let mut guard = self.shard_of(inum, fblock);
         let sh = &mut *guard;
+        let mut dropped = Vec::new();
         if let Some(old) = sh.map.remove(&(inum, fblock)) {
             sh.unlink(&old);
+            dropped.push(old.page);
         }
         let seq = sh.next_seq;
         sh.next_seq += 1;
@@ -208,15 +252,19 @@ impl PageCache {
         sh.probation_bytes += len;
         sh.bytes += len;
         self.inserted.fetch_add(1, Ordering::Relaxed);
-        let evicted = sh.evict_to(self.shard_budget);
+        let evicted = sh.evict_to(self.shard_budget, &mut dropped);
+        drop(guard);
         self.evicted.fetch_add(evicted, Ordering::Relaxed);
+        self.recycle(dropped);
     }
 
     fn remove_one(&self, inum: u64, fblock: u64) {
         let mut guard = self.shard_of(inum, fblock);
         if let Some(old) = guard.map.remove(&(inum, fblock)) {
             guard.unlink(&old);
+            drop(guard);
             self.invalidated.fetch_add(1, Ordering::Relaxed);
+            self.recycle(vec![old.page]);
         }
     }
 
@@ -240,13 +288,17 @@ impl PageCache {
                 .range((inum, from)..(inum, to))
                 .map(|(k, _)| *k)
                 .collect();
+            let mut dropped = Vec::with_capacity(keys.len());
             for k in &keys {
                 if let Some(old) = guard.map.remove(k) {
                     guard.unlink(&old);
+                    dropped.push(old.page);
                 }
             }
+            drop(guard);
             self.invalidated
                 .fetch_add(keys.len() as u64, Ordering::Relaxed);
+            self.recycle(dropped);
         }
     }
 
@@ -289,8 +341,9 @@ impl Shard {
         }
     }
 
-    /// Evicts until the shard holds at most `budget` bytes; returns the pages evicted.
-    fn evict_to(&mut self, budget: u64) -> u64 {
+    /// Evicts until the shard holds at most `budget` bytes, adding the pages to `dropped`;
+    /// returns how many.
+    fn evict_to(&mut self, budget: u64, dropped: &mut Vec<Page>) -> u64 {
         let mut n = 0;
         while self.bytes > budget {
             let from_probation = self.protected.is_empty()
@@ -309,6 +362,7 @@ impl Shard {
                 if from_probation {
                     self.probation_bytes -= len;
                 }
+                dropped.push(e.page);
             }
             n += 1;
         }
@@ -417,6 +471,26 @@ mod tests {
         c.insert(4, 0, page(0xee), false);
         assert_eq!(c.get(4, 0).map(|p| p[0]), Some(0xee));
         assert_eq!(c.stats().bytes, c.len() as u64 * 4096);
+    }
+
+    #[test]
+    fn evicted_buffers_are_reused_only_when_nobody_holds_them() {
+        let c = PageCache::with_shards(2 * 4096, 1);
+        let held = page(1);
+        c.insert(1, 0, held.clone(), true);
+        c.insert(1, 1, page(2), true);
+        // Evicts block 0 (still held by `held`) and block 1 (held by nobody).
+        c.insert(1, 2, page(3), true);
+        c.insert(1, 3, page(4), true);
+        assert_eq!(lock_spare(&c), 1, "only the unreferenced buffer is kept");
+        let p = c.page_from(&[7u8; 4096]);
+        assert!(p.iter().all(|&b| b == 7));
+        assert_eq!(lock_spare(&c), 0);
+        assert!(held.iter().all(|&b| b == 1), "a held page is never reused");
+    }
+
+    fn lock_spare(c: &PageCache) -> usize {
+        c.spare.lock().map(|s| s.len()).unwrap_or(0)
     }
 
     #[test]

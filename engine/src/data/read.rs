@@ -133,6 +133,8 @@ pub struct ReadPlan {
     epoch: u64,
     io: BlockIo,
     block_size: u32,
+    /// The cache the loaded pages go to (their buffers may be recycled ones).
+    cache: Arc<PageCache>,
     /// A read-ahead of a block this read needs is under way: wait for it, then plan again.
     wait: Option<Arc<Done>>,
     /// Read-ahead to hand to the read-ahead thread (registered in `pending`).
@@ -265,6 +267,7 @@ pub fn plan_read(
         epoch: st.read.cache.epoch(inum),
         io: st.io.clone(),
         block_size: st.bs(),
+        cache: st.read.cache.clone(),
         wait: None,
         ahead: None,
     };
@@ -318,6 +321,7 @@ pub fn plan_read(
             epoch: plan.epoch,
             io: plan.io.clone(),
             block_size: plan.block_size,
+            cache: plan.cache.clone(),
             wait: None,
             ahead: None,
         };
@@ -477,7 +481,7 @@ pub fn load(plan: &ReadPlan) -> Result<Loaded> {
             let want = plan.loads[start + k].crc;
             let got = data_crc(chunk);
             pages.push(if got == want {
-                Ok(Arc::new(AlignedBuf::from_slice(chunk)))
+                Ok(plan.cache.page_from(chunk))
             } else {
                 Err((want, got))
             });
