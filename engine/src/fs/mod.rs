@@ -114,7 +114,7 @@ pub struct Filesystem {
     writeback: Mutex<Option<writeback::Handle>>,
     /// Commit requests to the writeback thread (None on a read-only mount).
     commits: Option<crossbeam_channel::Sender<writeback::Request>>,
-    /// The read-ahead thread (engine::fs::readahead); None once stopped.
+    /// The read-ahead threads (engine::fs::readahead); None once stopped.
     readahead: Mutex<Option<readahead::Handle>>,
 }
 
@@ -173,7 +173,7 @@ impl Filesystem {
         };
         let commits = handle.as_ref().map(writeback::Handle::sender);
         let ahead = readahead::start(shared.clone())
-            .map_err(|e| crate::Error::io("starting the read-ahead thread", e))?;
+            .map_err(|e| crate::Error::io("starting the read-ahead threads", e))?;
         shared.lock().read.async_readahead = true;
         Ok(Arc::new(Filesystem {
             shared,
@@ -457,7 +457,7 @@ impl Filesystem {
         self.with(|st| posix::read(st, ino, offset, size))
     }
 
-    /// Gives a plan's read-ahead to the read-ahead thread (or forgets it when the thread has
+    /// Gives a plan's read-ahead to the read-ahead threads (or forgets it when they have
     /// stopped).
     fn hand_readahead(&self, plan: &mut crate::data::ReadPlan) {
         let Some((ahead, done)) = plan.take_ahead() else {
@@ -528,7 +528,9 @@ impl Drop for Filesystem {
             && let Some(h) = h.take()
         {
             drop(h.tx);
-            let _ = h.thread.join();
+            for t in h.threads {
+                let _ = t.join();
+            }
         }
     }
 }

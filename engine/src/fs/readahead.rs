@@ -1,4 +1,4 @@
-//! The read-ahead thread: loads the read-ahead that unlocked reads hand it (without the
+//! The read-ahead threads: load the read-ahead that unlocked reads hand them (without the
 //! state lock), caches it under the lock (when the inode did not change meanwhile), and
 //! wakes the readers that wait for it (engine::data::read).
 
@@ -12,19 +12,29 @@ use crate::data::{Done, ReadPlan};
 /// A read-ahead to run, and what to signal when it finished.
 pub(crate) type Job = (ReadPlan, Arc<Done>);
 
-/// The running thread: dropping `tx` (then joining) stops it once its queue is empty.
+/// Threads taking jobs from one queue: while one caches what it loaded, the other's load
+/// keeps the device busy.
+const THREADS: usize = 2;
+
+/// The running threads: dropping `tx` (then joining) stops them once the queue is empty.
 #[derive(Debug)]
 pub(crate) struct Handle {
     pub tx: Sender<Job>,
-    pub thread: std::thread::JoinHandle<()>,
+    pub threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
     let (tx, rx) = unbounded::<Job>();
-    let thread = std::thread::Builder::new()
-        .name("tuxfs-readahead".into())
-        .spawn(move || run(&shared, &rx))?;
-    Ok(Handle { tx, thread })
+    let mut threads = Vec::with_capacity(THREADS);
+    for _ in 0..THREADS {
+        let (shared, rx) = (shared.clone(), rx.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name("tuxfs-readahead".into())
+                .spawn(move || run(&shared, &rx))?,
+        );
+    }
+    Ok(Handle { tx, threads })
 }
 
 fn run(shared: &Shared, rx: &Receiver<Job>) {
