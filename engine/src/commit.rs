@@ -149,7 +149,13 @@ pub fn finish(st: &mut State, closed: Closed, flushed: Result<()>) -> Result<()>
     st.stats.deltas_committed += 1;
     st.log.chain.extend(closed.log_blocks);
     st.durable_delta = closed.delta;
-    st.inflight.clear();
+    // The pages this delta made durable are the files' committed contents now: they become
+    // clean cached pages, unless the open delta changed them again.
+    for ((inum, fblock), page) in std::mem::take(&mut st.inflight) {
+        if !st.pages.contains_key(&(inum, fblock)) {
+            st.read.cache.insert(inum, fblock, page, false);
+        }
+    }
     let discard = st.alloc.discard_freed.then(|| closed.freed.clone());
     st.alloc.release(closed.freed)?;
     if let Some(freed) = discard {

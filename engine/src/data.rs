@@ -9,7 +9,13 @@ use crate::format::data_crc;
 use crate::format::extent::{Extent, ExtentFlags, max_extent_blocks};
 use crate::format::log::LogRecord;
 use crate::state::State;
+
+mod read;
 use crate::{Errno, Error, Result};
+pub use read::{
+    Done, Loaded, MAX_READAHEAD_BYTES, MAX_REQUEST_BYTES, ReadMode, ReadPlan, ReadState,
+    ReadStream, complete_read, end_readahead, load, plan_read, read,
+};
 
 /// The extent covering file block `fblock` of `inum`: (first file block, extent).
 pub fn find_extent(st: &mut State, inum: u64, fblock: u64) -> Result<Option<(u64, Extent)>> {
@@ -47,8 +53,9 @@ fn extent_end(st: &State, key: Key, ext: &Extent) -> Result<u64> {
     })
 }
 
-/// Reads file block `fblock` of `inum` as it is now (dirty data first, then disk, holes
-/// as zeros). A checksum mismatch is EIO, logged with the inode, offset and block.
+/// Reads file block `fblock` of `inum` as it is now (dirty data first, then in-flight
+/// data, then the clean cache, then disk, holes as zeros). A checksum mismatch is EIO,
+/// logged with the inode, offset and block, and counted.
 pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> {
     if let Some(page) = st.pages.get(&(inum, fblock)) {
         return Ok(page.clone());
@@ -57,6 +64,9 @@ pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> 
     // them yet (a read must not race the write).
     if let Some(page) = st.inflight.get(&(inum, fblock)) {
         return Ok(AlignedBuf::from_slice(page));
+    }
+    if let Some(page) = st.read.cache.get(inum, fblock) {
+        return Ok(AlignedBuf::from_slice(&page));
     }
     let bs = st.bs();
     let Some((start, ext)) = find_extent(st, inum, fblock)? else {
@@ -71,23 +81,33 @@ pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> 
     let want = ext.crcs.get(i).copied().unwrap_or(0);
     let got = data_crc(&buf);
     if got != want {
-        st.stats.data_checksum_errors += 1;
-        crate::events::report(
-            crate::events::Level::Error,
-            &format!(
-                "data checksum mismatch: inode {inum}, offset {}, block {phys}: stored {want:#010x}, read {got:#010x}",
-                fblock * u64::from(bs)
-            ),
-        );
-        return Err(Errno::Io.into());
+        return Err(checksum_error(st, inum, fblock, phys, want, got));
     }
     Ok(buf)
+}
+
+/// Counts and logs a data checksum mismatch; the error to return (EIO).
+fn checksum_error(st: &mut State, inum: u64, fblock: u64, phys: u64, want: u32, got: u32) -> Error {
+    st.stats.data_checksum_errors += 1;
+    crate::events::report(
+        crate::events::Level::Error,
+        &format!(
+            "data checksum mismatch: inode {inum}, offset {}, block {phys}: stored {want:#010x}, read {got:#010x}",
+            fblock * u64::from(st.bs())
+        ),
+    );
+    Errno::Io.into()
 }
 
 /// Copies `data` into the file at `offset`, through dirty blocks. The caller reserved
 /// space for blocks that were not dirty yet ([`new_dirty_blocks`]).
 pub fn write(st: &mut State, inum: u64, offset: u64, data: &[u8]) -> Result<()> {
     let bs = u64::from(st.bs());
+    if !data.is_empty() {
+        // The dirty pages replace the clean copies (a commit caches them again).
+        let last = (offset + data.len() as u64 - 1) / bs;
+        st.read.cache.invalidate(inum, offset / bs, last + 1);
+    }
     let mut done = 0usize;
     // The extent (or hole) the last newly dirtied block fell in: one tree lookup per run,
     // not per block.
@@ -166,26 +186,6 @@ pub fn new_dirty_blocks(st: &State, inum: u64, offset: u64, len: u64) -> u64 {
     (last - first + 1) - already
 }
 
-/// Reads `size` bytes at `offset`, stopping at `file_size`.
-pub fn read(st: &mut State, inum: u64, offset: u64, size: u32, file_size: u64) -> Result<Vec<u8>> {
-    if offset >= file_size {
-        return Ok(Vec::new());
-    }
-    let end = file_size.min(offset + u64::from(size));
-    let bs = u64::from(st.bs());
-    let mut out = Vec::with_capacity((end - offset) as usize);
-    let mut pos = offset;
-    while pos < end {
-        let fblock = pos / bs;
-        let within = (pos % bs) as usize;
-        let n = ((bs - within as u64).min(end - pos)) as usize;
-        let block = read_block(st, inum, fblock)?;
-        out.extend_from_slice(&block[within..within + n]);
-        pos += n as u64;
-    }
-    Ok(out)
-}
-
 /// Removes the entries for file blocks `[from, to)` of `inum` from a page map.
 fn drop_range<V>(
     map: &mut std::collections::BTreeMap<(u64, u64), V>,
@@ -205,6 +205,7 @@ fn drop_range<V>(
 /// Removes file blocks `[from, to)` of `inum`: drops dirty blocks, trims and splits
 /// extents, frees their blocks once durable. Returns the number of disk blocks freed.
 pub fn punch(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
+    st.read.cache.invalidate(inum, from, to);
     drop_range(&mut st.pages, inum, from, to);
     let delalloc: Vec<(u64, u64)> = st
         .delalloc

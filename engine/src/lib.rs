@@ -7,6 +7,7 @@
 
 pub mod alloc;
 pub mod btree;
+pub mod cache;
 pub mod commit;
 pub mod data;
 pub mod dev;

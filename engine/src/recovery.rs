@@ -520,6 +520,7 @@ fn recover_inner(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> 
         records: Vec::new(),
         pages: BTreeMap::new(),
         inflight: BTreeMap::new(),
+        read: Default::default(),
         delta_reserved: 0,
         delalloc: BTreeSet::new(),
         next_inum: sb.next_inum,

@@ -42,6 +42,12 @@ pub struct FsStats {
     /// Commits made because an operation hit ENOSPC while the open delta held frees.
     pub space_pressure_commits: u64,
     pub data_checksum_errors: u64,
+    /// Clean page cache: lookups that found the page, lookups that did not, bytes held now.
+    pub data_cache_hits: u64,
+    pub data_cache_misses: u64,
+    pub data_cache_bytes: u64,
+    /// Blocks the read path decided to read ahead.
+    pub data_readahead_blocks: u64,
 }
 
 /// Everything a mounted filesystem keeps in memory.
@@ -76,6 +82,8 @@ pub struct State {
     /// Dirty pages of the delta being flushed, readable until its flush completes; the
     /// device holds its own references until each write completes.
     pub inflight: BTreeMap<(u64, u64), std::sync::Arc<AlignedBuf>>,
+    /// The clean page cache and read-ahead state (engine::data::read).
+    pub read: crate::data::ReadState,
     /// Blocks reserved by the open delta's writes.
     pub delta_reserved: u64,
     /// Delayed allocation: dirty pages of the open delta that no extent backs yet, so
@@ -143,6 +151,10 @@ impl std::fmt::Display for FsStats {
             ("leaf_evictions", self.leaf_evictions),
             ("space_pressure_commits", self.space_pressure_commits),
             ("data_checksum_errors", self.data_checksum_errors),
+            ("data_cache_hits", self.data_cache_hits),
+            ("data_cache_misses", self.data_cache_misses),
+            ("data_cache_bytes", self.data_cache_bytes),
+            ("data_readahead_blocks", self.data_readahead_blocks),
         ];
         for (name, value) in rows {
             writeln!(f, "{name} {value}")?;

@@ -391,10 +391,12 @@ impl Settings {
             opts.commit_interval = interval;
         }
         // Dirty data and the delta in flight each stay under a quarter; loaded leaves are
-        // cut back to a quarter after each commit: about SIZE in all.
+        // cut back to a quarter after each commit; clean data pages keep the last quarter:
+        // about SIZE in all.
         let cache = self.cache_bytes.unwrap_or_else(default_cache_bytes);
         opts.dirty_limit_bytes = cache / 4;
         opts.leaf_cache_bytes = cache / 4;
+        opts.data_cache_bytes = cache / 4;
         opts
     }
 }

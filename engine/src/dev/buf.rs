@@ -37,11 +37,21 @@ impl AlignedBuf {
         AlignedBuf { ptr, len }
     }
 
-    /// A buffer holding a copy of `bytes`.
+    /// A buffer holding a copy of `bytes` (copied once, not zeroed first).
     pub fn from_slice(bytes: &[u8]) -> Self {
-        let mut buf = Self::zeroed(bytes.len());
-        buf.copy_from_slice(bytes);
-        buf
+        let layout = Self::layout(bytes.len());
+        // SAFETY: layout has non-zero size.
+        let raw = unsafe { alloc::alloc(layout) };
+        let Some(ptr) = NonNull::new(raw) else {
+            alloc::handle_alloc_error(layout)
+        };
+        // SAFETY: the allocation holds at least `bytes.len()` bytes and cannot overlap
+        // `bytes`; after the copy every byte of the buffer's length is initialised.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.as_ptr(), bytes.len()) };
+        AlignedBuf {
+            ptr,
+            len: bytes.len(),
+        }
     }
 
     /// Length in bytes.

@@ -11,6 +11,7 @@
 
 pub mod acl;
 mod posix;
+mod readahead;
 pub use posix::now;
 mod runtime;
 mod trim;
@@ -30,6 +31,12 @@ use crate::io::BlockIo;
 pub use crate::state::FsStats;
 use crate::state::State;
 use crate::{Errno, Result};
+
+/// Unlocked read attempts before a read runs under the state lock (see [`Filesystem::read`]).
+const READ_ATTEMPTS: u32 = 3;
+
+/// Times a read waits for read-ahead of its blocks before it reads under the lock.
+const READ_WAITS: u32 = 8;
 
 /// xattr set flags.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -119,6 +126,8 @@ pub struct Filesystem {
     /// Mounted read-only: nothing was recovered for writing, so it cannot switch to
     /// read-write (see [`Filesystem::set_read_only`]).
     mounted_read_only: bool,
+    /// The read-ahead threads (engine::fs::readahead); None once stopped.
+    readahead: Mutex<Option<readahead::Handle>>,
 }
 
 impl Filesystem {
@@ -153,6 +162,7 @@ impl Filesystem {
         let mut st = crate::recovery::recover(io, sb, opts.read_only)?;
         st.unify_log_blocks = opts.unify_log_blocks.max(1);
         st.leaf_cache_bytes = opts.leaf_cache_bytes;
+        st.read.cache = Arc::new(crate::cache::PageCache::new(opts.data_cache_bytes));
         st.debug_ack_before_data = opts.debug_ack_before_data;
         st.alloc.discard_freed = opts.discard && !opts.read_only;
         if !opts.read_only {
@@ -179,11 +189,15 @@ impl Filesystem {
             Some(started.map_err(|e| crate::Error::io("starting the writeback thread", e))?)
         };
         let commits = handle.as_ref().map(writeback::Handle::sender);
+        let ahead = readahead::start(shared.clone())
+            .map_err(|e| crate::Error::io("starting the read-ahead threads", e))?;
+        shared.lock().read.async_readahead = true;
         Ok(Arc::new(Filesystem {
             shared,
             writeback: Mutex::new(handle),
             commits,
             mounted_read_only: opts.read_only,
+            readahead: Mutex::new(Some(ahead)),
         }))
     }
 
@@ -227,7 +241,15 @@ impl Filesystem {
 
     /// Counters: deltas, bytes written, unifies, commit latency.
     pub fn stats(&self) -> FsStats {
-        self.shared.lock().stats.clone()
+        let st = self.shared.lock();
+        let cache = st.read.cache.stats();
+        FsStats {
+            data_cache_hits: cache.hits,
+            data_cache_misses: cache.misses,
+            data_cache_bytes: cache.bytes,
+            data_readahead_blocks: st.read.readahead_blocks,
+            ..st.stats.clone()
+        }
     }
 
     /// Has the writeback thread commit the open delta and waits until it is durable (on a
@@ -427,8 +449,48 @@ impl Filesystem {
     pub fn release(&self, ino: u64) -> Result<()> {
         self.with(|st| posix::release(st, ino))
     }
+    /// Reads up to `size` bytes at `offset`. Blocks that must come from the device are read
+    /// without the state lock (engine::data::read); a reader whose inode changed meanwhile
+    /// plans again, and after [`READ_ATTEMPTS`] tries reads under the lock.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let (mut attempts, mut waits) = (0, 0);
+        while attempts < READ_ATTEMPTS && waits < READ_WAITS {
+            let mut plan = self.with(|st| posix::read_plan(st, ino, offset, size))?;
+            self.hand_readahead(&mut plan);
+            if let Some(done) = plan.take_wait() {
+                // A read-ahead is loading a block this read needs: wait for it, not load twice.
+                done.wait();
+                waits += 1;
+                continue;
+            }
+            attempts += 1;
+            if plan.is_complete() {
+                return Ok(plan.into_bytes());
+            }
+            let loaded = crate::data::load(&plan);
+            if let Some(out) = self.with(|st| crate::data::complete_read(st, plan, loaded))? {
+                return Ok(out);
+            }
+        }
         self.with(|st| posix::read(st, ino, offset, size))
+    }
+
+    /// Gives a plan's read-ahead to the read-ahead threads (or forgets it when they have
+    /// stopped).
+    fn hand_readahead(&self, plan: &mut crate::data::ReadPlan) {
+        let Some((ahead, done)) = plan.take_ahead() else {
+            return;
+        };
+        let inum = ahead.inum();
+        let sent = match self.readahead.lock() {
+            Ok(h) => h
+                .as_ref()
+                .is_some_and(|h| h.tx.send((ahead, done.clone())).is_ok()),
+            Err(_) => false,
+        };
+        if !sent {
+            crate::data::end_readahead(&mut self.shared.lock(), inum, &done);
+        }
     }
     /// Writes `data` at `offset` (at the end of the file when `append`); returns bytes written.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8], append: bool) -> Result<u32> {
@@ -518,6 +580,14 @@ impl Drop for Filesystem {
             && let Some(h) = h.take()
         {
             h.stop();
+        }
+        if let Ok(mut h) = self.readahead.lock()
+            && let Some(h) = h.take()
+        {
+            drop(h.tx);
+            for t in h.threads {
+                let _ = t.join();
+            }
         }
     }
 }

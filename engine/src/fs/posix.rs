@@ -601,6 +601,20 @@ pub(super) fn read(st: &mut State, ino: u64, offset: u64, size: u32) -> Result<V
     data::read(st, ino, offset, size, i.size)
 }
 
+/// Plans a read (see engine::data::read): the reply, or the blocks still to load.
+pub(super) fn read_plan(
+    st: &mut State,
+    ino: u64,
+    offset: u64,
+    size: u32,
+) -> Result<data::ReadPlan> {
+    let i = inode::get(st, ino)?;
+    if i.is_dir() {
+        return Err(Errno::IsDir.into());
+    }
+    data::plan_read(st, ino, offset, size, i.size, data::ReadMode::Unlocked)
+}
+
 pub(super) fn write(
     st: &mut State,
     ino: u64,

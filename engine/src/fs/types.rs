@@ -122,6 +122,9 @@ pub struct MountOptions {
     /// Memory for B+tree leaves kept in memory: past it, clean leaves are dropped after a
     /// commit (and read again on demand).
     pub leaf_cache_bytes: u64,
+    /// Memory for clean file-data pages (the clean page cache, engine::cache): data read
+    /// from the device or made durable by a commit, evicted past this bound.
+    pub data_cache_bytes: u64,
     /// BENCHMARK BASELINE ONLY: commits keep the state lock through their flush, so the
     /// frontend waits for writeback instead of forking pages. Safe, just slower; it exists
     /// so that benches can measure what page forking buys in the same run.
@@ -142,6 +145,7 @@ impl Default for MountOptions {
             debug_wait_writeback: false,
             leaf_cache_bytes: 256 << 20,
             discard: false,
+            data_cache_bytes: 64 << 20,
         }
     }
 }
