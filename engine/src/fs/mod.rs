@@ -38,6 +38,10 @@ pub struct XattrFlags {
     pub create: bool,
     /// XATTR_REPLACE: fail with ENODATA if it does not exist.
     pub replace: bool,
+    /// Setting `system.posix_acl_access` also clears S_ISGID: the caller is outside the
+    /// file's group and lacks CAP_FSETID (the kernel decides; FUSE_SETXATTR_ACL_KILL_SGID).
+    /// Ignored for other names, and for an empty ACL (which removes it).
+    pub acl_kill_sgid: bool,
 }
 
 /// What the writeback thread and the frontend share.
