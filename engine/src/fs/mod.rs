@@ -160,11 +160,16 @@ impl Filesystem {
         st.debug_ack_before_data = opts.debug_ack_before_data;
         st.alloc.discard_freed = opts.discard && !opts.read_only;
         if !opts.read_only {
-            posix::destroy_orphans(&mut st)?;
-            crate::commit::commit(&mut st)?;
-            st.sb.mount_count += 1;
-            st.sb.last_mount_sec = crate::commit::now_sec();
-            crate::commit::unify(&mut st, STATE_MOUNTED)?;
+            // Destroying the orphans reads leaves recovery did not: damage met there is
+            // reported as recovery reports it, naming the block and telling to run fsck.
+            let settle = |st: &mut State| -> Result<()> {
+                posix::destroy_orphans(st)?;
+                crate::commit::commit(st)?;
+                st.sb.mount_count += 1;
+                st.sb.last_mount_sec = crate::commit::now_sec();
+                crate::commit::unify(st, STATE_MOUNTED)
+            };
+            settle(&mut st).map_err(crate::recovery::with_fsck_hint)?;
         }
         let shared = Arc::new(Shared {
             open_delta: AtomicU64::new(st.delta),
