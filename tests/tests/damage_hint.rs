@@ -91,12 +91,12 @@ fn damage_met_while_destroying_orphans_at_mount_tells_to_run_fsck() {
         damage_orphan_leaf(&mut image) > 0,
         "no leaf holds the marker"
     );
-    let err = Filesystem::mount(
+    let Err(err) = Filesystem::mount(
         Arc::new(MemDevice::from_bytes(image.clone())) as Arc<dyn BlockDevice>,
         MountOptions::default(),
-    )
-    .err()
-    .expect("mount of a damaged image fails");
+    ) else {
+        panic!("mount of a damaged image succeeded");
+    };
     let msg = err.to_string();
     assert!(
         matches!(err, Error::Corrupt { .. }),
