@@ -2,8 +2,10 @@
 //! write it out as a fresh metadata set, the way unify does.
 //!
 //! **What is repaired, in this order** (each step works on the result of the one before):
-//! 1. inode records that decode (inline xattrs that do not decode were already cut off by
-//!    the walk); a missing or non-directory root is replaced by an empty root directory;
+//! 1. inode records that decode (inline xattrs that do not decode, and ACL xattrs whose
+//!    value is not a valid ACL or that are default ACLs of non-directories, were already
+//!    cut off by the walk); a missing or non-directory root is replaced by an empty root
+//!    directory;
 //! 2. directory entries: dropped when their directory is missing or not a directory, when
 //!    their target is missing or is the root; their type is set from the target's mode; a
 //!    directory named more than once keeps the name its parent field agrees with (else the

@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use tuxfs_engine::dev::{AlignedBuf, BlockDevice, read_at};
+use tuxfs_engine::format::acl::{self, XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT};
 use tuxfs_engine::format::btree::{Key, Leaf, Node, decode_block_ref};
 use tuxfs_engine::format::dirent::Dirent;
 use tuxfs_engine::format::extent::{Extent, ExtentFlags};
@@ -622,7 +623,7 @@ impl<'a> Checker<'a> {
         if key.b != 0 || key.a == 0 {
             return Err("inode keys are (inum, 0) with inum >= 1".into());
         }
-        let inode = match Inode::decode(value, block) {
+        let mut inode = match Inode::decode(value, block) {
             Ok(inode) => inode,
             Err(e) => {
                 let salvaged =
@@ -640,6 +641,7 @@ impl<'a> Checker<'a> {
                 inode
             }
         };
+        self.check_acls(block, key.a, &mut inode);
         self.stats.inodes += 1;
         self.inodes.insert(
             key.a,
@@ -655,6 +657,43 @@ impl<'a> Checker<'a> {
             k.inodes.insert(key.a, inode);
         }
         Ok(())
+    }
+
+    /// The ACL xattrs of inode `inum` (in the leaf `block`) must decode as ACLs, and a
+    /// default ACL belongs to a directory only (the engine refuses others, SEMANTICS.md).
+    /// Either problem is a finding; the ACL is dropped from the kept inode, so `-y` writes
+    /// it without that xattr (the mode stays).
+    fn check_acls(&mut self, block: u64, inum: u64, inode: &mut Inode) {
+        let mut drop_names = Vec::new();
+        for x in &inode.inline_xattrs {
+            let name = x.name.as_slice();
+            if name != XATTR_ACL_ACCESS && name != XATTR_ACL_DEFAULT {
+                continue;
+            }
+            let shown = String::from_utf8_lossy(name);
+            let problem = match acl::decode(&x.value) {
+                Err(e) => Some(format!("not a valid ACL: {e}")),
+                Ok(_) if name == XATTR_ACL_DEFAULT && !inode.is_dir() => Some(format!(
+                    "a default ACL on a non-directory (mode {:#o})",
+                    inode.mode
+                )),
+                Ok(_) => None,
+            };
+            if let Some(problem) = problem {
+                drop_names.push(x.name.clone());
+                self.finding(
+                    Some(block),
+                    format!(
+                        "block {block}: inode {inum}: {shown}: {problem}; repair drops it (the mode stays)"
+                    ),
+                );
+            }
+        }
+        if self.kept.is_some() {
+            inode
+                .inline_xattrs
+                .retain(|x| !drop_names.contains(&x.name));
+        }
     }
 
     fn visit_extent(&mut self, block: u64, key: Key, value: &[u8]) -> Result<(), String> {

@@ -304,14 +304,17 @@ fn rename_flags(flags: fuser::RenameFlags) -> Result<RenameFlags, Errno> {
     })
 }
 
-/// The engine's xattr flags, or EINVAL for unknown bits.
-fn xattr_flags(flags: i32) -> Result<XattrFlags, Errno> {
+/// The engine's xattr flags from setxattr(2)'s `flags` (EINVAL for unknown bits) and the
+/// kernel's `setxattr_flags` (FUSE_SETXATTR_EXT; only ACL_KILL_SGID exists, and a bit this
+/// version does not know is a request from a newer kernel it cannot honour: ignored).
+fn xattr_flags(flags: i32, setxattr_flags: u32) -> Result<XattrFlags, Errno> {
     if flags & !(libc::XATTR_CREATE | libc::XATTR_REPLACE) != 0 {
         return Err(Errno::EINVAL);
     }
     Ok(XattrFlags {
         create: flags & libc::XATTR_CREATE != 0,
         replace: flags & libc::XATTR_REPLACE != 0,
+        acl_kill_sgid: setxattr_flags & fuser::consts::FUSE_SETXATTR_ACL_KILL_SGID != 0,
     })
 }
 
@@ -348,13 +351,15 @@ impl fuser::Filesystem for Adapter {
         // ACL, default ACL inheritance (engine::fs::acl). It then skips the umask for
         // create/mkdir/mknod; DONT_MASK keeps the FUSE layer from applying it anyway, so
         // the engine gets the unmasked mode and the umask and applies whichever rule holds.
-        // (FUSE_SETXATTR_EXT, which would carry FUSE_SETXATTR_ACL_KILL_SGID, is not asked
-        // for: fuser 0.18 reads its larger setxattr header as the old one.)
+        // SETXATTR_EXT: setxattr requests carry FUSE_SETXATTR_ACL_KILL_SGID, set when a
+        // caller outside the file's group without CAP_FSETID sets an access ACL; the engine
+        // then clears S_ISGID as ext4 does (the vendored fuser parses that header).
         let mut wanted = InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_POSIX_ACL
-            | InitFlags::FUSE_DONT_MASK;
+            | InitFlags::FUSE_DONT_MASK
+            | InitFlags::FUSE_SETXATTR_EXT;
         if self.caching.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -747,7 +752,9 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
-    fn setxattr(
+    // Every SETXATTR arrives here (the vendored fuser's `setxattr_ext`), with the kernel's
+    // setxattr_flags when FUSE_SETXATTR_EXT was negotiated.
+    fn setxattr_ext(
         &self,
         _req: &Request,
         ino: INodeNo,
@@ -755,13 +762,14 @@ impl fuser::Filesystem for Adapter {
         value: &[u8],
         flags: i32,
         position: u32,
+        setxattr_flags: u32,
         reply: ReplyEmpty,
     ) {
         // `position` is for macOS resource forks only.
         if position != 0 {
             return reply.error(Errno::EINVAL);
         }
-        match xattr_flags(flags) {
+        match xattr_flags(flags, setxattr_flags) {
             Ok(flags) => reply_empty(
                 reply,
                 self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
@@ -915,22 +923,31 @@ mod tests {
 
     #[test]
     fn xattr_flags_pass_known_bits_and_refuse_others() {
-        assert_eq!(xattr_flags(0), Ok(XattrFlags::default()));
+        assert_eq!(xattr_flags(0, 0), Ok(XattrFlags::default()));
         assert_eq!(
-            xattr_flags(libc::XATTR_CREATE),
+            xattr_flags(libc::XATTR_CREATE, 0),
             Ok(XattrFlags {
                 create: true,
-                replace: false
+                ..XattrFlags::default()
             })
         );
         assert_eq!(
-            xattr_flags(libc::XATTR_REPLACE),
+            xattr_flags(libc::XATTR_REPLACE, 0),
             Ok(XattrFlags {
-                create: false,
-                replace: true
+                replace: true,
+                ..XattrFlags::default()
             })
         );
-        assert_eq!(xattr_flags(4), Err(Errno::EINVAL));
+        assert_eq!(
+            xattr_flags(0, fuser::consts::FUSE_SETXATTR_ACL_KILL_SGID),
+            Ok(XattrFlags {
+                acl_kill_sgid: true,
+                ..XattrFlags::default()
+            })
+        );
+        // Unknown setxattr_flags bits are ignored; unknown setxattr(2) flags are not.
+        assert_eq!(xattr_flags(0, 1 << 7), Ok(XattrFlags::default()));
+        assert_eq!(xattr_flags(4, 0), Err(Errno::EINVAL));
     }
 
     #[test]

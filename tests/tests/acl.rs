@@ -211,3 +211,50 @@ fn default_acl_is_inherited_and_umask_applies_only_without_it() {
     assert!(fs.listxattr(g.ino).unwrap().is_empty());
     fs.unmount().unwrap();
 }
+
+#[test]
+fn access_acl_with_kill_sgid_clears_setgid_and_only_then() {
+    let fs = mount(&device());
+    let f = fs.create(ROOT, b"f", 0o600, ME).expect("create").ino;
+    let d = fs.mkdir(ROOT, b"d", 0o755, ME).expect("mkdir").ino;
+    let chmod = |ino: u64, mode: u32| {
+        fs.setattr(
+            ino,
+            &SetAttr {
+                mode: Some(mode),
+                ..SetAttr::default()
+            },
+        )
+        .unwrap();
+    };
+    let kill = XattrFlags {
+        acl_kill_sgid: true,
+        ..XattrFlags::default()
+    };
+    // Without the flag (caller in the group, or CAP_FSETID) S_ISGID stays.
+    chmod(f, 0o2600);
+    set(&fs, f, XATTR_ACL_ACCESS, &nobody_reads()).expect("set");
+    assert_eq!(fs.getattr(f).unwrap().perm, 0o2640);
+    // With it, S_ISGID goes; the permission bits come from the ACL as always.
+    chmod(f, 0o2600);
+    fs.setxattr(f, XATTR_ACL_ACCESS, &encode(&nobody_reads()), kill)
+        .expect("set");
+    assert_eq!(fs.getattr(f).unwrap().perm, 0o640);
+    assert_eq!(get(&fs, f, XATTR_ACL_ACCESS), Some(nobody_reads()));
+    // Also for an ACL the mode can say (not stored), and S_ISUID stays (ext4).
+    chmod(f, 0o6600);
+    let plain = vec![
+        e(ACL_USER_OBJ, 6, U),
+        e(ACL_GROUP_OBJ, 4, U),
+        e(ACL_OTHER, 0, U),
+    ];
+    fs.setxattr(f, XATTR_ACL_ACCESS, &encode(&plain), kill)
+        .expect("set");
+    assert_eq!(fs.getattr(f).unwrap().perm, 0o4640);
+    // A default ACL does not change the mode, flag or not.
+    chmod(d, 0o2755);
+    fs.setxattr(d, XATTR_ACL_DEFAULT, &encode(&nobody_reads()), kill)
+        .expect("set default");
+    assert_eq!(fs.getattr(d).unwrap().perm, 0o2755);
+    fs.unmount().unwrap();
+}

@@ -27,6 +27,8 @@ use crate::{Errno, Error, Result};
 
 /// Owner, group and other permission bits of a mode.
 const S_IRWXUGO: u32 = 0o777;
+/// The set-group-ID bit.
+const S_ISGID: u32 = 0o2000;
 
 /// Which ACL an xattr name holds, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,8 +173,10 @@ fn put(i: &mut Inode, kind: AclKind, entries: Option<&[AclEntry]>) {
 
 /// setxattr of an ACL name: validates the value (EINVAL when it is not a valid ACL),
 /// then applies it to `i` as ext4 does. An empty ACL removes it. A default ACL is only
-/// for directories (EACCES otherwise, as the kernel answers).
-pub(super) fn set(i: &mut Inode, kind: AclKind, value: &[u8]) -> Result<()> {
+/// for directories (EACCES otherwise, as the kernel answers). `kill_sgid`: setting a
+/// (non-empty) access ACL also clears S_ISGID (`posix_acl_update_mode` for a caller outside
+/// the file's group without CAP_FSETID).
+pub(super) fn set(i: &mut Inode, kind: AclKind, value: &[u8], kill_sgid: bool) -> Result<()> {
     let entries = acl::decode(value).map_err(|_| Error::from(Errno::Invalid))?;
     match kind {
         AclKind::Access => {
@@ -180,7 +184,10 @@ pub(super) fn set(i: &mut Inode, kind: AclKind, value: &[u8]) -> Result<()> {
                 put(i, kind, None);
                 return Ok(());
             }
-            let (mode, not_equiv) = equiv_mode(&entries, i.mode);
+            let (mut mode, not_equiv) = equiv_mode(&entries, i.mode);
+            if kill_sgid {
+                mode &= !S_ISGID;
+            }
             i.mode = mode;
             put(i, kind, not_equiv.then_some(&entries[..]));
         }
@@ -274,27 +281,34 @@ mod tests {
             mode: 0o100600,
             ..Inode::default()
         };
-        set(&mut i, AclKind::Access, &acl::encode(&base(6, 4, 4))).unwrap();
+        set(&mut i, AclKind::Access, &acl::encode(&base(6, 4, 4)), false).unwrap();
         assert_eq!(i.mode, 0o100644);
         assert!(i.inline_xattrs.is_empty(), "equivalent ACL stored");
         set(
             &mut i,
             AclKind::Access,
             &acl::encode(&with_nobody(6, 4, 4, 4, 0)),
+            false,
         )
         .unwrap();
         assert_eq!(i.mode, 0o100640);
         assert_eq!(i.inline_xattrs.len(), 1);
         // Setting an equivalent ACL again removes the stored one.
-        set(&mut i, AclKind::Access, &acl::encode(&base(6, 0, 0))).unwrap();
+        set(&mut i, AclKind::Access, &acl::encode(&base(6, 0, 0)), false).unwrap();
         assert_eq!(i.mode, 0o100600);
         assert!(i.inline_xattrs.is_empty());
         // Invalid values are EINVAL and change nothing.
-        let err = set(&mut i, AclKind::Access, &[1, 0, 0, 0]).unwrap_err();
+        let err = set(&mut i, AclKind::Access, &[1, 0, 0, 0], false).unwrap_err();
         assert_eq!(err.errno(), Errno::Invalid);
         assert_eq!(i.mode, 0o100600);
         // Default ACLs only on directories.
-        let err = set(&mut i, AclKind::Default, &acl::encode(&base(7, 5, 5))).unwrap_err();
+        let err = set(
+            &mut i,
+            AclKind::Default,
+            &acl::encode(&base(7, 5, 5)),
+            false,
+        )
+        .unwrap_err();
         assert_eq!(err.errno(), Errno::Access);
     }
 

@@ -45,6 +45,10 @@ pub struct XattrFlags {
     pub create: bool,
     /// XATTR_REPLACE: fail with ENODATA if it does not exist.
     pub replace: bool,
+    /// Setting `system.posix_acl_access` also clears S_ISGID: the caller is outside the
+    /// file's group and lacks CAP_FSETID (the kernel decides; FUSE_SETXATTR_ACL_KILL_SGID).
+    /// Ignored for other names, and for an empty ACL (which removes it).
+    pub acl_kill_sgid: bool,
 }
 
 /// What the writeback thread and the frontend share.
@@ -166,11 +170,16 @@ impl Filesystem {
         st.debug_ack_before_data = opts.debug_ack_before_data;
         st.alloc.discard_freed = opts.discard && !opts.read_only;
         if !opts.read_only {
-            posix::destroy_orphans(&mut st)?;
-            crate::commit::commit(&mut st)?;
-            st.sb.mount_count += 1;
-            st.sb.last_mount_sec = crate::commit::now_sec();
-            crate::commit::unify(&mut st, STATE_MOUNTED)?;
+            // Destroying the orphans reads leaves recovery did not: damage met there is
+            // reported as recovery reports it, naming the block and telling to run fsck.
+            let settle = |st: &mut State| -> Result<()> {
+                posix::destroy_orphans(st)?;
+                crate::commit::commit(st)?;
+                st.sb.mount_count += 1;
+                st.sb.last_mount_sec = crate::commit::now_sec();
+                crate::commit::unify(st, STATE_MOUNTED)
+            };
+            settle(&mut st).map_err(crate::recovery::with_fsck_hint)?;
         }
         let shared = Arc::new(Shared {
             open_delta: AtomicU64::new(st.delta),

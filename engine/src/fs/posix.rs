@@ -745,7 +745,7 @@ pub(super) fn setxattr(
     }
     if let Some(kind) = super::acl::kind_of(name) {
         // ACLs are validated and change the mode (acl.rs); the rest is an ordinary xattr.
-        super::acl::set(&mut i, kind, value)?;
+        super::acl::set(&mut i, kind, value, flags.acl_kill_sgid)?;
     } else {
         let entry = XattrEntry {
             name: name.to_vec(),

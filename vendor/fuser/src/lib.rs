@@ -798,6 +798,26 @@ pub trait Filesystem: Send + Sync + 'static {
         reply.error(Errno::ENOSYS);
     }
 
+    /// Set an extended attribute, with the `setxattr_flags` of the extended request
+    /// (`consts::FUSE_SETXATTR_ACL_KILL_SGID`), which the kernel sends only when the
+    /// filesystem asked for `InitFlags::FUSE_SETXATTR_EXT` at init (0 otherwise). Every
+    /// SETXATTR request arrives here; the default calls `setxattr` without the flags.
+    /// (tuxfs change.)
+    fn setxattr_ext(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        setxattr_flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        let _ = setxattr_flags;
+        self.setxattr(req, ino, name, value, flags, position, reply);
+    }
+
     /// Get an extended attribute.
     /// If `size` is 0, the size of the value should be sent with `reply.size()`.
     /// If `size` is not 0, and the value fits, send it with `reply.data()`, or

@@ -331,13 +331,23 @@ impl<'a> RequestWithSender<'a> {
                 filesystem.statfs(self.request_header(), self.request.nodeid(), self.reply());
             }
             ll::Operation::SetXAttr(x) => {
-                filesystem.setxattr(
+                // tuxfs change: the header's size depends on FUSE_SETXATTR_EXT.
+                let ext = se
+                    .filesystem
+                    .setxattr_ext
+                    .load(std::sync::atomic::Ordering::SeqCst);
+                let Some(x) = x.parse(ext) else {
+                    error!("malformed SETXATTR request");
+                    return Err(Errno::EINVAL);
+                };
+                filesystem.setxattr_ext(
                     self.request_header(),
                     self.request.nodeid(),
-                    x.name(),
-                    x.value(),
-                    x.flags(),
-                    x.position(),
+                    x.name,
+                    x.value,
+                    x.flags,
+                    x.position,
+                    x.setxattr_flags,
                     self.reply(),
                 );
             }

@@ -86,6 +86,9 @@ pub(crate) struct FilesystemHolder<FS: Filesystem> {
     /// tuxfs change: set once `destroy` has run, so it runs exactly once whether DESTROY
     /// arrived or the session ended otherwise.
     pub(crate) destroyed: std::sync::atomic::AtomicBool,
+    /// tuxfs change: FUSE_SETXATTR_EXT was negotiated at INIT, so SETXATTR requests carry
+    /// the extended header.
+    pub(crate) setxattr_ext: std::sync::atomic::AtomicBool,
 }
 
 impl<FS: Filesystem> FilesystemHolder<FS> {
@@ -184,6 +187,7 @@ impl<FS: Filesystem> Session<FS> {
             filesystem: FilesystemHolder {
                 fs: Some(filesystem),
                 destroyed: std::sync::atomic::AtomicBool::new(false),
+                setxattr_ext: std::sync::atomic::AtomicBool::new(false),
             },
             ch,
             mount: UmountOnDrop {
@@ -213,6 +217,7 @@ impl<FS: Filesystem> Session<FS> {
             filesystem: FilesystemHolder {
                 fs: Some(filesystem),
                 destroyed: std::sync::atomic::AtomicBool::new(false),
+                setxattr_ext: std::sync::atomic::AtomicBool::new(false),
             },
             ch,
             mount: UmountOnDrop {
@@ -477,6 +482,11 @@ impl<FS: Filesystem> Session<FS> {
                 config.max_write
             );
 
+            // tuxfs change: remember whether SETXATTR will carry the extended header.
+            self.filesystem.setxattr_ext.store(
+                (init.capabilities() & config.requested).contains(InitFlags::FUSE_SETXATTR_EXT),
+                std::sync::atomic::Ordering::SeqCst,
+            );
             let response = init.reply(&config);
             <ReplyRaw as Reply>::new(request.unique(), ReplySender::Channel(self.ch.sender()))
                 .send_ll(&response);

@@ -110,6 +110,10 @@ pub mod consts {
 
     // The read buffer is required to be at least 8k, but may be much larger
     pub const FUSE_MIN_READ_BUFFER: usize = 8192;
+
+    // tuxfs change: setxattr_flags of the extended setxattr header (FUSE_SETXATTR_EXT).
+    /// Clear S_ISGID when setting `system.posix_acl_access`.
+    pub const FUSE_SETXATTR_ACL_KILL_SGID: u32 = 1 << 0;
 }
 
 #[repr(u32)]
@@ -456,6 +460,18 @@ pub(crate) struct fuse_setxattr_in {
     #[cfg(target_os = "macos")]
     pub(crate) position: u32,
     #[cfg(target_os = "macos")]
+    pub(crate) padding: u32,
+}
+
+/// tuxfs change: the setxattr header the kernel sends once FUSE_SETXATTR_EXT was negotiated
+/// (`struct fuse_setxattr_in` of ABI 7.33; the shorter one above is its
+/// FUSE_COMPAT_SETXATTR_IN_SIZE prefix).
+#[repr(C)]
+#[derive(Debug, FromBytes, KnownLayout, Immutable)]
+pub(crate) struct fuse_setxattr_in_ext {
+    pub(crate) size: u32,
+    pub(crate) flags: i32,
+    pub(crate) setxattr_flags: u32,
     pub(crate) padding: u32,
 }
 

@@ -827,32 +827,64 @@ mod op {
     }
 
     /// Set an extended attribute.
+    ///
+    /// tuxfs change: the body is kept unparsed, because its header has two sizes: the
+    /// kernel sends the longer `fuse_setxattr_in` (with `setxattr_flags`) only once
+    /// FUSE_SETXATTR_EXT was negotiated, which the request alone does not say. The
+    /// dispatcher calls [`SetXAttr::parse`] with what INIT negotiated.
     #[derive(Debug)]
     pub(crate) struct SetXAttr<'a> {
         #[expect(dead_code)]
         header: &'a fuse_in_header,
-        arg: &'a fuse_setxattr_in,
-        name: &'a OsStr,
-        value: &'a [u8],
+        body: &'a [u8],
     }
-    impl<'a> SetXAttr<'a> {
-        pub(crate) fn name(&self) -> &'a OsStr {
-            self.name
-        }
-        pub(crate) fn value(&self) -> &'a [u8] {
-            self.value
-        }
-        // TODO: Document what are valid flags
-        pub(crate) fn flags(&self) -> i32 {
-            self.arg.flags
-        }
+
+    /// The fields of a SETXATTR request.
+    #[derive(Debug, PartialEq, Eq)]
+    pub(crate) struct SetXAttrArgs<'a> {
+        pub(crate) name: &'a OsStr,
+        pub(crate) value: &'a [u8],
+        pub(crate) flags: i32,
+        /// `FUSE_SETXATTR_*` bits; 0 without FUSE_SETXATTR_EXT.
+        pub(crate) setxattr_flags: u32,
         /// This will always be 0 except on `MacOS`.  It's recommended that
         /// implementations return EINVAL if this is not 0.
-        pub(crate) fn position(&self) -> u32 {
-            #[cfg(target_os = "macos")]
-            return self.arg.position;
-            #[cfg(not(target_os = "macos"))]
-            0
+        pub(crate) position: u32,
+    }
+
+    impl<'a> SetXAttr<'a> {
+        /// Parses the body with the extended header when `ext` (FUSE_SETXATTR_EXT was
+        /// negotiated), else the compat one. None when the body is malformed: too short,
+        /// a name without its NUL, or a value whose length is not the header's size.
+        pub(crate) fn parse(&self, ext: bool) -> Option<SetXAttrArgs<'a>> {
+            let mut data = ArgumentIterator::new(self.body);
+            let (size, flags, setxattr_flags, position) = if ext {
+                let arg: &fuse_setxattr_in_ext = data.fetch()?;
+                (arg.size, arg.flags, arg.setxattr_flags, 0)
+            } else {
+                let arg: &fuse_setxattr_in = data.fetch()?;
+                #[cfg(target_os = "macos")]
+                let position = arg.position;
+                #[cfg(not(target_os = "macos"))]
+                let position = 0;
+                (arg.size, arg.flags, 0, position)
+            };
+            let name = data.fetch_str()?;
+            let value = data.fetch_all();
+            if value.len() != size as usize {
+                return None;
+            }
+            Some(SetXAttrArgs {
+                name,
+                value,
+                flags,
+                setxattr_flags,
+                position,
+            })
+        }
+        /// Bytes after the request header (for the debug log).
+        pub(crate) fn body_len(&self) -> usize {
+            self.body.len()
         }
     }
 
@@ -1716,15 +1748,9 @@ mod op {
                 header,
                 arg: data.fetch()?,
             }),
-            fuse_opcode::FUSE_SETXATTR => Operation::SetXAttr({
-                let out = SetXAttr {
-                    header,
-                    arg: data.fetch()?,
-                    name: data.fetch_str()?,
-                    value: data.fetch_all(),
-                };
-                assert!(out.value.len() == out.arg.size as usize);
-                out
+            fuse_opcode::FUSE_SETXATTR => Operation::SetXAttr(SetXAttr {
+                header,
+                body: data.fetch_all(),
             }),
             fuse_opcode::FUSE_GETXATTR => Operation::GetXAttr(GetXAttr {
                 header,
@@ -1997,13 +2023,7 @@ impl fmt::Display for Operation<'_> {
                 x.file_handle(),
                 x.fdatasync()
             ),
-            Operation::SetXAttr(x) => write!(
-                f,
-                "SETXATTR name {:?}, size {}, flags {:#x}",
-                x.name(),
-                x.value().len(),
-                x.flags()
-            ),
+            Operation::SetXAttr(x) => write!(f, "SETXATTR ({} bytes)", x.body_len()),
             Operation::GetXAttr(x) => {
                 write!(f, "GETXATTR name {:?}, size {:?}", x.name(), x.size())
             }
