@@ -7,8 +7,11 @@
 //!   (binary `tuxfs-crashtest`, integration test `tests/crash.rs`).
 //! - [`model`]: the reference model of the visible tree and a snapshot of the real one.
 //! - [`rng`]: the tiny seeded PRNG every randomized test uses (`TUXFS_SEED` replays a run).
+//! - [`fixture`]: the engine-level tests' formatted in-memory device, mount, callers and
+//!   fsck check.
 
 pub mod crash;
 pub mod decoder_fuzz;
+pub mod fixture;
 pub mod model;
 pub mod rng;

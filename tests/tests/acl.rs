@@ -4,49 +4,16 @@
 //! the ACL, new files inherit a directory's default ACL (else the umask applies), bad
 //! values are EINVAL, and all of it survives a remount.
 
-use std::sync::Arc;
-
 use tuxfs_engine::Errno;
-use tuxfs_engine::dev::BlockDevice;
-use tuxfs_engine::dev::mem::MemDevice;
 use tuxfs_engine::format::acl::{
     ACL_GROUP, ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_UNDEFINED_ID as U, ACL_USER, ACL_USER_OBJ,
     AclEntry, XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT, decode, encode,
 };
-use tuxfs_engine::format::inode::Timestamp;
-use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, SetAttr, XattrFlags};
-use tuxfs_engine::mkfs::{MkfsParams, format_device};
+use tuxfs_engine::fs::{Filesystem, SetAttr, XattrFlags};
+use tuxfs_tests::fixture::{SUPERUSER as ME, mem_device, mount_default};
 
 const ROOT: u64 = 1;
-const ME: Caller = Caller {
-    uid: 0,
-    gid: 0,
-    pid: 1,
-};
 const NOBODY: u32 = 65534;
-
-fn device() -> Arc<MemDevice> {
-    let dev = Arc::new(MemDevice::new(4096 * 2048));
-    let p = MkfsParams {
-        block_size: 4096,
-        block_count: 2048,
-        label: "acl".into(),
-        uuid: [6; 16],
-        hash_seed: [7; 16],
-        now: Timestamp {
-            sec: 1_763_000_000,
-            nsec: 0,
-        },
-        uid: 0,
-        gid: 0,
-    };
-    format_device(dev.as_ref(), &p, false).expect("mkfs");
-    dev
-}
-
-fn mount(dev: &Arc<MemDevice>) -> Arc<Filesystem> {
-    Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, MountOptions::default()).expect("mount")
-}
 
 fn e(tag: u16, perm: u16, id: u32) -> AclEntry {
     AclEntry { tag, perm, id }
@@ -78,8 +45,8 @@ fn get(fs: &Filesystem, ino: u64, name: &[u8]) -> Option<Vec<AclEntry>> {
 
 #[test]
 fn access_acl_sets_mode_and_equivalent_acl_is_not_stored() {
-    let dev = device();
-    let fs = mount(&dev);
+    let dev = mem_device(4096, 2048);
+    let fs = mount_default(&dev);
     let f = fs.create(ROOT, b"f", 0o600, ME).expect("create").ino;
     // What cp -p of a 0644 file does: an ACL equal to the mode.
     let plain = vec![
@@ -118,7 +85,7 @@ fn access_acl_sets_mode_and_equivalent_acl_is_not_stored() {
     assert_eq!(get(&fs, f, XATTR_ACL_ACCESS), Some(want.clone()));
     // Survives a remount.
     fs.unmount().unwrap();
-    let fs = mount(&dev);
+    let fs = mount_default(&dev);
     assert_eq!(get(&fs, f, XATTR_ACL_ACCESS), Some(want));
     assert_eq!(fs.getattr(f).unwrap().perm, 0o750);
     fs.unmount().unwrap();
@@ -126,7 +93,7 @@ fn access_acl_sets_mode_and_equivalent_acl_is_not_stored() {
 
 #[test]
 fn bad_acl_values_are_einval_and_change_nothing() {
-    let fs = mount(&device());
+    let fs = mount_default(&mem_device(4096, 2048));
     let f = fs.create(ROOT, b"f", 0o640, ME).expect("create").ino;
     let mut unsorted = nobody_reads();
     unsorted.swap(0, 1);
@@ -163,8 +130,8 @@ fn bad_acl_values_are_einval_and_change_nothing() {
 
 #[test]
 fn default_acl_is_inherited_and_umask_applies_only_without_it() {
-    let dev = device();
-    let fs = mount(&dev);
+    let dev = mem_device(4096, 2048);
+    let fs = mount_default(&dev);
     // No default ACL: the umask applies.
     let plain = fs
         .create_umask(ROOT, b"plain", 0o666, 0o022, ME)
@@ -214,7 +181,7 @@ fn default_acl_is_inherited_and_umask_applies_only_without_it() {
 
 #[test]
 fn access_acl_with_kill_sgid_clears_setgid_and_only_then() {
-    let fs = mount(&device());
+    let fs = mount_default(&mem_device(4096, 2048));
     let f = fs.create(ROOT, b"f", 0o600, ME).expect("create").ino;
     let d = fs.mkdir(ROOT, b"d", 0o755, ME).expect("mkdir").ino;
     let chmod = |ino: u64, mode: u32| {

@@ -10,45 +10,25 @@ use tuxfs_engine::Error;
 use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
 use tuxfs_engine::format::header::{Kind, peek_kind};
-use tuxfs_engine::format::inode::Timestamp;
-use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, XattrFlags};
-use tuxfs_engine::mkfs::{MkfsParams, format_device};
+use tuxfs_engine::fs::{Filesystem, MountOptions, XattrFlags};
 use tuxfs_engine::recovery::FSCK_HINT;
+use tuxfs_tests::fixture::{self, SUPERUSER as ME, mem_device};
 
 const ROOT: u64 = 1;
-const ME: Caller = Caller {
-    uid: 0,
-    gid: 0,
-    pid: 1,
-};
 const BS: usize = 4096;
 /// An xattr value found in the orphan's inode leaf and nowhere else.
 const MARKER: &[u8] = b"orphan-marker-5f3a9c71e2d84b06";
 
 /// An image left as a crash leaves it, with one orphan (unlinked while open, durable).
 fn image_with_orphan() -> Vec<u8> {
-    let dev = Arc::new(MemDevice::new(BS * 2048));
-    let p = MkfsParams {
-        block_size: BS as u32,
-        block_count: 2048,
-        label: "hint".into(),
-        uuid: [3; 16],
-        hash_seed: [4; 16],
-        now: Timestamp {
-            sec: 1_763_000_000,
-            nsec: 0,
-        },
-        uid: 0,
-        gid: 0,
-    };
-    format_device(dev.as_ref(), &p, false).expect("mkfs");
+    let dev = mem_device(BS as u32, 2048);
     // Every commit unifies, so the orphan's leaf is written in place, not through the log
     // (damage to a logged leaf makes recovery drop its delta instead).
     let opts = MountOptions {
         unify_log_blocks: 1,
         ..MountOptions::default()
     };
-    let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, opts).expect("mount");
+    let fs = fixture::mount(&dev, opts);
     let o = fs.create(ROOT, b"orphan", 0o644, ME).expect("create").ino;
     fs.write(o, 0, &[9; 3 * BS], false).expect("write");
     fs.setxattr(o, b"user.marker", MARKER, XattrFlags::default())

@@ -6,45 +6,22 @@
 
 use std::sync::Arc;
 
-use tuxfs_engine::dev::BlockDevice;
-use tuxfs_engine::dev::mem::MemDevice;
-use tuxfs_engine::format::inode::Timestamp;
-use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, SetAttr};
-use tuxfs_engine::mkfs::{MkfsParams, format_device};
+use tuxfs_engine::fs::{Filesystem, MountOptions, SetAttr};
+use tuxfs_tests::fixture::{SUPERUSER as ME, mem_device, mount};
 
 const ROOT: u64 = 1;
-const ME: Caller = Caller {
-    uid: 0,
-    gid: 0,
-    pid: 1,
-};
 const BS: u64 = 4096;
 /// 512-byte sectors per block.
 const SECTORS: u64 = BS / 512;
 
 fn mounted() -> Arc<Filesystem> {
-    let blocks = 4096u64;
-    let dev = Arc::new(MemDevice::new((BS * blocks) as usize));
-    let p = MkfsParams {
-        block_size: BS as u32,
-        block_count: blocks,
-        label: "delalloc".into(),
-        uuid: [4; 16],
-        hash_seed: [5; 16],
-        now: Timestamp {
-            sec: 1_763_000_000,
-            nsec: 0,
-        },
-        uid: 0,
-        gid: 0,
-    };
-    format_device(dev.as_ref(), &p, false).expect("mkfs");
+    let dev = mem_device(BS as u32, 4096);
     // A long commit interval: nothing commits unless the test asks.
     let opts = MountOptions {
         commit_interval: std::time::Duration::from_secs(3600),
         ..MountOptions::default()
     };
-    Filesystem::mount(dev as Arc<dyn BlockDevice>, opts).expect("mount")
+    mount(&dev, opts)
 }
 
 fn blocks(fs: &Filesystem, ino: u64) -> u64 {

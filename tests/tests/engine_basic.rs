@@ -3,64 +3,15 @@
 //! A second part drops the mount without unmounting (a crash with all writes landed) and
 //! checks that recovery replays every committed delta.
 
-use std::sync::Arc;
-
 use tuxfs_engine::Errno;
-use tuxfs_engine::dev::BlockDevice;
-use tuxfs_engine::dev::mem::MemDevice;
 use tuxfs_engine::format::inode::Timestamp;
-use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, RenameFlags, SetAttr};
+use tuxfs_engine::fs::{RenameFlags, SetAttr};
 use tuxfs_engine::mkfs::{MkfsParams, format_device};
-use tuxfs_fsck::{Mode, Options, check};
-
-const ROOT: u64 = 1;
-const ME: Caller = Caller {
-    uid: 1000,
-    gid: 1000,
-    pid: 1,
+use tuxfs_tests::fixture::{
+    NOW, USER as ME, UUID, fsck_clean, mem_device, mkfs_params, mount_default,
 };
 
-fn new_device(block_size: u32, blocks: u64) -> Arc<MemDevice> {
-    let dev = Arc::new(MemDevice::new((u64::from(block_size) * blocks) as usize));
-    let p = MkfsParams {
-        block_size,
-        block_count: blocks,
-        label: "engine".into(),
-        uuid: [9; 16],
-        hash_seed: [3; 16],
-        now: Timestamp {
-            sec: 1_763_000_000,
-            nsec: 0,
-        },
-        uid: 0,
-        gid: 0,
-    };
-    format_device(dev.as_ref(), &p, false).expect("mkfs");
-    dev
-}
-
-fn mount(dev: &Arc<MemDevice>) -> Arc<Filesystem> {
-    Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, MountOptions::default()).expect("mount")
-}
-
-fn fsck_clean(dev: &MemDevice) -> tuxfs_fsck::Report {
-    let report = check(
-        dev,
-        &Options {
-            mode: Mode::Check,
-            check_data: true,
-        },
-    )
-    .expect("fsck runs");
-    assert_eq!(
-        report.exit_code(),
-        0,
-        "fsck findings: {:#?}\nnotes: {:?}",
-        report.findings,
-        report.notes
-    );
-    report
-}
+const ROOT: u64 = 1;
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -71,8 +22,8 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 #[test]
 fn files_directories_links_survive_remount() {
     for bs in [512u32, 4096] {
-        let dev = new_device(bs, 8192);
-        let fs = mount(&dev);
+        let dev = mem_device(bs, 8192);
+        let fs = mount_default(&dev);
         let a = fs.create(ROOT, b"a.txt", 0o644, ME).expect("create");
         fs.write(a.ino, 0, b"hello, world", false).expect("write");
         fs.write(a.ino, 0, b"HELLO", false).expect("overwrite");
@@ -106,7 +57,7 @@ fn files_directories_links_survive_remount() {
         fs.sync().expect("sync");
         fs.unmount().expect("unmount");
         drop(fs);
-        let report = fsck_clean(&dev);
+        let report = fsck_clean(dev.as_ref());
         // root, lost+found, a.txt, dir, sub, big, sparse, sym
         assert_eq!(report.stats.inodes, 8, "{report:?}");
         assert!(
@@ -114,7 +65,7 @@ fn files_directories_links_survive_remount() {
             "{report:?}"
         );
 
-        let fs = mount(&dev);
+        let fs = mount_default(&dev);
         let moved = fs.lookup(d.ino, b"moved.txt").expect("lookup moved");
         assert_eq!(fs.read(moved.ino, 0, 100).expect("read"), b"HELLO, world!");
         let big = fs.lookup(sub.ino, b"big").expect("lookup big");
@@ -157,14 +108,14 @@ fn files_directories_links_survive_remount() {
         fs.rmdir(d.ino, b"sub").expect("rmdir");
         fs.unmount().expect("unmount");
         drop(fs);
-        fsck_clean(&dev);
+        fsck_clean(dev.as_ref());
     }
 }
 
 #[test]
 fn crash_after_commit_replays_the_log() {
-    let dev = new_device(4096, 4096);
-    let fs = mount(&dev);
+    let dev = mem_device(4096, 4096);
+    let fs = mount_default(&dev);
     let f = fs.create(ROOT, b"f", 0o644, ME).expect("create");
     fs.write(f.ino, 0, &pattern(50_000, 1), false)
         .expect("write");
@@ -176,21 +127,21 @@ fn crash_after_commit_replays_the_log() {
         .expect("unsynced write");
     // Crash: drop without unmount. The last write was never committed.
     drop(fs);
-    fsck_clean(&dev);
-    let fs = mount(&dev);
+    fsck_clean(dev.as_ref());
+    let fs = mount_default(&dev);
     let f2 = fs.lookup(ROOT, b"f").expect("lookup");
     let data = fs.read(f2.ino, 0, 70_000).expect("read");
     let mut want = pattern(50_000, 1);
     want.extend(pattern(10_000, 2));
     assert_eq!(data, want);
     fs.unmount().expect("unmount");
-    fsck_clean(&dev);
+    fsck_clean(dev.as_ref());
 }
 
 #[test]
 fn unlinked_open_file_lives_until_release_and_orphans_are_destroyed_after_a_crash() {
-    let dev = new_device(4096, 4096);
-    let fs = mount(&dev);
+    let dev = mem_device(4096, 4096);
+    let fs = mount_default(&dev);
     let f = fs.create(ROOT, b"tmp", 0o644, ME).expect("create");
     fs.write(f.ino, 0, &pattern(100_000, 5), false)
         .expect("write");
@@ -202,20 +153,20 @@ fn unlinked_open_file_lives_until_release_and_orphans_are_destroyed_after_a_cras
     fs.sync().expect("sync");
     let free_before = fs.statfs().expect("statfs").bfree;
     drop(fs); // crash with the orphan on disk
-    let fs = mount(&dev);
+    let fs = mount_default(&dev);
     assert!(
         fs.statfs().expect("statfs").bfree > free_before,
         "orphan's blocks were freed at mount"
     );
     assert_eq!(fs.stats().orphans_destroyed, 1);
     fs.unmount().expect("unmount");
-    fsck_clean(&dev);
+    fsck_clean(dev.as_ref());
 }
 
 #[test]
 fn many_files_in_one_directory() {
-    let dev = new_device(4096, 16384);
-    let fs = mount(&dev);
+    let dev = mem_device(4096, 16384);
+    let fs = mount_default(&dev);
     let d = fs.mkdir(ROOT, b"many", 0o755, ME).expect("mkdir");
     for i in 0..5000 {
         let f = fs
@@ -224,8 +175,8 @@ fn many_files_in_one_directory() {
         fs.release(f.ino).expect("release");
     }
     fs.unmount().expect("unmount");
-    fsck_clean(&dev);
-    let fs = mount(&dev);
+    fsck_clean(dev.as_ref());
+    let fs = mount_default(&dev);
     let mut seen = 0;
     let mut cookie = 0;
     loop {
@@ -248,7 +199,7 @@ fn many_files_in_one_directory() {
     }
     fs.rmdir(ROOT, b"many").expect("rmdir");
     fs.unmount().expect("unmount");
-    fsck_clean(&dev);
+    fsck_clean(dev.as_ref());
 }
 
 /// mkfs --force --uuid <the old UUID> over an image whose log still holds deltas: the new
@@ -256,8 +207,8 @@ fn many_files_in_one_directory() {
 /// seed, which every mkfs draws afresh).
 #[test]
 fn reformat_with_the_same_uuid_does_not_revive_the_old_log() {
-    let dev = new_device(4096, 4096);
-    let fs = mount(&dev);
+    let dev = mem_device(4096, 4096);
+    let fs = mount_default(&dev);
     for i in 0..20 {
         let f = fs
             .create(ROOT, format!("old-{i}").as_bytes(), 0o644, ME)
@@ -269,21 +220,17 @@ fn reformat_with_the_same_uuid_does_not_revive_the_old_log() {
     }
     drop(fs); // crash: the log holds the deltas
     let p = MkfsParams {
-        block_size: 4096,
-        block_count: 4096,
-        label: "engine".into(),
-        uuid: [9; 16],      // the same UUID as new_device uses
+        uuid: UUID,         // the same UUID as mem_device gives
         hash_seed: [4; 16], // a new seed, as every real mkfs draws
         now: Timestamp {
-            sec: 1_763_000_001,
+            sec: NOW.sec + 1,
             nsec: 0,
         },
-        uid: 0,
-        gid: 0,
+        ..mkfs_params(4096, 4096)
     };
     format_device(dev.as_ref(), &p, false).expect("mkfs again");
     for _ in 0..3 {
-        let fs = mount(&dev);
+        let fs = mount_default(&dev);
         let names: Vec<Vec<u8>> = fs
             .readdir(ROOT, 0, 100)
             .expect("readdir")
@@ -296,7 +243,7 @@ fn reformat_with_the_same_uuid_does_not_revive_the_old_log() {
             "old files came back"
         );
         fs.unmount().expect("unmount");
-        fsck_clean(&dev);
+        fsck_clean(dev.as_ref());
     }
 }
 
@@ -305,8 +252,8 @@ fn reformat_with_the_same_uuid_does_not_revive_the_old_log() {
 /// first meets must turn into a commit and a successful retry, not an error.
 #[test]
 fn space_freed_by_a_delete_is_usable_before_any_sync() {
-    let dev = new_device(4096, 2048);
-    let fs = mount(&dev);
+    let dev = mem_device(4096, 2048);
+    let fs = mount_default(&dev);
     let size = 1200 * 4096;
     let a = fs.create(ROOT, b"a", 0o644, ME).expect("create a");
     fs.write(a.ino, 0, &pattern(size, 1), false)
@@ -332,5 +279,5 @@ fn space_freed_by_a_delete_is_usable_before_any_sync() {
     );
     fs.release(c.ino).expect("release");
     fs.unmount().expect("unmount");
-    fsck_clean(&dev);
+    fsck_clean(dev.as_ref());
 }

@@ -11,10 +11,8 @@ use std::time::Duration;
 use tuxfs_engine::Result;
 use tuxfs_engine::dev::mem::MemDevice;
 use tuxfs_engine::dev::{BlockDevice, ReadRequest, WriteRequest};
-use tuxfs_engine::format::inode::Timestamp;
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
-use tuxfs_engine::mkfs::{MkfsParams, format_device};
-use tuxfs_fsck::{Mode, Options, check};
+use tuxfs_tests::fixture::{fsck_clean, mem_device};
 
 /// An in-memory device whose flush takes a while, like a disk with a deep write cache.
 #[derive(Debug)]
@@ -58,20 +56,8 @@ fn options() -> MountOptions {
 
 #[test]
 fn writers_fork_pages_under_commit_and_never_wait() {
-    let mem = MemDevice::new(4096 * 8192);
-    let p = MkfsParams {
-        block_size: 4096,
-        block_count: 8192,
-        label: String::new(),
-        uuid: [7; 16],
-        hash_seed: [8; 16],
-        now: Timestamp::default(),
-        uid: 0,
-        gid: 0,
-    };
-    format_device(&mem, &p, false).expect("mkfs");
     let dev = Arc::new(SlowFlush {
-        inner: MemDevice::from_bytes(mem.snapshot()),
+        inner: MemDevice::from_bytes(mem_device(4096, 8192).snapshot()),
         delay: Duration::from_millis(15),
     });
     let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, options()).expect("mount");
@@ -126,13 +112,5 @@ fn writers_fork_pages_under_commit_and_never_wait() {
         "data differs from the last commit"
     );
     fs.unmount().expect("unmount");
-    let report = check(
-        again.as_ref(),
-        &Options {
-            mode: Mode::Check,
-            check_data: true,
-        },
-    )
-    .expect("fsck");
-    assert_eq!(report.exit_code(), 0, "{:?}", report.findings);
+    fsck_clean(again.as_ref());
 }

@@ -10,39 +10,13 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use tuxfs_engine::Errno;
-use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
-use tuxfs_engine::format::inode::Timestamp;
-use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
-use tuxfs_engine::mkfs::{MkfsParams, format_device};
+use tuxfs_engine::fs::{Filesystem, MountOptions};
+use tuxfs_tests::fixture::{self, USER as ME, mem_device};
 
 const ROOT: u64 = 1;
-const ME: Caller = Caller {
-    uid: 1000,
-    gid: 1000,
-    pid: 1,
-};
 /// Long enough that a test never passes through an error of the harness.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn new_device() -> Arc<MemDevice> {
-    let dev = Arc::new(MemDevice::new(4096 * 4096));
-    let p = MkfsParams {
-        block_size: 4096,
-        block_count: 4096,
-        label: "fsync-then".into(),
-        uuid: [7; 16],
-        hash_seed: [5; 16],
-        now: Timestamp {
-            sec: 1_763_000_000,
-            nsec: 0,
-        },
-        uid: 0,
-        gid: 0,
-    };
-    format_device(dev.as_ref(), &p, false).expect("mkfs");
-    dev
-}
 
 fn mount(dev: &Arc<MemDevice>) -> Arc<Filesystem> {
     let opts = MountOptions {
@@ -50,7 +24,7 @@ fn mount(dev: &Arc<MemDevice>) -> Arc<Filesystem> {
         commit_interval: Duration::from_secs(3600),
         ..MountOptions::default()
     };
-    Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, opts).expect("mount")
+    fixture::mount(dev, opts)
 }
 
 type Outcome = (Result<(), Errno>, ThreadId);
@@ -66,7 +40,7 @@ fn fsync_then(fs: &Filesystem, ino: u64) -> Receiver<Outcome> {
 
 #[test]
 fn answer_comes_from_the_writeback_thread_once_the_data_is_durable() {
-    let dev = new_device();
+    let dev = mem_device(4096, 4096);
     let fs = mount(&dev);
     let f = fs.create(ROOT, b"f", 0o644, ME).expect("create");
     fs.write(f.ino, 0, b"durable before the answer", false)
@@ -95,7 +69,7 @@ fn answer_comes_from_the_writeback_thread_once_the_data_is_durable() {
 
 #[test]
 fn nothing_to_commit_answers_at_once_on_the_callers_thread() {
-    let dev = new_device();
+    let dev = mem_device(4096, 4096);
     let fs = mount(&dev);
     let f = fs.create(ROOT, b"f", 0o644, ME).expect("create");
     fs.sync().expect("sync");
@@ -110,7 +84,7 @@ fn nothing_to_commit_answers_at_once_on_the_callers_thread() {
 
 #[test]
 fn many_waiting_fsyncs_share_commits_and_all_get_answers() {
-    let dev = new_device();
+    let dev = mem_device(4096, 4096);
     let fs = mount(&dev);
     let f = fs.create(ROOT, b"f", 0o644, ME).expect("create");
     let before = fs.stats().deltas_committed;
@@ -138,7 +112,7 @@ fn many_waiting_fsyncs_share_commits_and_all_get_answers() {
 
 #[test]
 fn errors_are_answered_not_lost() {
-    let dev = new_device();
+    let dev = mem_device(4096, 4096);
     let fs = mount(&dev);
     let (outcome, thread) = fsync_then(&fs, 999_999)
         .recv_timeout(ANSWER_TIMEOUT)

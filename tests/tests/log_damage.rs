@@ -13,21 +13,15 @@ use std::sync::Arc;
 
 use tuxfs_engine::dev::mem::MemDevice;
 use tuxfs_engine::dev::{BlockDevice, ReadRequest, WriteRequest};
-use tuxfs_engine::format::inode::Timestamp;
-use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
+use tuxfs_engine::fs::{Filesystem, MountOptions};
 use tuxfs_engine::io::BlockReader;
-use tuxfs_engine::mkfs::{MkfsParams, format_device};
 use tuxfs_engine::recovery::{read_log, read_superblock};
 use tuxfs_engine::{Error, Result};
 use tuxfs_fsck::{Mode, Options, check};
+use tuxfs_tests::fixture::{SUPERUSER as ME, mem_device, mount};
 
 const ROOT: u64 = 1;
 const BS: u32 = 4096;
-const ME: Caller = Caller {
-    uid: 0,
-    gid: 0,
-    pid: 1,
-};
 /// Deltas the story commits (one per fsync), after the mount's own.
 const DELTAS: usize = 4;
 
@@ -69,26 +63,6 @@ impl BlockDevice for FailingReads {
     }
 }
 
-fn new_device() -> Arc<MemDevice> {
-    let blocks = 4096u64;
-    let dev = Arc::new(MemDevice::new((u64::from(BS) * blocks) as usize));
-    let p = MkfsParams {
-        block_size: BS,
-        block_count: blocks,
-        label: "damage".into(),
-        uuid: [5; 16],
-        hash_seed: [6; 16],
-        now: Timestamp {
-            sec: 1_763_000_000,
-            nsec: 0,
-        },
-        uid: 0,
-        gid: 0,
-    };
-    format_device(dev.as_ref(), &p, false).expect("mkfs");
-    dev
-}
-
 fn opts(read_only: bool) -> MountOptions {
     MountOptions {
         read_only,
@@ -104,8 +78,8 @@ fn content(i: usize) -> Vec<u8> {
 
 /// Mounts, writes and fsyncs one file per delta, and crashes (drops without unmount).
 fn story() -> Arc<MemDevice> {
-    let dev = new_device();
-    let fs = Filesystem::mount(dev.clone(), opts(false)).expect("mount");
+    let dev = mem_device(BS, 4096);
+    let fs = mount(&dev, opts(false));
     for i in 0..DELTAS {
         let f = fs
             .create(ROOT, format!("f{i}").as_bytes(), 0o644, ME)

@@ -12,30 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tuxfs_engine::Errno;
-use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
-use tuxfs_engine::format::inode::Timestamp;
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, SetAttr};
-use tuxfs_engine::mkfs::{MkfsParams, format_device};
+use tuxfs_tests::fixture::{mem_device, mount};
 use tuxfs_tests::rng::{Rng, seed_from_env_or_clock};
 
 const BS: u64 = 4096;
-
-fn device(blocks: u64) -> Arc<MemDevice> {
-    let dev = Arc::new(MemDevice::new((BS * blocks) as usize));
-    let p = MkfsParams {
-        block_size: BS as u32,
-        block_count: blocks,
-        label: String::new(),
-        uuid: [9; 16],
-        hash_seed: [1; 16],
-        now: Timestamp::default(),
-        uid: 0,
-        gid: 0,
-    };
-    format_device(dev.as_ref(), &p, false).expect("mkfs");
-    dev
-}
 
 /// A tiny clean cache (4 pages per shard), small dirty limit and frequent commits.
 fn options() -> MountOptions {
@@ -46,10 +28,6 @@ fn options() -> MountOptions {
         leaf_cache_bytes: 0,
         ..MountOptions::default()
     }
-}
-
-fn mount(dev: &Arc<MemDevice>, opts: MountOptions) -> Arc<Filesystem> {
-    Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, opts).expect("mount")
 }
 
 fn set_size(size: u64) -> SetAttr {
@@ -109,7 +87,7 @@ fn random_reads_writes_truncates_syncs_and_remounts_match_a_model() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let mut rng = Rng::new(seed);
-    let dev = device(8192);
+    let dev = mem_device(BS as u32, 8192);
     let mut m = Model {
         seed,
         step: 0,
@@ -206,7 +184,7 @@ fn random_reads_writes_truncates_syncs_and_remounts_match_a_model() {
 #[test]
 fn concurrent_readers_see_whole_versions_in_order() {
     let seed = seed_from_env_or_clock();
-    let dev = device(8192);
+    let dev = mem_device(BS as u32, 8192);
     let fs = mount(&dev, options());
     let a = fs
         .create(1, b"v", 0o644, Caller::default())
@@ -282,7 +260,7 @@ fn find_block(image: &[u8], pattern: &[u8]) -> u64 {
 
 #[test]
 fn a_damaged_block_is_eio_on_each_read_of_it_and_never_when_read_ahead() {
-    let dev = device(4096);
+    let dev = mem_device(BS as u32, 4096);
     let fs = mount(&dev, MountOptions::default());
     let a = fs
         .create(1, b"f", 0o644, Caller::default())
@@ -330,7 +308,7 @@ fn a_damaged_block_is_eio_on_each_read_of_it_and_never_when_read_ahead() {
 
 #[test]
 fn a_reread_and_committed_data_come_from_the_cache() {
-    let dev = device(4096);
+    let dev = mem_device(BS as u32, 4096);
     let opts = MountOptions {
         commit_interval: Duration::from_secs(3600),
         ..MountOptions::default()

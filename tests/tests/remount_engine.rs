@@ -8,55 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tuxfs_engine::Errno;
-use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
-use tuxfs_engine::format::inode::Timestamp;
-use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, Reconfigure};
-use tuxfs_engine::mkfs::{MkfsParams, format_device};
-use tuxfs_fsck::{Mode, Options, check};
+use tuxfs_engine::fs::{MountOptions, Reconfigure};
+use tuxfs_tests::fixture::{SUPERUSER as ME, fsck_clean, mem_device, mount};
 
 const ROOT: u64 = 1;
-const ME: Caller = Caller {
-    uid: 0,
-    gid: 0,
-    pid: 1,
-};
-
-fn new_device() -> Arc<MemDevice> {
-    let dev = Arc::new(MemDevice::new(4096 * 8192));
-    let p = MkfsParams {
-        block_size: 4096,
-        block_count: 8192,
-        label: "remount".into(),
-        uuid: [7; 16],
-        hash_seed: [5; 16],
-        now: Timestamp {
-            sec: 1_763_000_000,
-            nsec: 0,
-        },
-        uid: 0,
-        gid: 0,
-    };
-    format_device(dev.as_ref(), &p, false).expect("mkfs");
-    dev
-}
-
-fn mount(dev: &Arc<MemDevice>, opts: MountOptions) -> Arc<Filesystem> {
-    Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, opts).expect("mount")
-}
-
-/// fsck of `dev` must be clean.
-fn fsck_clean(dev: &MemDevice) {
-    let report = check(
-        dev,
-        &Options {
-            mode: Mode::Check,
-            check_data: true,
-        },
-    )
-    .expect("fsck runs");
-    assert_eq!(report.exit_code(), 0, "{:#?}", report.findings);
-}
 
 /// A copy of the image as it is on the device now, mounted read-only: the file `name`
 /// must hold `data`.
@@ -79,7 +35,7 @@ fn copy_holds(dev: &MemDevice, name: &[u8], data: &[u8]) -> bool {
 
 #[test]
 fn read_only_commits_everything_refuses_changes_and_switches_back() {
-    let dev = new_device();
+    let dev = mem_device(4096, 8192);
     let fs = mount(&dev, MountOptions::default());
     let a = fs.create(ROOT, b"before", 0o644, ME).expect("create");
     fs.write(a.ino, 0, b"written before the remount", false)
@@ -89,7 +45,7 @@ fn read_only_commits_everything_refuses_changes_and_switches_back() {
     fs.set_read_only(true).expect("to read-only");
     assert!(fs.is_read_only());
     // The image alone is complete and clean now.
-    fsck_clean(&dev);
+    fsck_clean(dev.as_ref());
     assert!(copy_holds(&dev, b"before", b"written before the remount"));
     let refused = |r: tuxfs_engine::Result<_>| matches!(r, Err(e) if e.errno() == Errno::ReadOnly);
     assert!(refused(fs.create(ROOT, b"during", 0o644, ME).map(drop)));
@@ -103,14 +59,14 @@ fn read_only_commits_everything_refuses_changes_and_switches_back() {
     let b = fs.create(ROOT, b"after", 0o644, ME).expect("create again");
     fs.write(b.ino, 0, b"written after", false).expect("write");
     fs.unmount().expect("unmount");
-    fsck_clean(&dev);
+    fsck_clean(dev.as_ref());
     assert!(copy_holds(&dev, b"after", b"written after"));
     assert!(copy_holds(&dev, b"before", b"written before the remount"));
 }
 
 #[test]
 fn a_read_only_mount_cannot_switch_to_read_write() {
-    let dev = new_device();
+    let dev = mem_device(4096, 8192);
     let fs = mount(
         &dev,
         MountOptions {
@@ -127,7 +83,7 @@ fn a_read_only_mount_cannot_switch_to_read_write() {
 
 #[test]
 fn a_new_commit_interval_applies_at_once() {
-    let dev = new_device();
+    let dev = mem_device(4096, 8192);
     let fs = mount(
         &dev,
         MountOptions {
@@ -151,5 +107,5 @@ fn a_new_commit_interval_applies_at_once() {
         std::thread::sleep(Duration::from_millis(50));
     }
     fs.unmount().expect("unmount");
-    fsck_clean(&dev);
+    fsck_clean(dev.as_ref());
 }

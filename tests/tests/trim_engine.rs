@@ -9,10 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tuxfs_engine::dev::{BlockDevice, DeviceKind, OpenOptions, open_file};
-use tuxfs_engine::format::inode::Timestamp;
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
-use tuxfs_engine::mkfs::{MkfsParams, format_device};
-use tuxfs_fsck::{Mode, Options, check};
+use tuxfs_engine::mkfs::format_device;
+use tuxfs_tests::fixture::{self, mkfs_params};
 
 const ROOT: u64 = 1;
 const MIB: u64 = 1 << 20;
@@ -62,20 +61,7 @@ fn mkfs(path: &Path) {
         },
     )
     .expect("create image");
-    let p = MkfsParams {
-        block_size: 4096,
-        block_count: 128 * MIB / 4096,
-        label: "trim".into(),
-        uuid: [4; 16],
-        hash_seed: [6; 16],
-        now: Timestamp {
-            sec: 1_763_000_000,
-            nsec: 0,
-        },
-        uid: 0,
-        gid: 0,
-    };
-    format_device(dev.as_ref(), &p, false).expect("mkfs");
+    format_device(dev.as_ref(), &mkfs_params(4096, 128 * MIB / 4096), false).expect("mkfs");
 }
 
 fn allocated(path: &Path) -> u64 {
@@ -83,16 +69,7 @@ fn allocated(path: &Path) -> u64 {
 }
 
 fn fsck_clean(path: &Path) {
-    let dev = open(path, DeviceKind::Sync);
-    let report = check(
-        dev.as_ref(),
-        &Options {
-            mode: Mode::Check,
-            check_data: true,
-        },
-    )
-    .expect("fsck runs");
-    assert_eq!(report.exit_code(), 0, "{:#?}", report.findings);
+    fixture::fsck_clean(open(path, DeviceKind::Sync).as_ref());
 }
 
 /// Makes a 128 MiB image with a kept 1 MiB file and a deleted 48 MiB one; returns the
