@@ -10,55 +10,11 @@
 
 mod common;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
-use common::{Mount, skip};
-
-/// Runs a shell script in `dir`; panics with its output when it fails.
-fn sh(dir: &Path, script: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "script failed in {}:\n{script}\nstdout: {}\nstderr: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// True when every tool is there; otherwise skips (fails under CI=true).
-fn have(tools: &[&str]) -> bool {
-    for t in tools {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {t}"))
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            skip(&format!("{t} is not installed (scripts/deps installs it)"));
-            return false;
-        }
-    }
-    true
-}
-
-/// A mount that user `nobody` can reach (allow_other, and a traversable temporary dir).
-fn mount(name: &str, options: &[&str]) -> Option<Mount> {
-    let mut opts = vec!["allow_other"];
-    opts.extend_from_slice(options);
-    let m = Mount::with_options(name, 256 << 20, &opts)?;
-    std::fs::set_permissions(m.scratch(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod scratch");
-    Some(m)
-}
+use common::{Mount, have, sh};
 
 /// Whether user nobody can read `path`.
 fn nobody_can_read(path: &Path) -> bool {
@@ -78,7 +34,7 @@ fn tar_right_after_a_write_archives_the_data() {
     }
     // commit=600: nothing is committed while the test runs, so the blocks are all
     // delayed allocations when tar and du look.
-    let Some(m) = mount("acl-tar", &["commit=600"]) else {
+    let Some(m) = Mount::for_others("acl-tar", 256 << 20, &["commit=600"]) else {
         return;
     };
     let out = m.scratch().join("out");
@@ -110,7 +66,7 @@ fn setfacl_grants_access_the_kernel_enforces() {
     if !have(&["setfacl", "getfacl", "setpriv"]) {
         return;
     }
-    let Some(m) = mount("acl-enforce", &[]) else {
+    let Some(m) = Mount::for_others("acl-enforce", 256 << 20, &[]) else {
         return;
     };
     let f = m.path("f");
@@ -186,7 +142,7 @@ fn tools_keep_modes_and_acls_as_on_ext4() {
     if !have(&["setfacl", "getfacl", "tar", "rsync", "mkfifo"]) {
         return;
     }
-    let Some(m) = mount("acl-tools", &[]) else {
+    let Some(m) = Mount::for_others("acl-tools", 256 << 20, &[]) else {
         return;
     };
     // The same workload on the host's ext4, next to the image.

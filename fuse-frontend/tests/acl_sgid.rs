@@ -11,44 +11,8 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
-use std::process::Command;
 
-use common::{Mount, skip};
-
-/// Runs a shell script in `dir`; panics with its output when it fails.
-fn sh(dir: &Path, script: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "script failed in {}:\n{script}\nstdout: {}\nstderr: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// True when every tool is there; otherwise skips (fails under CI=true).
-fn have(tools: &[&str]) -> bool {
-    for t in tools {
-        let found = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {t}"))
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            skip(&format!("{t} is not installed (scripts/deps installs it)"));
-            return false;
-        }
-    }
-    true
-}
+use common::{Mount, have, sh};
 
 /// Two setgid files owned by nobody: `out` in group root (which nobody is not in) and `in`
 /// in group nogroup (nobody's own). Nobody, without supplementary groups or capabilities,
@@ -69,11 +33,9 @@ fn setfacl_by_a_caller_outside_the_group_clears_setgid_as_on_ext4() {
     if !have(&["setfacl", "getfacl", "setpriv", "stat"]) {
         return;
     }
-    let Some(m) = Mount::with_options("acl-sgid", 64 << 20, &["allow_other"]) else {
+    let Some(m) = Mount::for_others("acl-sgid", 64 << 20, &[]) else {
         return;
     };
-    std::fs::set_permissions(m.scratch(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod scratch");
     let host = m.scratch().join("host");
     std::fs::create_dir(&host).unwrap();
     std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -143,6 +143,17 @@ impl Mount {
         if m.start() { Some(m) } else { None }
     }
 
+    /// Like [`Mount::with_options`], plus `allow_other` and a temporary directory others
+    /// can traverse: a mount that other users (such as `nobody`) can reach.
+    pub fn for_others(name: &str, size: u64, options: &[&str]) -> Option<Mount> {
+        let mut opts = vec!["allow_other"];
+        opts.extend_from_slice(options);
+        let m = Mount::with_options(name, size, &opts)?;
+        std::fs::set_permissions(m.scratch(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod scratch");
+        Some(m)
+    }
+
     /// Mounts an existing image on `dir`, both inside `tmp`, which the mount then owns.
     pub fn adopt(tmp: tempfile::TempDir, image: PathBuf, dir: PathBuf) -> Option<Mount> {
         let mut m = Mount {
@@ -632,6 +643,40 @@ impl Rng {
         out.truncate(len);
         out
     }
+}
+
+/// Runs a shell script in `dir`; panics with its output when it fails.
+pub fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "script failed in {}:\n{script}\nstdout: {}\nstderr: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// True when every tool is there; otherwise skips (fails under CI=true).
+pub fn have(tools: &[&str]) -> bool {
+    for t in tools {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {t}"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            skip(&format!("{t} is not installed (scripts/deps installs it)"));
+            return false;
+        }
+    }
+    true
 }
 
 /// Runs a command and asserts it succeeded; returns its stdout.
