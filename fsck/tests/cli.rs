@@ -3,21 +3,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::fresh_image;
-
-fn fsck(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fsck-tuxfs"))
-        .args(args)
-        .output()
-        .expect("runs fsck");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{fresh_image, fsck};
 
 fn write_temp(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> String {
     let p = dir.path().join(name);

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+use std::process::Command;
+
 use tuxfs_engine::dev::mem::MemDevice;
 use tuxfs_engine::format::inode::Timestamp;
 use tuxfs_engine::mkfs::{MkfsParams, format_device};
@@ -20,6 +22,19 @@ pub fn params(block_size: u32, block_count: u64) -> MkfsParams {
         uid: 1000,
         gid: 1000,
     }
+}
+
+/// Runs fsck.tuxfs with `args`: its exit code (-1 when killed), stdout and stderr.
+pub fn fsck(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fsck-tuxfs"))
+        .args(args)
+        .output()
+        .expect("runs fsck");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A fresh filesystem image as bytes.

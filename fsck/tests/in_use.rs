@@ -6,22 +6,8 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::fresh_image;
+use common::{fresh_image, fsck};
 use tuxfs_engine::dev::lock::lock_image;
-
-fn fsck(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fsck-tuxfs"))
-        .args(args)
-        .output()
-        .expect("runs fsck");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn repair_is_refused_while_the_image_is_locked_and_check_warns() {

@@ -1,37 +1,11 @@
 //! Story: a user creates filesystems with mkfs.tuxfs on new and existing image files, is
 //! protected from overwriting an existing filesystem, and gets clear errors for bad input.
 
+mod common;
+
 use std::process::Command;
 
-use tuxfs_engine::dev::mem::MemDevice;
-use tuxfs_fsck::{Mode, Options, check};
-
-fn mkfs(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mkfs-tuxfs"))
-        .args(args)
-        .output()
-        .expect("runs mkfs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
-
-fn fsck_clean(path: &std::path::Path) -> tuxfs_fsck::Report {
-    let dev = MemDevice::from_bytes(std::fs::read(path).expect("read image"));
-    let report = check(
-        &dev,
-        &Options {
-            mode: Mode::Check,
-            check_data: true,
-        },
-    )
-    .expect("fsck runs");
-    assert_eq!(report.exit_code(), 0, "{:?}", report.findings);
-    report
-}
+use common::{fsck_clean, mkfs};
 
 #[test]
 fn create_refuse_force() {

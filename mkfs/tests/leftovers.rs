@@ -3,20 +3,9 @@
 //! run fails with a clear message and leaves no file behind, so the retry with good
 //! arguments simply works. An existing file is never removed by a failed run.
 
-use std::process::Command;
+mod common;
 
-fn mkfs(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mkfs-tuxfs"))
-        .args(args)
-        .output()
-        .expect("runs mkfs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
+use common::mkfs;
 
 #[test]
 fn a_failed_create_leaves_nothing_and_the_retry_works() {

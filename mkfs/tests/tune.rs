@@ -3,12 +3,12 @@
 //! labels and a UUID change are refused with one line and exit status 1 changing nothing,
 //! and an image in use (its lock held, as tuxfs-mount holds it) is refused.
 
+mod common;
+
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::process::Command;
 
-use tuxfs_engine::dev::mem::MemDevice;
-use tuxfs_fsck::{Mode, Options, check};
+use common::fsck_clean;
 
 fn tool(bin: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin).args(args).output().expect("runs");
@@ -21,19 +21,6 @@ fn tool(bin: &str, args: &[&str]) -> (i32, String, String) {
 
 fn tune(args: &[&str]) -> (i32, String, String) {
     tool(env!("CARGO_BIN_EXE_tune-tuxfs"), args)
-}
-
-fn fsck_clean(path: &Path) {
-    let dev = MemDevice::from_bytes(std::fs::read(path).expect("read image"));
-    let report = check(
-        &dev,
-        &Options {
-            mode: Mode::Check,
-            check_data: true,
-        },
-    )
-    .expect("fsck runs");
-    assert_eq!(report.exit_code(), 0, "{:?}", report.findings);
 }
 
 #[test]
