@@ -73,10 +73,7 @@ impl Shared {
     /// without the state lock, so the frontend goes on in the next delta meanwhile (writes
     /// to pages being flushed fork them). A commit that will unify runs synchronously.
     pub(crate) fn commit_open(&self) -> Result<()> {
-        let _backend = self
-            .backend
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _backend = self.lock_backend();
         let mut st = self.lock();
         if st.unmounted || st.read_only {
             return Ok(());
@@ -101,6 +98,14 @@ impl Shared {
         let mut st = self.lock();
         crate::commit::finish(&mut st, closed, flushed)
             .map_err(|e| crate::commit::fail_with(&mut st, e))
+    }
+
+    /// Takes the backend lock: one commit (or unify, remount, label change) at a time. It
+    /// guards no data, so a panic under it leaves nothing half-changed: poison is ignored.
+    pub(crate) fn lock_backend(&self) -> MutexGuard<'_, ()> {
+        self.backend
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -217,11 +222,7 @@ impl Filesystem {
         if let Some(h) = handle {
             h.stop();
         }
-        let _backend = self
-            .shared
-            .backend
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _backend = self.shared.lock_backend();
         let mut st = self.shared.lock();
         if st.unmounted {
             return Ok(());
@@ -318,11 +319,7 @@ impl Filesystem {
     /// queue on the backend, and those whose delta a commit already covered return at once.
     fn sync_open_delta(&self) -> Result<()> {
         let target = self.shared.open_delta.load(Ordering::Acquire);
-        let _backend = self
-            .shared
-            .backend
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _backend = self.shared.lock_backend();
         {
             let st = self.shared.lock();
             if st.unmounted {

@@ -57,11 +57,7 @@ impl Filesystem {
                     .into(),
             });
         }
-        let _backend = self
-            .shared
-            .backend
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _backend = self.shared.lock_backend();
         let mut st = self.shared.lock();
         if st.unmounted {
             return Err(crate::Errno::Io.into());
@@ -130,11 +126,7 @@ impl Filesystem {
     /// (the empty label clears it); EROFS when read-only.
     pub fn set_label(&self, label: &str) -> Result<()> {
         check_label(label)?;
-        let _backend = self
-            .shared
-            .backend
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _backend = self.shared.lock_backend();
         let mut st = self.shared.lock();
         if st.unmounted {
             return Err(crate::Errno::Io.into());
