@@ -75,38 +75,6 @@ fn mount_type(dir: &Path) -> Option<String> {
     })
 }
 
-/// Runs the unmount `command DIR`, again while it fails with EBUSY. The test binary runs
-/// tests on several threads, and a child another test forks inherits (until its exec) the
-/// descriptor this test just used to write into the mount: on a loaded machine that window
-/// is long enough for the kernel to call the mount busy. A script would retry the same way;
-/// what is checked is the state of the image once the command has succeeded.
-fn unmount_retrying_while_busy(command: &[&str], dir: &Path) {
-    for _ in 0..50 {
-        let out = Command::new(command[0])
-            .args(&command[1..])
-            .arg(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", command[0]));
-        if out.status.success() {
-            return;
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("busy"),
-            "`{} {}` failed ({}): {stderr}",
-            command.join(" "),
-            dir.display(),
-            out.status
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!(
-        "`{} {}` kept failing: busy",
-        command.join(" "),
-        dir.display()
-    );
-}
-
 /// Writes a big seeded file without fsync, runs `command DIR`, and checks, right after the
 /// command returns and before the daemon has been waited for, that the image is released,
 /// clean and current, and that a copy made then holds the file.
@@ -125,7 +93,7 @@ fn unmount_leaves_the_image_current(name: &str, command: &[&str]) {
     std::fs::write(m.path("big"), &data).expect("write the big file");
 
     let started = Instant::now();
-    unmount_retrying_while_busy(command, &m.dir);
+    common::unmount_with(command, &m.dir);
     let took = started.elapsed();
     eprintln!("{name}: `{}` took {took:?}", command.join(" "));
 

@@ -270,24 +270,7 @@ impl Mount {
         if self.child.is_none() {
             return;
         }
-        let start = Instant::now();
-        loop {
-            let out = Command::new("umount")
-                .arg(&self.dir)
-                .output()
-                .expect("run umount");
-            if out.status.success() {
-                break;
-            }
-            if start.elapsed() > UMOUNT_RETRY {
-                panic!(
-                    "umount {} failed: {}",
-                    self.dir.display(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        unmount_with(&["umount"], &self.dir);
         self.wait_exit();
         assert!(!is_mountpoint(&self.dir), "still mounted after umount");
         fsck_clean(&self.image);
@@ -677,6 +660,34 @@ pub fn have(tools: &[&str]) -> bool {
         }
     }
     true
+}
+
+/// Runs the unmount `command DIR` (e.g. `umount`, `fusermount3 -u`), again while it fails
+/// with EBUSY, for at most `UMOUNT_RETRY`. The mount may be busy for a moment: the kernel
+/// releases a just-closed file asynchronously, and a child another test thread forks holds
+/// (until its exec) a descriptor this test just used in the mount. Any other failure, or a
+/// mount still busy at the deadline, panics.
+pub fn unmount_with(command: &[&str], dir: &Path) {
+    let start = Instant::now();
+    loop {
+        let out = Command::new(command[0])
+            .args(&command[1..])
+            .arg(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", command[0]));
+        if out.status.success() {
+            return;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("busy") && start.elapsed() <= UMOUNT_RETRY,
+            "`{} {}` failed ({}): {stderr}",
+            command.join(" "),
+            dir.display(),
+            out.status
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Runs a command and asserts it succeeded; returns its stdout.
