@@ -65,15 +65,11 @@ fn append_fsync(path: &Path, ops: usize) -> Result<Vec<u64>, BoxErr> {
         .truncate(true)
         .write(true)
         .open(path)?;
-    let block = vec![0x5au8; 4096];
-    let mut lat = Vec::with_capacity(ops);
-    for _ in 0..ops {
-        let t = Instant::now();
-        f.write_all(&block)?;
-        f.sync_data()?;
-        lat.push(t.elapsed().as_micros() as u64);
-    }
-    Ok(lat)
+    Ok(tuxfs_bench::suite::io::appends_with_fdatasync(
+        &mut f,
+        &[0x5au8; 4096],
+        ops,
+    )?)
 }
 
 /// The floor: a 4 KiB write then a flush on the raw image through the engine's device.

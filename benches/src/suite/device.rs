@@ -4,21 +4,26 @@
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-use tuxfs_engine::dev::{AlignedBuf, DeviceKind, OpenOptions, ReadRequest, open_file};
+use tuxfs_engine::dev::{AlignedBuf, BlockDevice, DeviceKind, OpenOptions, ReadRequest, open_file};
 use tuxfs_mkfs::signature::{PROBE_BYTES, detect};
 
 use crate::daemon::BoxErr;
 
-/// What the first bytes of `path` show it holds, if anything recognisable.
-pub fn inspect(path: &Path) -> Result<Option<String>, BoxErr> {
-    let dev = open_file(
+/// Opens the device to look at it, never to write.
+fn open_read_only(path: &Path) -> Result<Box<dyn BlockDevice>, BoxErr> {
+    Ok(open_file(
         path,
         &OpenOptions {
             read_only: true,
             kind: DeviceKind::Sync,
             ..OpenOptions::default()
         },
-    )?;
+    )?)
+}
+
+/// What the first bytes of `path` show it holds, if anything recognisable.
+pub fn inspect(path: &Path) -> Result<Option<String>, BoxErr> {
+    let dev = open_read_only(path)?;
     let len = dev.size_bytes().min(PROBE_BYTES as u64) / 4096 * 4096;
     let mut head = AlignedBuf::zeroed(len as usize);
     dev.read_batch(&mut [ReadRequest {
@@ -30,14 +35,7 @@ pub fn inspect(path: &Path) -> Result<Option<String>, BoxErr> {
 
 /// The size of the device in bytes.
 pub fn size(path: &Path) -> Result<u64, BoxErr> {
-    let dev = open_file(
-        path,
-        &OpenOptions {
-            read_only: true,
-            kind: DeviceKind::Sync,
-            ..OpenOptions::default()
-        },
-    )?;
+    let dev = open_read_only(path)?;
     Ok(dev.size_bytes())
 }
 

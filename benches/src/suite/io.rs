@@ -174,6 +174,23 @@ pub fn file_seq_read(path: &Path, direct: bool) -> Result<Figure, BoxErr> {
     Ok(Figure::mb_per_s(total, start.elapsed().as_secs_f64()))
 }
 
+/// Latencies in microseconds of `ops` appends of `block` to `f`, each followed by
+/// fdatasync: the loop every append+fsync figure is made of.
+pub fn appends_with_fdatasync(
+    f: &mut std::fs::File,
+    block: &[u8],
+    ops: usize,
+) -> std::io::Result<Vec<u64>> {
+    let mut lat = Vec::with_capacity(ops);
+    for _ in 0..ops {
+        let t = Instant::now();
+        f.write_all(block)?;
+        f.sync_data()?;
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    Ok(lat)
+}
+
 /// `writers` threads, each doing `ops` x (4 KiB append + fdatasync) on its own file in
 /// `dir`, all started at once. Returns the total wall time and every latency.
 pub fn append_fsync(dir: &Path, writers: usize, ops: usize) -> Result<Figure, BoxErr> {
@@ -185,16 +202,7 @@ pub fn append_fsync(dir: &Path, writers: usize, ops: usize) -> Result<Figure, Bo
         threads.push(std::thread::spawn(move || -> std::io::Result<Vec<u64>> {
             let opened = FsOpen::new().create(true).append(true).open(&path);
             barrier.wait();
-            let mut f = opened?;
-            let block = [0x3cu8; SMALL_BLOCK];
-            let mut lat = Vec::with_capacity(ops);
-            for _ in 0..ops {
-                let t = Instant::now();
-                f.write_all(&block)?;
-                f.sync_data()?;
-                lat.push(t.elapsed().as_micros() as u64);
-            }
-            Ok(lat)
+            appends_with_fdatasync(&mut opened?, &[0x3cu8; SMALL_BLOCK], ops)
         }));
     }
     barrier.wait();
