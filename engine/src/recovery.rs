@@ -338,6 +338,22 @@ pub fn stale_delta_max(io: &BlockReader<'_>, fs_id: u64, mut block: u64) -> Resu
     Ok(max)
 }
 
+/// [`stale_delta_max`] over both places the end of a replayed log points at: the block
+/// allocated ahead for the next delta and, when recorded, the one allocated two ahead.
+/// Recovery numbers the next delta past it; fsck's repair does the same.
+pub fn stale_delta_max_ahead(
+    io: &BlockReader<'_>,
+    fs_id: u64,
+    replay: &LogReplay,
+) -> Result<Option<u64>> {
+    let ahead = stale_delta_max(io, fs_id, replay.ahead)?;
+    let ahead_next = match replay.ahead_next {
+        Some(block) => stale_delta_max(io, fs_id, block)?,
+        None => None,
+    };
+    Ok(ahead.max(ahead_next))
+}
+
 /// True when the first log block of `delta` at `block` verifies. An I/O error fails.
 fn read_delta_first(io: &BlockReader<'_>, fs_id: u64, block: u64, delta: u64) -> Result<bool> {
     match io.read(block) {
@@ -484,19 +500,19 @@ fn recover_inner(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> 
         if !read_only {
             return Err(damage.to_error());
         }
-        eprintln!(
-            "tuxfs: {}; serving the state before delta {} read-only: later changes are not shown",
-            damage.to_error(),
-            damage.delta
+        crate::events::report(
+            crate::events::Level::Warning,
+            &format!(
+                "{}; serving the state before delta {} read-only: later changes are not shown",
+                damage.to_error(),
+                damage.delta
+            ),
         );
     }
     // The next delta is numbered past the last one read and past any stale log block at
     // the head of the next chain (or at the block allocated two ahead), so the chain the
     // mount's unify starts never expects a number that a block already on disk carries.
-    let mut stale = stale_delta_max(&io.reader(), fs_id, replay.ahead)?.unwrap_or(0);
-    if let Some(b) = replay.ahead_next {
-        stale = stale.max(stale_delta_max(&io.reader(), fs_id, b)?.unwrap_or(0));
-    }
+    let stale = stale_delta_max_ahead(&io.reader(), fs_id, &replay)?.unwrap_or(0);
     let next_delta = replay.next_delta.max(stale.saturating_add(1));
     let mut st = State {
         io,

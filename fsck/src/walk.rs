@@ -25,29 +25,12 @@ use tuxfs_engine::format::log::LogRecord;
 use tuxfs_engine::format::xattr::XattrBlock;
 use tuxfs_engine::format::{SUPERBLOCK_SLOTS, Superblock, TreeId, bitmap, data_crc};
 use tuxfs_engine::io::BlockReader;
-use tuxfs_engine::recovery::{LogReplay, read_log, stale_delta_max};
+use tuxfs_engine::recovery::{LogReplay, read_log, stale_delta_max_ahead};
 
 use crate::bitset::Bitset;
 use tuxfs_engine::Error;
 
 use crate::{Finding, Fix, Mode, OperationalError, Options, Stats};
-
-/// Byte offsets of the inode record (FORMAT.md §4.5) that salvaging needs: the fixed part,
-/// and the u16 length of the inline xattrs that follow it.
-const INODE_FIXED: usize = tuxfs_engine::format::inode::INODE_FIXED_SIZE;
-const INODE_XATTR_LEN: usize = 112;
-
-/// The record without its inline xattrs (length field zeroed, entries cut out), or None
-/// when the record is too short to say where they are.
-fn strip_inline_xattrs(value: &[u8]) -> Option<Vec<u8>> {
-    let len = value.get(INODE_XATTR_LEN..INODE_XATTR_LEN + 2)?;
-    let xattr_len = usize::from(u16::from_le_bytes([len[0], len[1]]));
-    let mut out = value.get(..INODE_FIXED)?.to_vec();
-    out[INODE_XATTR_LEN] = 0;
-    out[INODE_XATTR_LEN + 1] = 0;
-    out.extend_from_slice(value.get(INODE_FIXED + xattr_len..)?);
-    Some(out)
-}
 
 /// What survives the walk, for repair: every entry that decodes, as recovery would see it.
 #[derive(Debug)]
@@ -280,16 +263,9 @@ impl<'a> Checker<'a> {
         if let Some(k) = &mut self.kept {
             // Stale log blocks after the end of the log (and at the block allocated two
             // ahead) carry numbers a repair must not reuse either.
-            let mut stale = stale_delta_max(&reader, self.sb.fs_id(), replay.ahead)
+            let stale = stale_delta_max_ahead(&reader, self.sb.fs_id(), &replay)
                 .map_err(|e| OperationalError(format!("cannot read the log: {e}")))?
                 .unwrap_or(0);
-            if let Some(b) = replay.ahead_next {
-                stale = stale.max(
-                    stale_delta_max(&reader, self.sb.fs_id(), b)
-                        .map_err(|e| OperationalError(format!("cannot read the log: {e}")))?
-                        .unwrap_or(0),
-                );
-            }
             k.max_delta = k.max_delta.max(stale).max(replay.next_delta);
         }
         for tree in TreeId::ACTIVE {
@@ -626,8 +602,8 @@ impl<'a> Checker<'a> {
         let mut inode = match Inode::decode(value, block) {
             Ok(inode) => inode,
             Err(e) => {
-                let salvaged =
-                    strip_inline_xattrs(value).and_then(|v| Inode::decode(&v, block).ok());
+                let salvaged = tuxfs_engine::format::inode::without_inline_xattrs(value)
+                    .and_then(|v| Inode::decode(&v, block).ok());
                 let Some(inode) = salvaged else {
                     return Err(e.to_string());
                 };
