@@ -34,6 +34,8 @@ use crate::{Error, Result};
 
 /// Bytes of the fixed part of an inode record.
 pub const INODE_FIXED_SIZE: usize = 120;
+/// Offset of `inline_xattr_len` in the record.
+const OFF_INLINE_XATTR_LEN: usize = 112;
 
 /// File type bits of `mode` (Linux values).
 pub const S_IFMT: u32 = 0o170000;
@@ -125,7 +127,7 @@ impl Inode {
         put_u32(&mut b, 92, self.flags.bits());
         put_u64(&mut b, 96, self.xattr_block);
         put_u64(&mut b, 104, self.parent);
-        put_u16(&mut b, 112, xattr_len as u16);
+        put_u16(&mut b, OFF_INLINE_XATTR_LEN, xattr_len as u16);
         put_u16(&mut b, 114, self.inline_data.len() as u16);
         for e in &self.inline_xattrs {
             e.encode_into(&mut b);
@@ -158,7 +160,7 @@ impl Inode {
         let flags_raw = u32_at(92)?;
         let flags = InodeFlags::from_bits(flags_raw)
             .ok_or_else(|| bad(format!("unknown flags {flags_raw:#x}")))?;
-        let xattr_len = get_u16(v, 112).ok_or_else(truncated)? as usize;
+        let xattr_len = get_u16(v, OFF_INLINE_XATTR_LEN).ok_or_else(truncated)? as usize;
         let data_len = get_u16(v, 114).ok_or_else(truncated)? as usize;
         if u32_at(116)? != 0 {
             return Err(bad("reserved field is not zero".into()));
@@ -218,6 +220,17 @@ impl Inode {
         }
         Ok(inode)
     }
+}
+
+/// The record `value` without its inline xattrs (their length field zeroed, the entries
+/// cut out), or None when it is too short to say where they are. fsck uses it to salvage
+/// an inode whose inline xattrs do not decode.
+pub fn without_inline_xattrs(value: &[u8]) -> Option<Vec<u8>> {
+    let xattr_len = usize::from(get_u16(value, OFF_INLINE_XATTR_LEN)?);
+    let mut out = value.get(..INODE_FIXED_SIZE)?.to_vec();
+    put_u16(&mut out, OFF_INLINE_XATTR_LEN, 0);
+    out.extend_from_slice(value.get(INODE_FIXED_SIZE.checked_add(xattr_len)?..)?);
+    Some(out)
 }
 
 #[cfg(test)]
