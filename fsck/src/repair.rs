@@ -894,10 +894,12 @@ pub(crate) fn write(
     let chunk_blocks: Vec<u64> = (0..chunks)
         .map(|_| place.take())
         .collect::<Result<_, _>>()?;
-    let map = chunk_blocks
-        .iter()
-        .enumerate()
-        .map(|(c, b)| (Key::new(c as u64, 0), b.to_le_bytes().to_vec()));
+    let map = chunk_blocks.iter().enumerate().map(|(c, b)| {
+        (
+            Key::new(c as u64, 0),
+            tuxfs_engine::format::btree::encode_block_ref(*b),
+        )
+    });
     new.set_root(
         TreeId::Freemap,
         write_tree(TreeId::Freemap, map, header, &mut place, &mut out)?,
