@@ -71,6 +71,8 @@ pub enum Errno {
     CrossDevice,
     /// EACCES: permission denied (a default ACL on a non-directory).
     Access,
+    /// ESTALE: a file handle names an inode that was freed or reused (engine::fs::export).
+    Stale,
 }
 
 impl From<Errno> for Error {

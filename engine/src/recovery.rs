@@ -540,6 +540,7 @@ fn recover_inner(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> 
         delta_reserved: 0,
         delalloc: BTreeSet::new(),
         next_inum: sb.next_inum,
+        next_generation: crate::fs::generation_seed(),
         inode_count: sb.inode_count,
         read_only,
         failed: None,

@@ -91,6 +91,9 @@ pub struct State {
     /// counts delalloc reservations). A subset of `pages`; emptied when the delta closes.
     pub delalloc: BTreeSet<(u64, u64)>,
     pub next_inum: u64,
+    /// Generation of the next inode created; seeded at random at every mount
+    /// (engine::fs::export).
+    pub next_generation: u32,
     pub inode_count: u64,
     pub read_only: bool,
     /// Set when a write or flush failed: the filesystem is read-only from then on.

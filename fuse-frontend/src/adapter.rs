@@ -71,6 +71,11 @@ const READDIRPLUS_BATCH: usize = 16;
 // FUSE's root inode is 1; the engine's must be the same for inode numbers to pass through.
 const _: () = assert!(tuxfs_engine::format::ROOT_INUM == 1);
 
+/// EXPORT_SUPPORT: the kernel may decode file handles (`open_by_handle_at`, knfsd) of
+/// inodes it has forgotten, by LOOKUP of "." and ".." on the node id; node ids are inode
+/// numbers and every entry reply carries the inode's generation (engine::fs::export).
+const EXPORT_FLAGS: InitFlags = InitFlags::FUSE_EXPORT_SUPPORT;
+
 /// How long the kernel may cache what we tell it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
@@ -359,7 +364,8 @@ impl fuser::Filesystem for Adapter {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_DONT_MASK
-            | InitFlags::FUSE_SETXATTR_EXT;
+            | InitFlags::FUSE_SETXATTR_EXT
+            | EXPORT_FLAGS;
         if self.caching.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -389,7 +395,14 @@ impl fuser::Filesystem for Adapter {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        self.reply_entry(reply, self.fs.lookup(parent.0, name));
+        // "." and ".." come only from the kernel decoding a file handle (FUSE_EXPORT_SUPPORT):
+        // the node is known by number alone and may be any kind of file.
+        let result = match name {
+            b"." => self.fs.lookup_self(parent.0),
+            b".." => self.fs.lookup_parent(parent.0),
+            _ => self.fs.lookup(parent.0, name),
+        };
+        self.reply_entry(reply, result);
     }
 
     fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {

@@ -31,6 +31,7 @@ pub fn to_libc(e: Errno) -> i32 {
         Errno::TooBig => libc::E2BIG,
         Errno::CrossDevice => libc::EXDEV,
         Errno::Access => libc::EACCES,
+        Errno::Stale => libc::ESTALE,
     }
 }
 
@@ -61,7 +62,7 @@ mod tests {
     use super::*;
 
     /// Every variant, so that a new one added to the engine shows up here as a failing count.
-    const ALL: [(Errno, i32); 19] = [
+    const ALL: [(Errno, i32); 20] = [
         (Errno::NoEntry, libc::ENOENT),
         (Errno::Exists, libc::EEXIST),
         (Errno::NotDir, libc::ENOTDIR),
@@ -81,6 +82,7 @@ mod tests {
         (Errno::BadHandle, libc::EBADF),
         (Errno::TooBig, libc::E2BIG),
         (Errno::CrossDevice, libc::EXDEV),
+        (Errno::Stale, libc::ESTALE),
     ];
 
     #[test]

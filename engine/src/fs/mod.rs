@@ -10,6 +10,8 @@
 //! writeback, is the next step (docs/ARCHITECTURE.md).
 
 pub mod acl;
+mod export;
+pub(crate) use export::generation_seed;
 mod posix;
 mod readahead;
 pub use posix::now;

@@ -146,7 +146,7 @@ fn create_inode(
     let t = now();
     (node.atime, node.mtime, node.ctime, node.btime) = (t, t, t, t);
     let ino = inode::allocate(st);
-    node.generation = (ino as u32).wrapping_mul(2_654_435_761);
+    node.generation = super::export::next_generation(st);
     if node.is_dir() {
         node.parent = parent;
         p.nlink += 1;
