@@ -178,6 +178,8 @@ pub struct Adapter {
     handles: HandleTable,
     /// Run at DESTROY, before the kernel is answered (see [`fuser::Filesystem::destroy`]).
     on_destroy: Option<crate::daemon::OnDestroy>,
+    /// Whether to ask for FUSE_ALLOW_IDMAP (see [`Adapter::with_idmap`]).
+    idmap: bool,
 }
 
 impl Adapter {
@@ -190,7 +192,16 @@ impl Adapter {
             unchanged: Unchanged::default(),
             handles: HandleTable::new(),
             on_destroy: None,
+            idmap: false,
         }
+    }
+
+    /// Asks the kernel for idmapped mounts (FUSE_ALLOW_IDMAP, [`crate::idmap`]). Only for a
+    /// mount open to every user: the kernel then sends no caller ids outside inode
+    /// creation, which fuser's owner check (`noallow_other`, `allow_root`) would refuse.
+    pub fn with_idmap(mut self, idmap: bool) -> Self {
+        self.idmap = idmap;
+        self
     }
 
     /// Sets what the kernel may cache (the default is everything on).
@@ -371,6 +382,9 @@ impl fuser::Filesystem for Adapter {
         }
         if self.caching.cache_symlinks {
             wanted |= InitFlags::FUSE_CACHE_SYMLINKS;
+        }
+        if self.idmap {
+            wanted |= InitFlags::FUSE_ALLOW_IDMAP;
         }
         let mut offered = config.capabilities() & wanted;
         self.writeback_cache = offered.contains(InitFlags::FUSE_WRITEBACK_CACHE);
@@ -882,7 +896,8 @@ impl fuser::Filesystem for Adapter {
         out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        match crate::ioctl::dispatch(&self.fs, req.uid(), cmd, in_data, out_size) {
+        let uid = crate::idmap::caller_uid(req.uid(), req.pid());
+        match crate::ioctl::dispatch(&self.fs, uid, cmd, in_data, out_size) {
             Ok((result, out)) => reply.ioctl(result, &out),
             Err(e) => reply.error(e),
         }

@@ -5,6 +5,7 @@
 //! - [`errno`] is the only place where engine errors become errno values;
 //! - [`convert`] turns engine attributes and times into fuser's and back;
 //! - [`handles`] numbers open files and directories;
+//! - [`idmap`] is what idmapped mounts (FUSE_ALLOW_IDMAP) change for the daemon;
 //! - [`ioctl`] answers the ioctls the kernel passes on (FITRIM);
 //! - [`options`] parses the `tuxfs-mount` command line and `-o` options;
 //! - [`daemon`] holds the process mechanics: the image lock, daemonising, signals;
@@ -20,6 +21,7 @@ pub mod convert;
 pub mod daemon;
 pub mod errno;
 pub mod handles;
+pub mod idmap;
 pub mod ioctl;
 pub mod logging;
 pub mod options;

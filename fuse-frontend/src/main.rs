@@ -416,17 +416,18 @@ fn mount_session(
     fs: &Arc<Filesystem>,
     closing: &Arc<Closing>,
 ) -> std::io::Result<fuser::Session<Adapter>> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
     let adapter = || {
         let closing = Arc::clone(closing);
         Adapter::new(Arc::clone(fs), settings.timeouts)
             .with_caching(settings.caching)
+            .with_idmap(settings.access_for(root) == fuser::SessionACL::All)
             .with_destroy(OnDestroy::new(move || {
                 let _ = closing.close();
             }))
     };
     let source = image.display().to_string();
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
     let token = if !settings.fuseblk {
         None
     } else if root {

@@ -1,0 +1,71 @@
+//! Idmapped mounts (FUSE_ALLOW_IDMAP, Linux 6.12+): what changes for the daemon.
+//!
+//! With FUSE_ALLOW_IDMAP granted (it needs `default_permissions`, which tuxfs always sets)
+//! the kernel lets `mount_setattr(MOUNT_ATTR_IDMAP)` make idmapped bind mounts of a `fuse`
+//! mount, and maps ids itself in both directions: requests that create an inode (create,
+//! mknod, mkdir, symlink) carry the caller's fsuid/fsgid mapped through the mount's idmap
+//! into the filesystem's ids, setattr carries the new owner already mapped, and attributes
+//! the daemon returns are mapped on their way to the caller. The daemon stores what it
+//! gets, as before.
+//!
+//! The one change: every other request (lookup, getattr, ioctl, ...) then carries
+//! [`FUSE_INVALID_UIDGID`] as uid and gid, on every mount of the filesystem, idmapped or
+//! not, because the kernel cannot say which of the caller's ids is meant. The only place
+//! the daemon decides by the caller's uid outside inode creation is an ioctl's "root only"
+//! rule; there [`caller_uid`] asks the kernel's process table for the caller's fsuid (the
+//! caller is blocked in its ioctl while the request is served, so its id cannot be reused
+//! meanwhile). fuser's own owner check (`noallow_other`, `allow_root`) would refuse such
+//! requests, so FUSE_ALLOW_IDMAP is asked for only on a mount open to every user
+//! (`allow_other`, the default for a root mount); see `Adapter::with_idmap`.
+//!
+//! The kernel gives idmapped mounts only to filesystem types flagged FS_ALLOW_IDMAP, which
+//! `fuse` is and `fuseblk` is not: on a `fuseblk` mount (the default for a root mount,
+//! see docs/SEMANTICS.md) `mount_setattr` says EINVAL whatever the daemon negotiated.
+
+/// The uid and gid of a request that does not carry the caller's ids.
+pub const FUSE_INVALID_UIDGID: u32 = u32::MAX;
+
+/// The uid to judge a non-creating request by: `uid` as the request carries it, or when that
+/// is [`FUSE_INVALID_UIDGID`] the fsuid of process `pid`, read from `/proc/PID/status`;
+/// [`FUSE_INVALID_UIDGID`] (nobody) when that cannot be read.
+pub fn caller_uid(uid: u32, pid: u32) -> u32 {
+    if uid != FUSE_INVALID_UIDGID || pid == 0 {
+        return uid;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| fsuid_from_status(&status))
+        .unwrap_or(FUSE_INVALID_UIDGID)
+}
+
+/// The fsuid (fourth value of the `Uid:` line: real, effective, saved, filesystem) of a
+/// `/proc/PID/status` text.
+fn fsuid_from_status(status: &str) -> Option<u32> {
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line["Uid:".len()..].split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fsuid_is_the_fourth_uid() {
+        let status = "Name:\tx\nUmask:\t0022\nUid:\t1000\t1001\t1002\t1003\nGid:\t5\t5\t5\t5\n";
+        assert_eq!(fsuid_from_status(status), Some(1003));
+        assert_eq!(fsuid_from_status("Uid:\t1\t2\n"), None);
+        assert_eq!(fsuid_from_status("Gid:\t1\t2\t3\t4\n"), None);
+    }
+
+    #[test]
+    fn carried_uids_are_kept_and_missing_ones_come_from_the_process() {
+        assert_eq!(caller_uid(1000, 1), 1000);
+        assert_eq!(caller_uid(FUSE_INVALID_UIDGID, 0), FUSE_INVALID_UIDGID);
+        let me = std::process::id();
+        // SAFETY: getuid has no preconditions (the test's fsuid is its uid).
+        let uid = unsafe { libc::getuid() };
+        assert_eq!(caller_uid(FUSE_INVALID_UIDGID, me), uid);
+        // A process that does not exist: nobody.
+        assert_eq!(caller_uid(FUSE_INVALID_UIDGID, u32::MAX - 1), FUSE_INVALID_UIDGID);
+    }
+}
