@@ -66,6 +66,9 @@ mod tests {
         let uid = unsafe { libc::getuid() };
         assert_eq!(caller_uid(FUSE_INVALID_UIDGID, me), uid);
         // A process that does not exist: nobody.
-        assert_eq!(caller_uid(FUSE_INVALID_UIDGID, u32::MAX - 1), FUSE_INVALID_UIDGID);
+        assert_eq!(
+            caller_uid(FUSE_INVALID_UIDGID, u32::MAX - 1),
+            FUSE_INVALID_UIDGID
+        );
     }
 }

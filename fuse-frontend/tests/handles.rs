@@ -39,9 +39,14 @@ struct FileHandle {
 }
 
 impl FileHandle {
-    /// The FUSE handle's fields: node id and generation (host-endian u32 words).
+    /// The FUSE handle's fields: node id and generation (u32 words in the kernel's byte
+    /// order, so host order is the right one: this is not an on-disk format).
+    #[allow(clippy::host_endian_bytes)]
     fn node_and_generation(&self) -> (u64, u32) {
-        assert_eq!(self.handle_type, FUSE_HANDLE_TYPE, "not a FUSE inode handle");
+        assert_eq!(
+            self.handle_type, FUSE_HANDLE_TYPE,
+            "not a FUSE inode handle"
+        );
         assert_eq!(self.handle_bytes, 12, "FUSE handle of 3 words");
         let word = |i: usize| {
             let mut b = [0u8; 4];
@@ -177,7 +182,11 @@ fn handles_survive_cache_drops_remounts_and_a_new_mount() {
     let dir = handle_of(&m.path("a/b"));
     let file_ino = std::fs::metadata(m.path("a/b/f")).expect("stat").ino();
     let dir_ino = std::fs::metadata(m.path("a/b")).expect("stat").ino();
-    assert_eq!(file.node_and_generation().0, file_ino, "node id is the inode");
+    assert_eq!(
+        file.node_and_generation().0,
+        file_ino,
+        "node id is the inode"
+    );
     let content = b"through a handle".as_slice();
 
     assert_opens_file(&m.dir, &file, file_ino, content, "while cached");
@@ -247,8 +256,14 @@ fn a_reused_inode_number_makes_the_old_handle_stale() {
     std::fs::write(m.path("new"), b"another file").expect("write");
     let new = handle_of(&m.path("new"));
     let (new_ino, new_generation) = new.node_and_generation();
-    assert_eq!(new_ino, old_ino, "the inode number was to be handed out again");
-    assert_ne!(new_generation, old_generation, "same number, same generation");
+    assert_eq!(
+        new_ino, old_ino,
+        "the inode number was to be handed out again"
+    );
+    assert_ne!(
+        new_generation, old_generation,
+        "same number, same generation"
+    );
 
     assert_stale(&m.dir, &old, "for a reused inode number");
     drop_caches();

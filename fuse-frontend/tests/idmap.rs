@@ -69,7 +69,9 @@ impl UserNs {
                 Ok(())
             });
         }
-        let child = cmd.spawn().expect("spawn a process in a new user namespace");
+        let child = cmd
+            .spawn()
+            .expect("spawn a process in a new user namespace");
         let pid = child.id();
         let map: String = MAPPING
             .iter()
@@ -108,7 +110,12 @@ impl IdmappedMount {
     /// Makes it, or returns the errno of the step that failed.
     fn new(source: &Path, target: &Path, ns: &UserNs) -> Result<IdmappedMount, (String, i32)> {
         let src = cpath(source);
-        let fail = |what: &str| (what.to_string(), std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+        let fail = |what: &str| {
+            (
+                what.to_string(),
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            )
+        };
         // SAFETY: a NUL-terminated path we own; returns a new descriptor or -1.
         let tree = unsafe {
             libc::syscall(
@@ -212,7 +219,11 @@ fn owners_map_both_ways(name: &str, options: &[&str], fstype: &str) {
     let Some(m) = Mount::for_others(name, 64 << 20, options) else {
         return;
     };
-    assert!(fstype_of(&m.dir).starts_with(fstype), "{}", fstype_of(&m.dir));
+    assert!(
+        fstype_of(&m.dir).starts_with(fstype),
+        "{}",
+        fstype_of(&m.dir)
+    );
     std::fs::create_dir(m.path("shared")).expect("mkdir");
     std::fs::set_permissions(
         m.path("shared"),
@@ -242,12 +253,20 @@ fn owners_map_both_ways(name: &str, options: &[&str], fstype: &str) {
     for name in ["file", "dir", "link", "fifo"] {
         let through = view.join("shared").join(name);
         let stored = m.path("shared").join(name);
-        assert_eq!(owner(&through), (SHOWN_ID, SHOWN_ID), "{name} through the view");
+        assert_eq!(
+            owner(&through),
+            (SHOWN_ID, SHOWN_ID),
+            "{name} through the view"
+        );
         assert_eq!(owner(&stored), (FS_ID, FS_ID), "{name} as stored");
     }
     // chown through the view stores the filesystem's id.
-    std::os::unix::fs::lchown(view.join("shared/root-made"), Some(SHOWN_ID), Some(SHOWN_ID))
-        .expect("chown through the view");
+    std::os::unix::fs::lchown(
+        view.join("shared/root-made"),
+        Some(SHOWN_ID),
+        Some(SHOWN_ID),
+    )
+    .expect("chown through the view");
     assert_eq!(owner(&m.path("shared/root-made")), (FS_ID, FS_ID));
     assert_eq!(owner(&view.join("shared/root-made")), (SHOWN_ID, SHOWN_ID));
     // A user the mapping does not cover cannot create there: the kernel says EOVERFLOW.

@@ -60,7 +60,9 @@ fn live_inodes_decode_by_number_and_dead_ones_are_stale() {
     // Generations are stored: the same after a remount.
     fs.unmount().expect("unmount");
     let fs = mount(&dev, MountOptions::default());
-    let got = fs.inode_by_handle(a.ino, a.generation).expect("after remount");
+    let got = fs
+        .inode_by_handle(a.ino, a.generation)
+        .expect("after remount");
     assert_eq!(got.generation, a.generation);
     fs.unmount().expect("unmount");
     fsck_clean(dev.as_ref());
