@@ -19,8 +19,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::Mount;
 
@@ -147,28 +145,6 @@ fn assert_stale(mnt: &Path, h: &FileHandle, when: &str) {
     }
 }
 
-/// `mount -o remount,MODE DIR`, retried while busy.
-fn mount_remount(dir: &Path, mode: &str) {
-    let start = Instant::now();
-    loop {
-        let out = Command::new("mount")
-            .arg("-o")
-            .arg(format!("remount,{mode}"))
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "mount -o remount,{mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn handles_survive_cache_drops_remounts_and_a_new_mount() {
     let Some(mut m) = Mount::new("handles", 64 << 20) else {
@@ -195,11 +171,11 @@ fn handles_survive_cache_drops_remounts_and_a_new_mount() {
     drop_caches();
     assert_opens_dir(&m.dir, &dir, dir_ino, "f", "after drop_caches");
 
-    mount_remount(&m.dir, "ro");
+    common::mount_remount(&m.dir, "ro");
     drop_caches();
     assert_opens_file(&m.dir, &file, file_ino, content, "after remount,ro");
     assert_opens_dir(&m.dir, &dir, dir_ino, "f", "after remount,ro");
-    mount_remount(&m.dir, "rw");
+    common::mount_remount(&m.dir, "rw");
     drop_caches();
     assert_opens_file(&m.dir, &file, file_ino, content, "after remount,rw");
     assert_opens_dir(&m.dir, &dir, dir_ino, "f", "after remount,rw");

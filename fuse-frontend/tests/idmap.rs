@@ -184,21 +184,15 @@ fn owner(path: &Path) -> (u32, u32) {
     (m.uid(), m.gid())
 }
 
-/// Runs a shell script as uid/gid `id` in `dir`.
+/// Runs a shell script as uid/gid `id` in `dir`; panics with its output when it fails.
 fn sh_as(id: u32, dir: &Path, script: &str) {
-    let out = Command::new("sh")
-        .arg("-ec")
-        .arg(script)
-        .current_dir(dir)
-        .uid(id)
-        .gid(id)
-        .output()
-        .expect("run sh");
-    assert!(
-        out.status.success(),
-        "as {id} in {}: {script}: {}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
+    common::run(
+        Command::new("sh")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(dir)
+            .uid(id)
+            .gid(id),
     );
 }
 

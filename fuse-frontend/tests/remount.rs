@@ -12,7 +12,7 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,29 +94,6 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Runs `mount -o remount,MODE DIR`, retrying while the kernel says busy (a file just
-/// closed by the writer may still be open for a moment).
-fn mount_remount(dir: &Path, mode: &str) {
-    let start = Instant::now();
-    loop {
-        let out = Command::new("mount")
-            .arg("-o")
-            .arg(format!("remount,{mode}"))
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "mount -o remount,{mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Copies the image as it is now and opens the copy read-only through the engine: every
 /// file in `names` must be there with its content. The copy must pass fsck first.
 fn copy_holds(m: &Mount, names: &[u64], name: &str) -> bool {
@@ -157,7 +134,7 @@ fn remount_ro_and_rw_under_a_writer_loses_nothing() {
     let writer = Writer::start(m.dir.clone());
     wait_for("the writer to start", || writer.done().len() >= 20);
 
-    mount_remount(&m.dir, "ro");
+    common::mount_remount(&m.dir, "ro");
     wait_for("the daemon to follow the kernel to read-only", || {
         m.log().contains("read-only now")
     });

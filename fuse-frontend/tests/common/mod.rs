@@ -702,3 +702,26 @@ pub fn run(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs `mount -o remount,MODE DIR`, retrying while the kernel says busy (a file just
+/// closed may still be open for a moment), for at most 20 s.
+pub fn mount_remount(dir: &Path, mode: &str) {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("mount")
+            .arg("-o")
+            .arg(format!("remount,{mode}"))
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "mount -o remount,{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
