@@ -6,7 +6,10 @@
 //!   The one check made here is the name length: the kernel does not enforce NAME_MAX for
 //!   FUSE, so names longer than 255 bytes get ENAMETOOLONG before the engine sees them.
 //! - Every engine error is turned into an errno by [`crate::errno`], nowhere else.
-//! - FUSE inode numbers are engine inode numbers; the root is 1 on both sides.
+//! - FUSE inode numbers are engine inode numbers; the root is 1 on both sides. Every entry
+//!   reply carries the inode's generation, and LOOKUP of "." / ".." (sent only when the
+//!   kernel decodes a file handle, FUSE_EXPORT_SUPPORT) is answered by number alone
+//!   (engine::fs::export).
 //! - `fh` numbers name entries of a [`HandleTable`]; every successful open/create/opendir
 //!   adds one and the matching release/releasedir removes it and releases the engine's open.
 //! - No request that waits for a commit holds a worker: fsync and fsyncdir hand their reply
