@@ -1,7 +1,7 @@
 //! Idmapped mounts (FUSE_ALLOW_IDMAP, Linux 6.12+): what changes for the daemon.
 //!
 //! With FUSE_ALLOW_IDMAP granted (it needs `default_permissions`, which tuxfs always sets)
-//! the kernel lets `mount_setattr(MOUNT_ATTR_IDMAP)` make idmapped bind mounts of a `fuse`
+//! the kernel lets `mount_setattr(MOUNT_ATTR_IDMAP)` make idmapped bind mounts of the
 //! mount, and maps ids itself in both directions: requests that create an inode (create,
 //! mknod, mkdir, symlink) carry the caller's fsuid/fsgid mapped through the mount's idmap
 //! into the filesystem's ids, setattr carries the new owner already mapped, and attributes
@@ -13,14 +13,14 @@
 //! not, because the kernel cannot say which of the caller's ids is meant. The only place
 //! the daemon decides by the caller's uid outside inode creation is an ioctl's "root only"
 //! rule; there [`caller_uid`] asks the kernel's process table for the caller's fsuid (the
-//! caller is blocked in its ioctl while the request is served, so its id cannot be reused
-//! meanwhile). fuser's own owner check (`noallow_other`, `allow_root`) would refuse such
-//! requests, so FUSE_ALLOW_IDMAP is asked for only on a mount open to every user
-//! (`allow_other`, the default for a root mount); see `Adapter::with_idmap`.
+//! caller is blocked in its ioctl while the request is served, so its process id cannot
+//! be reused meanwhile). fuser's own owner check (`noallow_other`, `allow_root`) would
+//! refuse such requests, so FUSE_ALLOW_IDMAP is asked for only on a mount open to every
+//! user (`allow_other`, the default for a root mount); see `Adapter::with_idmap`.
 //!
-//! The kernel gives idmapped mounts only to filesystem types flagged FS_ALLOW_IDMAP, which
-//! `fuse` is and `fuseblk` is not: on a `fuseblk` mount (the default for a root mount,
-//! see docs/SEMANTICS.md) `mount_setattr` says EINVAL whatever the daemon negotiated.
+//! Both `fuseblk` (the default for a root mount) and `fuse` mounts accept idmapped bind
+//! mounts once FUSE_ALLOW_IDMAP is granted (tests/idmap.rs); without it `mount_setattr`
+//! says EINVAL.
 
 /// The uid and gid of a request that does not carry the caller's ids.
 pub const FUSE_INVALID_UIDGID: u32 = u32::MAX;
