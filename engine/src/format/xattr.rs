@@ -329,8 +329,33 @@ impl SpillReader {
         &self.blocks
     }
 
-    /// Takes the bytes of the block [`next_block`](Self::next_block) named.
-    pub fn push(&mut self, block: &[u8]) -> Result<()> {
+    /// Entries the chain's first block says it holds (None before a block verified).
+    pub fn count(&self) -> Option<u32> {
+        self.first.map(|p| p.count)
+    }
+
+    /// Names of the whole entries in the blocks taken so far, for reporting what a damaged
+    /// chain loses (at most `max`).
+    pub fn names_so_far(&self, max: usize) -> Vec<Vec<u8>> {
+        let mut c = Cursor::new(&self.stream);
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(name_len) = c.u8() else { break };
+            let Some(value_len) = c.u32() else { break };
+            let Some(name) = c.take(usize::from(name_len)) else {
+                break;
+            };
+            if c.take(value_len as usize).is_none() {
+                break;
+            }
+            out.push(name.to_vec());
+        }
+        out
+    }
+
+    /// Takes the bytes of the block [`next_block`](Self::next_block) named; returns the
+    /// delta that wrote it.
+    pub fn push(&mut self, block: &[u8]) -> Result<u64> {
         let blocknr = self.expect;
         let x = XattrBlock::decode(block, blocknr, self.inum, self.fs_id)?;
         let index = self.blocks.len();
@@ -351,7 +376,7 @@ impl SpillReader {
         self.blocks.push(blocknr);
         self.stream.extend_from_slice(&x.bytes);
         self.expect = x.piece.next;
-        Ok(())
+        Ok(x.header.delta)
     }
 
     /// The entries of a complete chain. An entry that does not decode is named by the
