@@ -22,7 +22,8 @@ use tuxfs_engine::format::dirent::Dirent;
 use tuxfs_engine::format::extent::{Extent, ExtentFlags};
 use tuxfs_engine::format::inode::Inode;
 use tuxfs_engine::format::log::LogRecord;
-use tuxfs_engine::format::xattr::SpillReader;
+use tuxfs_engine::format::inode::{S_IFDIR, S_IFMT};
+use tuxfs_engine::format::xattr::{SpillReader, XattrEntry};
 use tuxfs_engine::format::{SUPERBLOCK_SLOTS, Superblock, TreeId, bitmap, data_crc};
 use tuxfs_engine::io::BlockReader;
 use tuxfs_engine::recovery::{LogReplay, read_log, stale_delta_max_ahead};
@@ -812,12 +813,20 @@ impl<'a> Checker<'a> {
             let names = reader.names_so_far(XATTR_NAMES_REPORTED);
             let count = reader.count();
             let blocks = reader.blocks().to_vec();
-            if failed.is_none()
-                && let Err(e) = reader.finish(self.sb.block_size)
-            {
-                let block = e.block().unwrap_or(head);
-                self.finding(Some(block), format!("inode {inum}: {e}"));
-                failed = Some(block);
+            if failed.is_none() {
+                match reader.finish(self.sb.block_size) {
+                    Ok(entries) => {
+                        if let Some(what) = self.bad_spilled_acl(inum, &entries) {
+                            self.finding(Some(head), format!("block {head}: inode {inum}: {what}"));
+                            failed = Some(head);
+                        }
+                    }
+                    Err(e) => {
+                        let block = e.block().unwrap_or(head);
+                        self.finding(Some(block), format!("inode {inum}: {e}"));
+                        failed = Some(block);
+                    }
+                }
             }
             if let Some(block) = failed {
                 let mut what = format!("its spill chain is damaged at block {block}");
@@ -837,6 +846,30 @@ impl<'a> Checker<'a> {
                 k.xattr_chains.insert(inum, failed.is_none().then_some(blocks));
             }
         }
+    }
+
+    /// What is wrong with an ACL among the spilled entries of inode `inum`, if anything (as
+    /// `check_acls` judges inline ones).
+    fn bad_spilled_acl(&self, inum: u64, entries: &[XattrEntry]) -> Option<String> {
+        let is_dir = self
+            .inodes
+            .get(&inum)
+            .is_some_and(|i| i.mode & S_IFMT == S_IFDIR);
+        for x in entries {
+            let name = x.name.as_slice();
+            if name != XATTR_ACL_ACCESS && name != XATTR_ACL_DEFAULT {
+                continue;
+            }
+            let shown = String::from_utf8_lossy(name);
+            match acl::decode(&x.value) {
+                Err(e) => return Some(format!("spilled {shown}: not a valid ACL: {e}")),
+                Ok(_) if name == XATTR_ACL_DEFAULT && !is_dir => {
+                    return Some(format!("spilled {shown}: a default ACL on a non-directory"));
+                }
+                Ok(_) => {}
+            }
+        }
+        None
     }
 
     /// Reads every bitmap block, applies the log's allocations and frees, and compares the

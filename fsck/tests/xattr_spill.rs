@@ -3,7 +3,8 @@
 //! used. Then one spill block is flipped on disk: `fsck.tuxfs -n` reports it naming the
 //! inode and the block (exit 4); `-y` drops the damaged chain, reports the file's path and
 //! the attributes it lost (exit 1), keeps the attributes in the record, and the image is
-//! then clean and mounts.
+//! then clean and mounts. A spilled ACL that breaks the ACL rules (a default ACL on a
+//! file) is found as an inline one is.
 
 mod common;
 
@@ -13,6 +14,10 @@ use std::sync::Arc;
 use tuxfs_engine::Errno;
 use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
+use tuxfs_engine::format::xattr::{
+    SpillReader, XattrBlock, XattrEntry, encode_spill_chain, spill_chain_blocks,
+    spill_stream_len,
+};
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, XattrFlags};
 use tuxfs_engine::mkfs::format_device;
 
@@ -136,4 +141,77 @@ fn a_flipped_spill_block_is_found_and_dropped_reporting_what_was_lost() {
     fs.setxattr(f, b"user.big", &[4; 20_000], XattrFlags::default())
         .expect("setxattr after repair");
     fs.unmount().unwrap();
+}
+
+/// The blocks of inode `inum`'s newest spill chain in `image`, in chain order, with the
+/// filesystem id.
+fn chain_of(image: &[u8], inum: u64) -> (Vec<u64>, u64, Vec<XattrBlock>) {
+    let fs_id = tuxfs_engine::format::Superblock::decode(&image[..BS as usize], 0)
+        .expect("superblock")
+        .fs_id();
+    let mut found: Vec<(u64, XattrBlock)> = spill_blocks(image)
+        .into_iter()
+        .filter_map(|b| {
+            let at = b as usize * BS as usize;
+            XattrBlock::decode(&image[at..at + BS as usize], b, inum, fs_id)
+                .ok()
+                .map(|x| (b, x))
+        })
+        .collect();
+    let newest = found.iter().map(|(_, x)| x.header.delta).max().unwrap_or(0);
+    found.retain(|(_, x)| x.header.delta == newest);
+    found.sort_by_key(|(_, x)| x.piece.index);
+    let blocks = found.iter().map(|(b, _)| *b).collect();
+    (blocks, fs_id, found.into_iter().map(|(_, x)| x).collect())
+}
+
+#[test]
+fn a_default_acl_spilled_on_a_file_is_found() {
+    use tuxfs_engine::format::acl::{
+        ACL_GROUP_OBJ, ACL_OTHER, ACL_UNDEFINED_ID as U, ACL_USER_OBJ, AclEntry,
+        XATTR_ACL_DEFAULT, encode,
+    };
+    let (mut image, f) = image();
+    let (blocks, fs_id, decoded) = chain_of(&image, f);
+    let stream: Vec<u8> = decoded.iter().flat_map(|x| x.bytes.clone()).collect();
+    let mut reader = SpillReader::new(f, fs_id, blocks[0]);
+    for &b in &blocks {
+        let at = b as usize * BS as usize;
+        reader.push(&image[at..at + BS as usize]).expect("chain block");
+    }
+    let mut entries = reader.finish(BS).expect("chain");
+    assert!(stream.len() > 30_000);
+    // A well-formed default ACL, which only directories may have, replaces part of a value.
+    let e = |tag, perm| AclEntry { tag, perm, id: U };
+    let acl = encode(&[e(ACL_USER_OBJ, 7), e(ACL_GROUP_OBJ, 5), e(ACL_OTHER, 5)]);
+    let big = entries.iter_mut().find(|x| x.name == b"user.big").expect("big");
+    big.value.truncate(big.value.len() - 200);
+    entries.push(XattrEntry {
+        name: XATTR_ACL_DEFAULT.to_vec(),
+        value: acl,
+    });
+    let n = spill_chain_blocks(spill_stream_len(&entries), BS);
+    let delta = decoded[0].header.delta;
+    for (b, bytes) in blocks
+        .iter()
+        .zip(encode_spill_chain(&entries, &blocks[..n], f, delta, fs_id, BS))
+    {
+        let at = *b as usize * BS as usize;
+        image[at..at + BS as usize].copy_from_slice(&bytes);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fs.img");
+    std::fs::write(&path, &image).expect("write image");
+    let (code, out) = fsck(&["-n"], &path);
+    assert_eq!(code, 4, "{out}");
+    let want = format!(
+        "block {}: inode {f}: spilled system.posix_acl_default: a default ACL on a non-directory",
+        blocks[0]
+    );
+    assert!(out.contains(&want), "no {want:?} in:\n{out}");
+    let (code, out) = fsck(&["-y"], &path);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("lost xattrs: /d/f"), "{out}");
+    let (code, out) = fsck(&["-n"], &path);
+    assert_eq!(code, 0, "{out}");
 }

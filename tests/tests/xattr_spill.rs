@@ -288,3 +288,43 @@ fn crashes_mid_change_show_the_old_or_the_new_set() {
     assert!(states > 20, "only {states} crash states");
     assert_eq!(seen, [true, true], "seed {seed}: both sets must be seen");
 }
+
+#[test]
+fn a_large_acl_spills_and_chmod_rewrites_it() {
+    use tuxfs_engine::format::acl::{
+        ACL_GROUP_OBJ, ACL_MASK, ACL_OTHER, ACL_UNDEFINED_ID as U, ACL_USER, ACL_USER_OBJ,
+        AclEntry, XATTR_ACL_ACCESS, decode, encode,
+    };
+    use tuxfs_engine::fs::SetAttr;
+    let e = |tag, perm, id| AclEntry { tag, perm, id };
+    // 600 named users: 4,836 bytes, more than an inode record holds at 4 KiB.
+    let mut acl = vec![e(ACL_USER_OBJ, 6, U)];
+    acl.extend((0..600).map(|n| e(ACL_USER, 4, 2000 + n)));
+    acl.extend([e(ACL_GROUP_OBJ, 4, U), e(ACL_MASK, 6, U), e(ACL_OTHER, 0, U)]);
+    let dev = mem_device(BS, 4096);
+    let mut fs = mount_default(&dev);
+    let f = file(&fs, b"f");
+    fs.setxattr(f, b"user.small", b"s", SET).expect("small");
+    fs.setxattr(f, XATTR_ACL_ACCESS, &encode(&acl), SET)
+        .expect("large ACL");
+    assert_eq!(fs.getattr(f).expect("getattr").perm, 0o660);
+    assert_eq!(spill_blocks(&dev.snapshot(), BS).len(), 0, "written before a commit");
+    fs = remount(fs, &dev);
+    assert_eq!(spill_blocks(&dev.snapshot(), BS).len(), 2, "the ACL spilled");
+    assert_eq!(
+        decode(&fs.getxattr(f, XATTR_ACL_ACCESS).expect("read")).expect("valid"),
+        acl
+    );
+    // chmod 0640 sets the mask to r-- in the spilled ACL.
+    let chmod = SetAttr {
+        mode: Some(0o640),
+        ..SetAttr::default()
+    };
+    fs.setattr(f, &chmod).expect("chmod");
+    fs = remount(fs, &dev);
+    let got = decode(&fs.getxattr(f, XATTR_ACL_ACCESS).expect("read")).expect("valid");
+    assert_eq!(got.iter().find(|x| x.tag == ACL_MASK).map(|x| x.perm), Some(4));
+    assert_eq!(got.len(), acl.len());
+    assert_eq!(fs.getxattr(f, b"user.small").expect("small"), b"s");
+    fs.unmount().expect("unmount");
+}
