@@ -162,7 +162,7 @@ pub fn flush(
                 buf.copy_from_slice(&bytes);
                 writes.push((b, Arc::new(buf)));
             }
-            i.xattr_block = blocks[0];
+            i.xattr_block = blocks.first().copied().unwrap_or(0);
             st.spills
                 .inflight
                 .insert(ino, (blocks, Arc::new(d.entries)));

@@ -21,8 +21,8 @@ use tuxfs_engine::format::btree::{Key, Leaf, Node, decode_block_ref};
 use tuxfs_engine::format::dirent::Dirent;
 use tuxfs_engine::format::extent::{Extent, ExtentFlags};
 use tuxfs_engine::format::inode::Inode;
-use tuxfs_engine::format::log::LogRecord;
 use tuxfs_engine::format::inode::{S_IFDIR, S_IFMT};
+use tuxfs_engine::format::log::LogRecord;
 use tuxfs_engine::format::xattr::{SpillReader, XattrEntry};
 use tuxfs_engine::format::{SUPERBLOCK_SLOTS, Superblock, TreeId, bitmap, data_crc};
 use tuxfs_engine::io::BlockReader;
@@ -843,7 +843,8 @@ impl<'a> Checker<'a> {
                 self.xattr_damage.insert(inum, what);
             }
             if let Some(k) = &mut self.kept {
-                k.xattr_chains.insert(inum, failed.is_none().then_some(blocks));
+                k.xattr_chains
+                    .insert(inum, failed.is_none().then_some(blocks));
             }
         }
     }

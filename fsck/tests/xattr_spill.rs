@@ -15,8 +15,7 @@ use tuxfs_engine::Errno;
 use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
 use tuxfs_engine::format::xattr::{
-    SpillReader, XattrBlock, XattrEntry, encode_spill_chain, spill_chain_blocks,
-    spill_stream_len,
+    SpillReader, XattrBlock, XattrEntry, encode_spill_chain, spill_chain_blocks, spill_stream_len,
 };
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, XattrFlags};
 use tuxfs_engine::mkfs::format_device;
@@ -130,7 +129,10 @@ fn a_flipped_spill_block_is_found_and_dropped_reporting_what_was_lost() {
         lost.contains(&format!("inode {f}")) && lost.contains(&format!("block {victim}")),
         "{lost}"
     );
-    assert!(lost.contains("user.first") && lost.contains("spilled attributes in all"), "{lost}");
+    assert!(
+        lost.contains("user.first") && lost.contains("spilled attributes in all"),
+        "{lost}"
+    );
     let (code, out) = fsck(&["-n"], &path);
     assert_eq!(code, 0, "{out}");
     let fs = mount(std::fs::read(&path).unwrap());
@@ -168,8 +170,8 @@ fn chain_of(image: &[u8], inum: u64) -> (Vec<u64>, u64, Vec<XattrBlock>) {
 #[test]
 fn a_default_acl_spilled_on_a_file_is_found() {
     use tuxfs_engine::format::acl::{
-        ACL_GROUP_OBJ, ACL_OTHER, ACL_UNDEFINED_ID as U, ACL_USER_OBJ, AclEntry,
-        XATTR_ACL_DEFAULT, encode,
+        ACL_GROUP_OBJ, ACL_OTHER, ACL_UNDEFINED_ID as U, ACL_USER_OBJ, AclEntry, XATTR_ACL_DEFAULT,
+        encode,
     };
     let (mut image, f) = image();
     let (blocks, fs_id, decoded) = chain_of(&image, f);
@@ -177,14 +179,19 @@ fn a_default_acl_spilled_on_a_file_is_found() {
     let mut reader = SpillReader::new(f, fs_id, blocks[0]);
     for &b in &blocks {
         let at = b as usize * BS as usize;
-        reader.push(&image[at..at + BS as usize]).expect("chain block");
+        reader
+            .push(&image[at..at + BS as usize])
+            .expect("chain block");
     }
     let mut entries = reader.finish(BS).expect("chain");
     assert!(stream.len() > 30_000);
     // A well-formed default ACL, which only directories may have, replaces part of a value.
     let e = |tag, perm| AclEntry { tag, perm, id: U };
     let acl = encode(&[e(ACL_USER_OBJ, 7), e(ACL_GROUP_OBJ, 5), e(ACL_OTHER, 5)]);
-    let big = entries.iter_mut().find(|x| x.name == b"user.big").expect("big");
+    let big = entries
+        .iter_mut()
+        .find(|x| x.name == b"user.big")
+        .expect("big");
     big.value.truncate(big.value.len() - 200);
     entries.push(XattrEntry {
         name: XATTR_ACL_DEFAULT.to_vec(),
@@ -192,10 +199,14 @@ fn a_default_acl_spilled_on_a_file_is_found() {
     });
     let n = spill_chain_blocks(spill_stream_len(&entries), BS);
     let delta = decoded[0].header.delta;
-    for (b, bytes) in blocks
-        .iter()
-        .zip(encode_spill_chain(&entries, &blocks[..n], f, delta, fs_id, BS))
-    {
+    for (b, bytes) in blocks.iter().zip(encode_spill_chain(
+        &entries,
+        &blocks[..n],
+        f,
+        delta,
+        fs_id,
+        BS,
+    )) {
         let at = *b as usize * BS as usize;
         image[at..at + BS as usize].copy_from_slice(&bytes);
     }

@@ -84,7 +84,11 @@ impl Ext4 {
         run(Command::new("mkfs.ext4")
             .args(["-q", "-b", "4096", "-O", "ea_inode"])
             .arg(&image));
-        run(Command::new("mount").arg("-o").arg("loop").arg(&image).arg(&dir));
+        run(Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&image)
+            .arg(&dir));
         Ext4(dir)
     }
 }
@@ -124,7 +128,15 @@ fn errors_and_namespaces_match_ext4() {
 
 #[test]
 fn large_values_many_names_and_copies() {
-    if !have(&["setfattr", "getfattr", "rsync", "base64", "mkfs.ext4", "cmp", "md5sum"]) {
+    if !have(&[
+        "setfattr",
+        "getfattr",
+        "rsync",
+        "base64",
+        "mkfs.ext4",
+        "cmp",
+        "md5sum",
+    ]) {
         return;
     }
     let Some(mut m) = Mount::new("xattr-large", 128 << 20) else {

@@ -64,17 +64,25 @@ fn a_64_kib_value_round_trips_and_65537_bytes_is_e2big() {
     let mut fs = mount_default(&dev);
     let f = file(&fs, b"f");
     let big = value(1, 65536);
-    fs.setxattr(f, b"user.big", &big, SET).expect("64 KiB value");
-    fs.setxattr(f, b"user.small", b"s", SET).expect("small value");
+    fs.setxattr(f, b"user.big", &big, SET)
+        .expect("64 KiB value");
+    fs.setxattr(f, b"user.small", b"s", SET)
+        .expect("small value");
     let err = fs
         .setxattr(f, b"user.over", &value(2, 65537), SET)
         .expect_err("65537 bytes");
     assert_eq!(err.errno(), Errno::TooBig);
-    assert_eq!(fs.getxattr(f, b"user.big").expect("read before commit"), big);
+    assert_eq!(
+        fs.getxattr(f, b"user.big").expect("read before commit"),
+        big
+    );
     fs.sync().expect("sync");
     assert_eq!(fs.getxattr(f, b"user.big").expect("read after commit"), big);
     fs = remount(fs, &dev);
-    assert_eq!(fs.getxattr(f, b"user.big").expect("read after remount"), big);
+    assert_eq!(
+        fs.getxattr(f, b"user.big").expect("read after remount"),
+        big
+    );
     assert_eq!(fs.getxattr(f, b"user.small").expect("small"), b"s");
     assert_eq!(
         fs.getxattr(f, b"user.over").expect_err("never set").errno(),
@@ -84,7 +92,8 @@ fn a_64_kib_value_round_trips_and_65537_bytes_is_e2big() {
     let dev = mem_device(512, 8192);
     let mut fs = mount_default(&dev);
     let f = file(&fs, b"g");
-    fs.setxattr(f, b"trusted.big", &big, SET).expect("64 KiB at 512");
+    fs.setxattr(f, b"trusted.big", &big, SET)
+        .expect("64 KiB at 512");
     fs = remount(fs, &dev);
     assert_eq!(fs.getxattr(f, b"trusted.big").expect("read"), big);
     fs.unmount().expect("unmount");
@@ -156,7 +165,8 @@ fn replacing_and_removing_frees_spill_blocks() {
     assert_eq!(after, baseline, "spill blocks were not all freed");
     assert_eq!(fs.getxattr(f, b"user.big0").expect("kept"), b"tiny");
     // Deleting a file frees its chain too.
-    fs.setxattr(f, b"user.big9", &value(9, 65536), SET).expect("big");
+    fs.setxattr(f, b"user.big9", &value(9, 65536), SET)
+        .expect("big");
     fs.unlink(ROOT, b"f").expect("unlink");
     let (fs, gone) = settled_free(fs, &dev);
     assert_eq!(gone, baseline, "the file's chain outlived it");
@@ -168,7 +178,8 @@ fn a_damaged_spill_block_is_an_error_naming_it() {
     let dev = mem_device(BS, 4096);
     let fs = mount_default(&dev);
     let f = file(&fs, b"f");
-    fs.setxattr(f, b"user.big", &value(3, 20_000), SET).expect("big");
+    fs.setxattr(f, b"user.big", &value(3, 20_000), SET)
+        .expect("big");
     fs.unmount().expect("unmount");
     drop(fs);
     let mut image = dev.snapshot();
@@ -275,7 +286,9 @@ fn crashes_mid_change_show_the_old_or_the_new_set() {
             } else {
                 panic!(
                     "seed {seed}, crash at event {at}, landed {landed:?}, torn {torn:?}: a set that is neither the old nor the new one: {:?}",
-                    got.iter().map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.len())).collect::<Vec<_>>()
+                    got.iter()
+                        .map(|(n, v)| (String::from_utf8_lossy(n).into_owned(), v.len()))
+                        .collect::<Vec<_>>()
                 );
             };
             seen[which] = true;
@@ -300,7 +313,11 @@ fn a_large_acl_spills_and_chmod_rewrites_it() {
     // 600 named users: 4,836 bytes, more than an inode record holds at 4 KiB.
     let mut acl = vec![e(ACL_USER_OBJ, 6, U)];
     acl.extend((0..600).map(|n| e(ACL_USER, 4, 2000 + n)));
-    acl.extend([e(ACL_GROUP_OBJ, 4, U), e(ACL_MASK, 6, U), e(ACL_OTHER, 0, U)]);
+    acl.extend([
+        e(ACL_GROUP_OBJ, 4, U),
+        e(ACL_MASK, 6, U),
+        e(ACL_OTHER, 0, U),
+    ]);
     let dev = mem_device(BS, 4096);
     let mut fs = mount_default(&dev);
     let f = file(&fs, b"f");
@@ -308,9 +325,17 @@ fn a_large_acl_spills_and_chmod_rewrites_it() {
     fs.setxattr(f, XATTR_ACL_ACCESS, &encode(&acl), SET)
         .expect("large ACL");
     assert_eq!(fs.getattr(f).expect("getattr").perm, 0o660);
-    assert_eq!(spill_blocks(&dev.snapshot(), BS).len(), 0, "written before a commit");
+    assert_eq!(
+        spill_blocks(&dev.snapshot(), BS).len(),
+        0,
+        "written before a commit"
+    );
     fs = remount(fs, &dev);
-    assert_eq!(spill_blocks(&dev.snapshot(), BS).len(), 2, "the ACL spilled");
+    assert_eq!(
+        spill_blocks(&dev.snapshot(), BS).len(),
+        2,
+        "the ACL spilled"
+    );
     assert_eq!(
         decode(&fs.getxattr(f, XATTR_ACL_ACCESS).expect("read")).expect("valid"),
         acl
@@ -323,7 +348,10 @@ fn a_large_acl_spills_and_chmod_rewrites_it() {
     fs.setattr(f, &chmod).expect("chmod");
     fs = remount(fs, &dev);
     let got = decode(&fs.getxattr(f, XATTR_ACL_ACCESS).expect("read")).expect("valid");
-    assert_eq!(got.iter().find(|x| x.tag == ACL_MASK).map(|x| x.perm), Some(4));
+    assert_eq!(
+        got.iter().find(|x| x.tag == ACL_MASK).map(|x| x.perm),
+        Some(4)
+    );
     assert_eq!(got.len(), acl.len());
     assert_eq!(fs.getxattr(f, b"user.small").expect("small"), b"s");
     fs.unmount().expect("unmount");

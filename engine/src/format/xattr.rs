@@ -125,13 +125,18 @@ fn decode_run(bytes: &[u8], spill: bool) -> std::result::Result<Vec<XattrEntry>,
         if value_len > XATTR_SIZE_MAX {
             return Err((
                 at,
-                format!("entry at byte {at} has a value of {value_len} bytes, over {XATTR_SIZE_MAX}"),
+                format!(
+                    "entry at byte {at} has a value of {value_len} bytes, over {XATTR_SIZE_MAX}"
+                ),
             ));
         }
         let name = c.take(name_len).ok_or_else(truncated)?;
         let value = c.take(value_len).ok_or_else(truncated)?;
         if name.is_empty() || name.contains(&0) {
-            return Err((at, format!("entry at byte {at} has an empty name or one with NUL")));
+            return Err((
+                at,
+                format!("entry at byte {at} has an empty name or one with NUL"),
+            ));
         }
         if !names.insert(name) {
             return Err((at, format!("entry at byte {at} repeats a name")));
@@ -172,11 +177,11 @@ pub fn encode_spill_chain(
     let cap = spill_capacity(block_size);
     assert_eq!(blocks.len(), spill_chain_blocks(stream.len(), block_size));
     let mut out = Vec::with_capacity(blocks.len());
-    for (i, chunk) in stream.chunks(cap).enumerate() {
+    for (i, (chunk, &blocknr)) in stream.chunks(cap).zip(blocks).enumerate() {
         let header = BlockHeader {
             kind: Kind::Xattr,
             level: 0,
-            blocknr: blocks[i],
+            blocknr,
             owner,
             delta,
             fs_id,
@@ -215,7 +220,10 @@ impl XattrBlock {
     /// Encodes one spill block holding `bytes` of the stream.
     pub fn encode(block: &mut [u8], header: &BlockHeader, piece: &SpillPiece, bytes: &[u8]) {
         assert_eq!(header.kind, Kind::Xattr);
-        assert!(bytes.len() <= spill_capacity(block.len() as u32), "xattr block overflow");
+        assert!(
+            bytes.len() <= spill_capacity(block.len() as u32),
+            "xattr block overflow"
+        );
         block.fill(0);
         header.encode(block);
         put_u64(block, OFF_NEXT, piece.next);
@@ -444,7 +452,10 @@ mod tests {
         while let Some(b) = r.next_block() {
             steps += 1;
             assert!(steps <= image.len() + 1, "the reader loops");
-            let bytes = image.get(&b).cloned().unwrap_or_else(|| vec![0; bs as usize]);
+            let bytes = image
+                .get(&b)
+                .cloned()
+                .unwrap_or_else(|| vec![0; bs as usize]);
             r.push(&bytes)?;
         }
         r.finish(bs)

@@ -29,8 +29,8 @@
 use crate::format::acl::{XATTR_ACL_ACCESS, XATTR_ACL_DEFAULT};
 use crate::format::inode::{Inode, S_IFDIR, S_IFREG};
 use crate::format::xattr::{
-    SPILL_STREAM_MAX, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX, XattrEntry,
-    entries_len, spill_stream_len,
+    SPILL_STREAM_MAX, XATTR_LIST_MAX, XATTR_NAME_MAX, XATTR_SIZE_MAX, XattrEntry, entries_len,
+    spill_stream_len,
 };
 use crate::state::State;
 use crate::{Errno, Result, inode};
@@ -132,7 +132,10 @@ pub(super) fn find(st: &State, ino: u64, i: &Inode, name: &[u8]) -> Result<Optio
         return Ok(None);
     }
     let (_, spilled) = crate::xattr::load(st, ino, i)?;
-    Ok(spilled.into_iter().find(|e| e.name == name).map(|e| e.value))
+    Ok(spilled
+        .into_iter()
+        .find(|e| e.name == name)
+        .map(|e| e.value))
 }
 
 /// Makes `entries` the attributes of inode `ino` (record `i`, which the caller then puts):
@@ -151,7 +154,9 @@ pub(super) fn store(
     let room = super::posix::xattr_room(st, i);
     let (old, spilled_before) = crate::xattr::load(st, ino, i)?;
     let (inline, spilled) = if entries_len(&entries) <= room
-        && entries.iter().all(|e| e.value.len() <= usize::from(u16::MAX))
+        && entries
+            .iter()
+            .all(|e| e.value.len() <= usize::from(u16::MAX))
     {
         (entries, Vec::new())
     } else {
@@ -291,7 +296,10 @@ mod tests {
         let unknown = name(Namespace::Other, Some(Errno::NotSupported));
         assert_eq!(errno(b"foo.bar"), unknown);
         assert_eq!(errno(b"system.foo"), unknown);
-        assert_eq!(errno(b"system.posix_acl_access"), name(Namespace::Acl, None));
+        assert_eq!(
+            errno(b"system.posix_acl_access"),
+            name(Namespace::Acl, None)
+        );
         let file = node(S_IFREG | 0o644);
         let link = node(crate::format::inode::S_IFLNK | 0o777);
         let sticky = node(S_IFDIR | 0o1777);
@@ -299,7 +307,10 @@ mod tests {
         let e = |r: Result<()>| r.map_err(|e| e.errno());
         let trusted = ns(Namespace::Trusted);
         assert_eq!(e(permitted(trusted, &file, USER, true)), Err(Errno::Perm));
-        assert_eq!(e(permitted(trusted, &file, USER, false)), Err(Errno::NoData));
+        assert_eq!(
+            e(permitted(trusted, &file, USER, false)),
+            Err(Errno::NoData)
+        );
         assert_eq!(e(permitted(trusted, &file, ROOT, true)), Ok(()));
         let security = ns(Namespace::Security);
         assert_eq!(e(permitted(security, &file, USER, true)), Err(Errno::Perm));
@@ -315,7 +326,13 @@ mod tests {
             ns: Namespace::User,
             refused: Some(Errno::Invalid),
         };
-        assert_eq!(e(permitted(empty_user, &link, ROOT, true)), Err(Errno::Perm));
-        assert_eq!(e(permitted(empty_user, &file, ROOT, true)), Err(Errno::Invalid));
+        assert_eq!(
+            e(permitted(empty_user, &link, ROOT, true)),
+            Err(Errno::Perm)
+        );
+        assert_eq!(
+            e(permitted(empty_user, &file, ROOT, true)),
+            Err(Errno::Invalid)
+        );
     }
 }
