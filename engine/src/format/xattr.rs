@@ -151,7 +151,7 @@ fn decode_run(bytes: &[u8], spill: bool) -> std::result::Result<Vec<XattrEntry>,
 
 /// Bytes of stream one spill block holds.
 pub fn spill_capacity(block_size: u32) -> usize {
-    block_size as usize - OFF_STREAM
+    (block_size as usize).saturating_sub(OFF_STREAM).max(1)
 }
 
 /// Blocks a chain carrying `stream_len` bytes has (0 for an empty stream: no chain).
@@ -240,6 +240,9 @@ impl XattrBlock {
     pub fn decode(block: &[u8], blocknr: u64, inum: u64, fs_id: u64) -> Result<XattrBlock> {
         let header = BlockHeader::decode(block, blocknr, Kind::Xattr, Some(fs_id))?;
         let bad = |what: String| Error::corrupt(blocknr, format!("xattr block: {what}"));
+        if block.len() <= OFF_STREAM {
+            return Err(bad(format!("{} bytes hold no stream", block.len())));
+        }
         if header.owner != inum || header.level != 0 {
             return Err(bad(format!(
                 "belongs to inode {} (level {}), reached from inode {inum}",
