@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use tuxfs_engine::Errno;
@@ -21,10 +20,10 @@ use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, XattrFlags};
 use tuxfs_engine::mkfs::format_device;
 
 const ROOT: u64 = 1;
+/// An ordinary user: the owner of the files.
 const ME: Caller = Caller {
     uid: 1000,
-    gid: 1000,
-    pid: 1,
+    ..Caller::SUPERUSER
 };
 const BS: u32 = 4096;
 
@@ -69,19 +68,12 @@ fn spill_blocks(image: &[u8]) -> Vec<u64> {
         .collect()
 }
 
+/// fsck.tuxfs `flag` on `path`: exit code and everything it printed.
 fn fsck(args: &[&str], path: &std::path::Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fsck-tuxfs"))
-        .args(args)
-        .arg(path)
-        .output()
-        .expect("runs fsck");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!text.contains("panicked"), "{text}");
-    (out.status.code().unwrap_or(-1), text)
+    let path = path.to_str().expect("UTF-8 path");
+    let (code, out, err) = common::fsck(&[args, &[path]].concat());
+    assert!(!err.contains("panicked"), "{err}");
+    (code, out + &err)
 }
 
 #[test]

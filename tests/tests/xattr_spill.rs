@@ -204,11 +204,11 @@ fn a_damaged_spill_block_is_an_error_naming_it() {
 
 /// Blocks of `image` that are xattr spill blocks (magic "TXXA").
 fn spill_blocks(image: &[u8], bs: u32) -> Vec<u64> {
+    let spill = |(i, b): (usize, &[u8])| b.starts_with(b"TXXA").then_some(i as u64);
     image
         .chunks(bs as usize)
         .enumerate()
-        .filter(|(_, b)| b.starts_with(b"TXXA"))
-        .map(|(i, _)| i as u64)
+        .filter_map(spill)
         .collect()
 }
 
