@@ -2,7 +2,8 @@
 //!
 //! Commit of delta D (see docs/CRASH_SAFETY.md for the numbered sequence):
 //! 1. allocate and write the dirty data blocks of every file (delayed allocation);
-//! 2. write every dirty B+tree leaf to a new block;
+//! 2. write the new xattr spill chains (engine::xattr), then every dirty B+tree leaf, to
+//!    new blocks;
 //! 3. write D's log blocks: Alloc/Free/LeafSet/LeafDel/Orphan records, `Blocks` records
 //!    with the CRC of every block of steps 1–2, and the commit record, chained from the
 //!    block D-1 allocated ahead, chaining to the block D-1 allocated for D+1 and naming the
@@ -108,6 +109,8 @@ pub fn close(st: &mut State) -> Result<Closed> {
     let mut writes: Vec<(u64, Arc<AlignedBuf>)> = Vec::new();
     let mut records: Vec<LogRecord> = Vec::new();
     crate::data::flush_pages(st, &mut writes, &mut records)?;
+    // Before the leaves: it points inode records at their new xattr spill chains.
+    crate::xattr::flush(st, delta, &mut writes, &mut records)?;
     flush_trees(st, delta, &mut writes, &mut records)?;
     let freed = st.alloc.take_deferred();
     for &(start, count) in &freed {
@@ -149,6 +152,7 @@ pub fn finish(st: &mut State, closed: Closed, flushed: Result<()>) -> Result<()>
     st.stats.deltas_committed += 1;
     st.log.chain.extend(closed.log_blocks);
     st.durable_delta = closed.delta;
+    crate::xattr::flushed(st);
     // The pages this delta made durable are the files' committed contents now: they become
     // clean cached pages, unless the open delta changed them again.
     for ((inum, fblock), page) in std::mem::take(&mut st.inflight) {

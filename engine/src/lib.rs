@@ -21,5 +21,6 @@ pub mod io;
 pub mod mkfs;
 pub mod recovery;
 pub mod state;
+pub mod xattr;
 
 pub use error::{Errno, Error, Result};

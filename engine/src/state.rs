@@ -107,6 +107,8 @@ pub struct State {
     pub debug_ack_before_data: bool,
     /// Open handles per inode.
     pub opens: HashMap<u64, u32>,
+    /// xattr spill chains changed in the open delta or being flushed (engine::xattr).
+    pub spills: crate::xattr::Spills,
     pub stats: FsStats,
 }
 

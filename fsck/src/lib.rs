@@ -91,6 +91,8 @@ pub struct Stats {
     pub data_blocks_verified: u64,
     pub log_blocks: u64,
     pub log_deltas: u64,
+    /// xattr spill blocks verified.
+    pub xattr_blocks: u64,
     pub used_blocks: u64,
     /// Blocks a repair wrote (0 with `-n`).
     pub blocks_written: u64,

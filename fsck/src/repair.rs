@@ -171,6 +171,7 @@ pub(crate) fn repaired_state(ck: &mut Checker<'_>) -> Repaired {
     let mut owned = Bitset::new(sb.block_count);
     let (extents, cut) = keep_extents(&mut inodes, extents, &metadata, &mut owned, &sb);
     report_losses(ck, &inodes, &dirents, &extents, &cut, &attached, lost_found);
+    let mut dropped_chains = Vec::new();
     for (inum, inode) in inodes.iter_mut() {
         if inode.xattr_block == 0 {
             continue;
@@ -182,9 +183,13 @@ pub(crate) fn repaired_state(ck: &mut Checker<'_>) -> Repaired {
                     owned.set(b);
                 }
             }
-            _ => inode.xattr_block = 0,
+            _ => {
+                inode.xattr_block = 0;
+                dropped_chains.push(*inum);
+            }
         }
     }
+    report_lost_xattrs(ck, &dirents, &dropped_chains);
     Repaired {
         inodes,
         dirents,
@@ -684,6 +689,27 @@ fn report_losses(
         ));
     }
     for what in findings {
+        ck.finding(None, what);
+    }
+}
+
+/// Step 8's report: per inode whose spill chain was dropped, its path and what it lost
+/// (the attributes in the record itself are kept).
+fn report_lost_xattrs(ck: &mut Checker<'_>, dirents: &BTreeMap<Key, Dirent>, dropped: &[u64]) {
+    if dropped.is_empty() {
+        return;
+    }
+    let names = Names::from_pairs(dirents.iter().map(|(k, d)| (k.a, d.inum, d.name.clone())));
+    for inum in dropped {
+        let why = ck
+            .xattr_damage
+            .get(inum)
+            .cloned()
+            .unwrap_or_else(|| "its spill blocks are claimed by other data".into());
+        let what = format!(
+            "lost xattrs: {} (inode {inum}): {why}; repair drops the spilled attributes",
+            names.path(*inum)
+        );
         ck.finding(None, what);
     }
 }

@@ -21,8 +21,9 @@ use tuxfs_engine::format::btree::{Key, Leaf, Node, decode_block_ref};
 use tuxfs_engine::format::dirent::Dirent;
 use tuxfs_engine::format::extent::{Extent, ExtentFlags};
 use tuxfs_engine::format::inode::Inode;
+use tuxfs_engine::format::inode::{S_IFDIR, S_IFMT};
 use tuxfs_engine::format::log::LogRecord;
-use tuxfs_engine::format::xattr::XattrBlock;
+use tuxfs_engine::format::xattr::{SpillReader, XattrEntry};
 use tuxfs_engine::format::{SUPERBLOCK_SLOTS, Superblock, TreeId, bitmap, data_crc};
 use tuxfs_engine::io::BlockReader;
 use tuxfs_engine::recovery::{LogReplay, read_log, stale_delta_max_ahead};
@@ -31,6 +32,9 @@ use crate::bitset::Bitset;
 use tuxfs_engine::Error;
 
 use crate::{Finding, Fix, Mode, OperationalError, Options, Stats};
+
+/// Names of a damaged xattr chain that fsck lists (the count says how many there were).
+const XATTR_NAMES_REPORTED: usize = 16;
 
 /// What survives the walk, for repair: every entry that decodes, as recovery would see it.
 #[derive(Debug)]
@@ -136,6 +140,8 @@ pub(crate) struct Checker<'a> {
     pub holes: Vec<Hole>,
     /// Key ranges that salvage could not find again (set by `salvage`).
     pub lost: Vec<Hole>,
+    /// Per inode whose xattr spill chain is damaged: what it loses, for the repair report.
+    pub xattr_damage: BTreeMap<u64, String>,
     /// The delta of the leaf being visited.
     pub(crate) leaf_delta: u64,
     /// The last delta recovery replays: salvaged leaves must not be newer.
@@ -175,6 +181,7 @@ impl<'a> Checker<'a> {
             holes: Vec::new(),
             lost: Vec::new(),
             leaf_delta: 0,
+            xattr_damage: BTreeMap::new(),
             last_delta: 0,
             bad_data: Vec::new(),
             salvaging: false,
@@ -769,6 +776,9 @@ impl<'a> Checker<'a> {
     }
 
     /// Follows every inode's xattr spill chain.
+    /// Walks every inode's xattr spill chain: each block is claimed (a block used twice is a
+    /// finding), read and verified; the chain must decode whole. What a damaged chain
+    /// loses is remembered for the repair's report.
     fn check_xattr_chains(&mut self) {
         let heads: Vec<(u64, u64)> = self
             .inodes
@@ -776,39 +786,91 @@ impl<'a> Checker<'a> {
             .filter(|(_, i)| i.xattr_block != 0)
             .map(|(n, i)| (*n, i.xattr_block))
             .collect();
-        for (inum, mut next) in heads {
+        for (inum, head) in heads {
+            let mut reader = SpillReader::new(inum, self.sb.fs_id(), head);
             let mut by = format!("xattr chain of inode {inum}");
-            let mut chain = Some(Vec::new());
-            while next != 0 {
-                let block = next;
+            let mut failed: Option<u64> = None;
+            while let Some(block) = reader.next_block() {
                 if !self.claim(block, &by) {
-                    chain = None;
+                    failed = Some(block);
                     break;
                 }
                 let Some(buf) = self.read(block) else {
-                    chain = None;
+                    failed = Some(block);
                     break;
                 };
-                match XattrBlock::decode(&buf, block, inum, self.sb.fs_id()) {
-                    Ok(x) => {
-                        next = x.next;
-                        self.proved(block, x.header.delta);
-                        if let Some(c) = &mut chain {
-                            c.push(block);
-                        }
-                    }
+                match reader.push(&buf) {
+                    Ok(delta) => self.proved(block, delta),
                     Err(e) => {
-                        self.finding(Some(block), e.to_string());
-                        chain = None;
+                        self.finding(Some(block), format!("inode {inum}: {e}"));
+                        failed = Some(block);
                         break;
                     }
                 }
+                self.stats.xattr_blocks += 1;
                 by = format!("xattr block {block} of inode {inum}");
             }
+            let names = reader.names_so_far(XATTR_NAMES_REPORTED);
+            let count = reader.count();
+            let blocks = reader.blocks().to_vec();
+            if failed.is_none() {
+                match reader.finish(self.sb.block_size) {
+                    Ok(entries) => {
+                        if let Some(what) = self.bad_spilled_acl(inum, &entries) {
+                            self.finding(Some(head), format!("block {head}: inode {inum}: {what}"));
+                            failed = Some(head);
+                        }
+                    }
+                    Err(e) => {
+                        let block = e.block().unwrap_or(head);
+                        self.finding(Some(block), format!("inode {inum}: {e}"));
+                        failed = Some(block);
+                    }
+                }
+            }
+            if let Some(block) = failed {
+                let mut what = format!("its spill chain is damaged at block {block}");
+                if !names.is_empty() {
+                    let shown: Vec<String> = names
+                        .iter()
+                        .map(|n| String::from_utf8_lossy(n).into_owned())
+                        .collect();
+                    what.push_str(&format!(", names read before it: {}", shown.join(", ")));
+                }
+                if let Some(count) = count {
+                    what.push_str(&format!(" ({count} spilled attributes in all)"));
+                }
+                self.xattr_damage.insert(inum, what);
+            }
             if let Some(k) = &mut self.kept {
-                k.xattr_chains.insert(inum, chain);
+                k.xattr_chains
+                    .insert(inum, failed.is_none().then_some(blocks));
             }
         }
+    }
+
+    /// What is wrong with an ACL among the spilled entries of inode `inum`, if anything (as
+    /// `check_acls` judges inline ones).
+    fn bad_spilled_acl(&self, inum: u64, entries: &[XattrEntry]) -> Option<String> {
+        let is_dir = self
+            .inodes
+            .get(&inum)
+            .is_some_and(|i| i.mode & S_IFMT == S_IFDIR);
+        for x in entries {
+            let name = x.name.as_slice();
+            if name != XATTR_ACL_ACCESS && name != XATTR_ACL_DEFAULT {
+                continue;
+            }
+            let shown = String::from_utf8_lossy(name);
+            match acl::decode(&x.value) {
+                Err(e) => return Some(format!("spilled {shown}: not a valid ACL: {e}")),
+                Ok(_) if name == XATTR_ACL_DEFAULT && !is_dir => {
+                    return Some(format!("spilled {shown}: a default ACL on a non-directory"));
+                }
+                Ok(_) => {}
+            }
+        }
+        None
     }
 
     /// Reads every bitmap block, applies the log's allocations and frees, and compares the

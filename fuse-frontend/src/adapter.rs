@@ -786,7 +786,7 @@ impl fuser::Filesystem for Adapter {
     // setxattr_flags when FUSE_SETXATTR_EXT was negotiated.
     fn setxattr_ext(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -802,21 +802,22 @@ impl fuser::Filesystem for Adapter {
         match xattr_flags(flags, setxattr_flags) {
             Ok(flags) => reply_empty(
                 reply,
-                self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
+                self.fs
+                    .setxattr_as(ino.0, name.as_bytes(), value, flags, caller(req)),
             ),
             Err(e) => reply.error(e),
         }
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.fs.getxattr(ino.0, name.as_bytes()) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.fs.getxattr_as(ino.0, name.as_bytes(), caller(req)) {
             Ok(value) => reply_xattr_bytes(reply, size, &value),
             Err(e) => reply.error(errno::to_fuser(&e)),
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.fs.listxattr(ino.0) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.fs.listxattr_as(ino.0, caller(req)) {
             Ok(names) => {
                 let mut list = Vec::with_capacity(names.iter().map(|n| n.len() + 1).sum());
                 for name in &names {
@@ -829,8 +830,9 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, self.fs.removexattr(ino.0, name.as_bytes()));
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let removed = self.fs.removexattr_as(ino.0, name.as_bytes(), caller(req));
+        reply_empty(reply, removed);
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

@@ -137,10 +137,11 @@ pub(super) fn stored(
     kind: AclKind,
 ) -> Result<Option<Vec<AclEntry>>> {
     let name = name_of(kind);
-    let Some(x) = i.inline_xattrs.iter().find(|e| e.name == name) else {
+    // Inline or spilled (a large ACL may not fit the record: engine::fs::xattr).
+    let Some(value) = super::xattr::find(st, ino, i, name)? else {
         return Ok(None);
     };
-    match acl::decode(&x.value) {
+    match acl::decode(&value) {
         Ok(entries) if entries.is_empty() => Ok(None),
         Ok(entries) => Ok(Some(entries)),
         Err(e) => Err(Error::corrupt(
@@ -206,11 +207,17 @@ pub(super) fn set(i: &mut Inode, kind: AclKind, value: &[u8], kill_sgid: bool) -
     Ok(())
 }
 
-/// chmod: rewrites the access ACL of `i` (inode `ino`) for its new mode, if it has one.
-pub(super) fn on_chmod(st: &State, ino: u64, i: &mut Inode) -> Result<()> {
+/// chmod: rewrites the access ACL of `i` (inode `ino`) for its new mode, if it has one
+/// (placed again with every other entry, as it may be spilled).
+pub(super) fn on_chmod(st: &mut State, ino: u64, i: &mut Inode) -> Result<()> {
     if let Some(mut entries) = stored(st, ino, i, AclKind::Access)? {
         chmod(&mut entries, i.mode);
-        put(i, AclKind::Access, Some(&entries));
+        let mut whole = Inode {
+            inline_xattrs: super::xattr::all(st, ino, i)?,
+            ..Inode::default()
+        };
+        put(&mut whole, AclKind::Access, Some(&entries));
+        super::xattr::store(st, ino, i, whole.inline_xattrs)?;
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ mod trim;
 pub(crate) use trim::discard_released;
 mod types;
 mod writeback;
+mod xattr;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -566,17 +567,45 @@ impl Filesystem {
                 .collect()
         })
     }
+    /// getxattr as the superuser (see [`Filesystem::getxattr_as`]).
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-        self.with(|st| posix::getxattr(st, ino, name))
+        self.getxattr_as(ino, name, Caller::SUPERUSER)
     }
+    /// setxattr as the superuser (see [`Filesystem::setxattr_as`]).
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: XattrFlags) -> Result<()> {
-        self.change(|st| posix::setxattr(st, ino, name, value, flags))
+        self.setxattr_as(ino, name, value, flags, Caller::SUPERUSER)
     }
+    /// listxattr as the superuser (see [`Filesystem::listxattr_as`]).
     pub fn listxattr(&self, ino: u64) -> Result<Vec<Vec<u8>>> {
-        self.with(|st| posix::listxattr(st, ino))
+        self.listxattr_as(ino, Caller::SUPERUSER)
     }
+    /// removexattr as the superuser (see [`Filesystem::removexattr_as`]).
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<()> {
-        self.change(|st| posix::removexattr(st, ino, name))
+        self.removexattr_as(ino, name, Caller::SUPERUSER)
+    }
+    /// The value of xattr `name`, read by `caller` (namespace rules: engine::fs::xattr).
+    pub fn getxattr_as(&self, ino: u64, name: &[u8], caller: Caller) -> Result<Vec<u8>> {
+        self.with(|st| xattr::getxattr(st, ino, name, caller))
+    }
+    /// Sets xattr `name` for `caller`; values up to 64 KiB, spilling out of the inode
+    /// record into spill blocks when needed.
+    pub fn setxattr_as(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: XattrFlags,
+        caller: Caller,
+    ) -> Result<()> {
+        self.change(|st| xattr::setxattr(st, ino, name, value, flags, caller))
+    }
+    /// The xattr names `caller` may see (`trusted.*` only for the superuser).
+    pub fn listxattr_as(&self, ino: u64, caller: Caller) -> Result<Vec<Vec<u8>>> {
+        self.with(|st| xattr::listxattr(st, ino, caller))
+    }
+    /// Removes xattr `name` for `caller`.
+    pub fn removexattr_as(&self, ino: u64, name: &[u8], caller: Caller) -> Result<()> {
+        self.change(|st| xattr::removexattr(st, ino, name, caller))
     }
 }
 

@@ -7,12 +7,11 @@ use crate::format::inode::{
     Timestamp,
 };
 use crate::format::log::LogRecord;
-use crate::format::xattr::XattrEntry;
 use crate::format::{NAME_MAX, ROOT_INUM};
 use crate::state::State;
 use crate::{Errno, Result, data, dir, inode};
 
-use super::{Attr, Caller, DirEntry, FileKind, RenameFlags, SetAttr, StatFs, TimeSet, XattrFlags};
+use super::{Attr, Caller, DirEntry, FileKind, RenameFlags, SetAttr, StatFs, TimeSet};
 
 /// Most links one inode may have (as ext4).
 const LINK_MAX: u32 = 65000;
@@ -285,9 +284,11 @@ fn drop_link(st: &mut State, ino: u64, t: Timestamp) -> Result<()> {
     destroy(st, ino)
 }
 
-/// Frees an inode with no links: its data, then its record.
+/// Frees an inode with no links: its data, its xattr spill chain, then its record.
 fn destroy(st: &mut State, ino: u64) -> Result<()> {
     data::punch(st, ino, 0, u64::MAX)?;
+    let i = inode::get(st, ino)?;
+    crate::xattr::destroy(st, ino, &i);
     inode::remove(st, ino)
 }
 
@@ -695,84 +696,7 @@ pub(super) fn readdir(st: &mut State, ino: u64, offset: u64, max: usize) -> Resu
 }
 
 /// Bytes of inline xattrs an inode record may hold (the rest of the record must fit a leaf).
-fn xattr_room(st: &State, i: &Inode) -> usize {
+pub(super) fn xattr_room(st: &State, i: &Inode) -> usize {
     crate::format::btree::value_max(st.bs())
         .saturating_sub(crate::format::inode::INODE_FIXED_SIZE + i.inline_data.len())
-}
-
-fn check_xattr_name(name: &[u8]) -> Result<()> {
-    if name.is_empty() || name.contains(&0) {
-        return Err(Errno::Invalid.into());
-    }
-    if name.len() > crate::format::xattr::XATTR_NAME_MAX {
-        return Err(Errno::Range.into());
-    }
-    Ok(())
-}
-
-pub(super) fn getxattr(st: &mut State, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
-    check_xattr_name(name)?;
-    let i = inode::get(st, ino)?;
-    i.inline_xattrs
-        .into_iter()
-        .find(|e| e.name == name)
-        .map(|e| e.value)
-        .ok_or_else(|| Errno::NoData.into())
-}
-
-pub(super) fn listxattr(st: &mut State, ino: u64) -> Result<Vec<Vec<u8>>> {
-    Ok(inode::get(st, ino)?
-        .inline_xattrs
-        .into_iter()
-        .map(|e| e.name)
-        .collect())
-}
-
-pub(super) fn setxattr(
-    st: &mut State,
-    ino: u64,
-    name: &[u8],
-    value: &[u8],
-    flags: XattrFlags,
-) -> Result<()> {
-    check_xattr_name(name)?;
-    let mut i = inode::get(st, ino)?;
-    let at = i.inline_xattrs.iter().position(|e| e.name == name);
-    match (at, flags.create, flags.replace) {
-        (Some(_), true, _) => return Err(Errno::Exists.into()),
-        (None, _, true) => return Err(Errno::NoData.into()),
-        _ => {}
-    }
-    if let Some(kind) = super::acl::kind_of(name) {
-        // ACLs are validated and change the mode (acl.rs); the rest is an ordinary xattr.
-        super::acl::set(&mut i, kind, value, flags.acl_kill_sgid)?;
-    } else {
-        let entry = XattrEntry {
-            name: name.to_vec(),
-            value: value.to_vec(),
-        };
-        match at {
-            Some(k) => i.inline_xattrs[k] = entry,
-            None => i.inline_xattrs.push(entry),
-        }
-    }
-    if crate::format::xattr::entries_len(&i.inline_xattrs) > xattr_room(st, &i) {
-        // Spill blocks are in the format but not written by this version: refuse cleanly.
-        return Err(Errno::NoSpace.into());
-    }
-    i.ctime = now();
-    inode::put(st, ino, &i)
-}
-
-pub(super) fn removexattr(st: &mut State, ino: u64, name: &[u8]) -> Result<()> {
-    check_xattr_name(name)?;
-    let mut i = inode::get(st, ino)?;
-    let k = i
-        .inline_xattrs
-        .iter()
-        .position(|e| e.name == name)
-        .ok_or(Errno::NoData)?;
-    i.inline_xattrs.remove(k);
-    i.ctime = now();
-    inode::put(st, ino, &i)
 }

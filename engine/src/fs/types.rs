@@ -71,6 +71,15 @@ pub struct Caller {
     pub pid: u32,
 }
 
+impl Caller {
+    /// The superuser (uid 0, gid 0): what library callers of the plain xattr methods act as.
+    pub const SUPERUSER: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+}
+
 /// One directory entry returned by readdir.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntry {
