@@ -10,6 +10,7 @@
 //! writeback, is the next step (docs/ARCHITECTURE.md).
 
 pub mod acl;
+pub mod flags;
 mod posix;
 mod readahead;
 pub use posix::now;
@@ -347,7 +348,9 @@ impl Filesystem {
         self.with(|st| posix::getattr(st, ino))
     }
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Attr> {
-        self.change(|st| posix::setattr(st, ino, set))
+        let attr = self.change(|st| posix::setattr(st, ino, set))?;
+        self.sync_if_flagged(ino)?;
+        Ok(attr)
     }
     /// Creates a regular file, device node, fifo or socket; `mode` includes the S_IF* type
     /// and has the umask applied already (see [`Filesystem::mknod_umask`]).
@@ -500,7 +503,9 @@ impl Filesystem {
     }
     /// Writes `data` at `offset` (at the end of the file when `append`); returns bytes written.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8], append: bool) -> Result<u32> {
-        self.change(|st| posix::write(st, ino, offset, data, append))
+        let written = self.change(|st| posix::write(st, ino, offset, data, append))?;
+        self.sync_if_flagged(ino)?;
+        Ok(written)
     }
     /// Returns when every change made before the call is durable.
     pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {
