@@ -13,10 +13,13 @@
 //!   call returns). Setting is for root only (the kernel's rule is CAP_SYS_ADMIN); a label
 //!   over 64 bytes, not UTF-8 or not NUL-terminated is EINVAL.
 //!
+//! - `FS_IOC_GETFLAGS`/`SETFLAGS`, `FS_IOC_FSGETXATTR`/`FSSETXATTR` (chattr, lsattr):
+//!   [`crate::fileattr`].
+//!
 //! Anything else gets ENOTTY, which is what tools like lsattr and fstrim expect for "not
 //! supported here".
 
-use tuxfs_engine::fs::Filesystem;
+use tuxfs_engine::fs::{Caller, Filesystem};
 
 use crate::errno;
 
@@ -35,9 +38,20 @@ const FSLABEL_BYTES: usize = 256;
 /// What an ioctl answers: the result value and the bytes copied out to the caller.
 pub type Answer = Result<(i32, Vec<u8>), fuser::Errno>;
 
-/// Runs ioctl `cmd` for a caller with user id `uid`.
-pub fn dispatch(fs: &Filesystem, uid: u32, cmd: u32, in_data: &[u8], out_size: u32) -> Answer {
+/// Runs ioctl `cmd` on inode `ino` for `who`.
+pub fn dispatch(
+    fs: &Filesystem,
+    who: Caller,
+    ino: u64,
+    cmd: u32,
+    in_data: &[u8],
+    out_size: u32,
+) -> Answer {
+    let uid = who.uid;
     match cmd {
+        c if crate::fileattr::handles(c) => {
+            crate::fileattr::dispatch(fs, who, ino, cmd, in_data, out_size)
+        }
         FITRIM => fitrim(fs, uid, in_data, out_size),
         FS_IOC_GETFSLABEL => get_label(fs, out_size),
         FS_IOC_SETFSLABEL => set_label(fs, uid, in_data),

@@ -6,6 +6,8 @@
 //! - [`convert`] turns engine attributes and times into fuser's and back;
 //! - [`handles`] numbers open files and directories;
 //! - [`ioctl`] answers the ioctls the kernel passes on (FITRIM);
+//! - [`fileattr`] answers the file-flag ioctls (chattr/lsattr), [`caps`] reads a caller's
+//!   capabilities;
 //! - [`options`] parses the `tuxfs-mount` command line and `-o` options;
 //! - [`daemon`] holds the process mechanics: the image lock, daemonising, signals;
 //! - [`closable`] wraps the image's device so DESTROY can close it;
@@ -15,10 +17,12 @@
 
 pub mod adapter;
 pub mod blkdev;
+pub mod caps;
 pub mod closable;
 pub mod convert;
 pub mod daemon;
 pub mod errno;
+pub mod fileattr;
 pub mod handles;
 pub mod ioctl;
 pub mod logging;
