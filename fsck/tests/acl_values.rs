@@ -7,7 +7,6 @@
 
 mod common;
 mod damage_map;
-mod inode_edit;
 
 use std::sync::Arc;
 
@@ -22,7 +21,7 @@ use tuxfs_engine::format::xattr::XattrEntry;
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions, XattrFlags};
 use tuxfs_engine::mkfs::format_device;
 
-use inode_edit::{edit_inode, fsck, judge_and_repair};
+use damage_map::{edit_inode, fsck, judge_and_repair};
 
 const ROOT: u64 = 1;
 const ME: Caller = Caller {

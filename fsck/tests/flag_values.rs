@@ -7,7 +7,6 @@
 
 mod common;
 mod damage_map;
-mod inode_edit;
 
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use tuxfs_engine::fs::flags::{FS_IMMUTABLE_FL, FS_NODUMP_FL, FileFlags, FlagsCal
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
 use tuxfs_engine::mkfs::format_device;
 
-use inode_edit::{edit_inode, judge_and_repair};
+use damage_map::{edit_inode, judge_and_repair};
 
 const ROOT: u64 = 1;
 const BS: u32 = 4096;
