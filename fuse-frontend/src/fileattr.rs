@@ -97,24 +97,14 @@ pub fn dispatch(
                 return Err(fuser::Errno::EINVAL);
             }
             let f = fs.file_flags(ino).map_err(engine)?;
-            let mut out = vec![0u8; FSXATTR_BYTES];
-            out[..4].copy_from_slice(&to_xflags(f.flags).to_ne_bytes());
-            out[FSX_PROJID..FSX_PROJID + 4].copy_from_slice(&f.projid.to_ne_bytes());
-            Ok((0, out))
+            Ok((0, fsxattr_bytes(to_xflags(f.flags), f.projid)))
         }
         FS_IOC_FSSETXATTR => {
-            if in_data.len() != FSXATTR_BYTES {
-                return Err(fuser::Errno::EINVAL);
-            }
-            let word = |at: usize| {
-                let mut b = [0u8; 4];
-                b.copy_from_slice(&in_data[at..at + 4]);
-                u32::from_ne_bytes(b)
-            };
+            let (xflags, projid) = fsxattr_fields(in_data)?;
             let change = FlagsChange {
-                flags: from_xflags(word(0))?,
+                flags: from_xflags(xflags)?,
                 mask: XFLAGS.iter().fold(0, |m, (_, fl)| m | fl),
-                projid: Some(word(FSX_PROJID)),
+                projid: Some(projid),
             };
             fs.set_file_flags(ino, change, privileges(who))
                 .map_err(engine)?;
@@ -153,6 +143,29 @@ fn int_bytes(value: u64, width: usize) -> Result<Vec<u8>, fuser::Errno> {
         8 => Ok(value.to_ne_bytes().to_vec()),
         _ => Err(fuser::Errno::EINVAL),
     }
+}
+
+/// A `struct fsxattr` with `xflags` and `projid` (extent hints and count zero).
+#[allow(clippy::host_endian_bytes)]
+fn fsxattr_bytes(xflags: u32, projid: u32) -> Vec<u8> {
+    let mut out = vec![0u8; FSXATTR_BYTES];
+    out[..4].copy_from_slice(&xflags.to_ne_bytes());
+    out[FSX_PROJID..FSX_PROJID + 4].copy_from_slice(&projid.to_ne_bytes());
+    out
+}
+
+/// The xflags and project id of a `struct fsxattr`; EINVAL when it is not 28 bytes.
+#[allow(clippy::host_endian_bytes)]
+fn fsxattr_fields(bytes: &[u8]) -> Result<(u32, u32), fuser::Errno> {
+    if bytes.len() != FSXATTR_BYTES {
+        return Err(fuser::Errno::EINVAL);
+    }
+    let word = |at: usize| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&bytes[at..at + 4]);
+        u32::from_ne_bytes(b)
+    };
+    Ok((word(0), word(FSX_PROJID)))
 }
 
 #[allow(clippy::host_endian_bytes)]
@@ -225,11 +238,21 @@ mod tests {
     }
 
     #[test]
+    // The caller's flags word is in host byte order.
+    #[allow(clippy::host_endian_bytes)]
     fn the_flags_word_is_4_bytes_or_the_8_the_command_encodes() {
         assert_eq!(int_value(&0x10u32.to_ne_bytes()), Ok(0x10));
         assert_eq!(int_value(&0x10u64.to_ne_bytes()), Ok(0x10));
         assert_eq!(int_value(&[0; 3]), Err(fuser::Errno::EINVAL));
         assert_eq!(int_bytes(0x10, 4), Ok(0x10u32.to_ne_bytes().to_vec()));
         assert_eq!(int_bytes(0x10, 2), Err(fuser::Errno::EINVAL));
+    }
+
+    #[test]
+    fn fsxattr_round_trips_and_other_sizes_are_einval() {
+        let b = fsxattr_bytes(0x208, 42);
+        assert_eq!(b.len(), FSXATTR_BYTES);
+        assert_eq!(fsxattr_fields(&b), Ok((0x208, 42)));
+        assert_eq!(fsxattr_fields(&b[..27]), Err(fuser::Errno::EINVAL));
     }
 }
