@@ -55,63 +55,50 @@ const XFLAGS: [(u32, u32); 6] = [
     (0x0000_0200, FS_PROJINHERIT_FL),
 ];
 
-/// Whether `cmd` is one of the file-flag ioctls.
-pub fn handles(cmd: u32) -> bool {
-    matches!(
-        cmd,
-        FS_IOC_GETFLAGS | FS_IOC_SETFLAGS | FS_IOC_FSGETXATTR | FS_IOC_FSSETXATTR
-    )
+/// FS_IOC_GETFLAGS: the flags of `ino` as an int of `out_size` bytes (4, or 8).
+pub fn get_flags(fs: &Filesystem, ino: u64, out_size: u32) -> Answer {
+    let flags = fs.file_flags(ino).map_err(engine)?.flags;
+    Ok((0, int_bytes(u64::from(flags), out_size as usize)?))
 }
 
-/// Runs file-flag ioctl `cmd` on inode `ino` for `who`.
-pub fn dispatch(
-    fs: &Filesystem,
-    who: Caller,
-    ino: u64,
-    cmd: u32,
-    in_data: &[u8],
-    out_size: u32,
-) -> Answer {
-    let engine = |e: tuxfs_engine::Error| errno::to_fuser(&e);
-    match cmd {
-        FS_IOC_GETFLAGS => {
-            let width = out_size as usize;
-            let flags = fs.file_flags(ino).map_err(engine)?.flags;
-            Ok((0, int_bytes(u64::from(flags), width)?))
-        }
-        FS_IOC_SETFLAGS => {
-            let flags = int_value(in_data)?;
-            // A flags word wider than 32 bits with high bits set names flags no one has.
-            let flags = u32::try_from(flags).map_err(|_| fuser::Errno::EOPNOTSUPP)?;
-            let change = FlagsChange {
-                flags,
-                mask: u32::MAX,
-                projid: None,
-            };
-            fs.set_file_flags(ino, change, privileges(who))
-                .map_err(engine)?;
-            Ok((0, Vec::new()))
-        }
-        FS_IOC_FSGETXATTR => {
-            if out_size as usize != FSXATTR_BYTES {
-                return Err(fuser::Errno::EINVAL);
-            }
-            let f = fs.file_flags(ino).map_err(engine)?;
-            Ok((0, fsxattr_bytes(to_xflags(f.flags), f.projid)))
-        }
-        FS_IOC_FSSETXATTR => {
-            let (xflags, projid) = fsxattr_fields(in_data)?;
-            let change = FlagsChange {
-                flags: from_xflags(xflags)?,
-                mask: XFLAGS.iter().fold(0, |m, (_, fl)| m | fl),
-                projid: Some(projid),
-            };
-            fs.set_file_flags(ino, change, privileges(who))
-                .map_err(engine)?;
-            Ok((0, Vec::new()))
-        }
-        _ => Err(fuser::Errno::from_i32(libc::ENOTTY)),
+/// FS_IOC_SETFLAGS: every flag of `ino` from the int in `in_data` (4 or 8 bytes).
+pub fn set_flags(fs: &Filesystem, who: Caller, ino: u64, in_data: &[u8]) -> Answer {
+    // A flags word wider than 32 bits with high bits set names flags no one has.
+    let flags = u32::try_from(int_value(in_data)?).map_err(|_| fuser::Errno::EOPNOTSUPP)?;
+    let change = FlagsChange {
+        flags,
+        mask: u32::MAX,
+        projid: None,
+    };
+    fs.set_file_flags(ino, change, privileges(who))
+        .map_err(engine)?;
+    Ok((0, Vec::new()))
+}
+
+/// FS_IOC_FSGETXATTR: a `struct fsxattr` with the xflags and project id of `ino`.
+pub fn get_fsxattr(fs: &Filesystem, ino: u64, out_size: u32) -> Answer {
+    if out_size as usize != FSXATTR_BYTES {
+        return Err(fuser::Errno::EINVAL);
     }
+    let f = fs.file_flags(ino).map_err(engine)?;
+    Ok((0, fsxattr_bytes(to_xflags(f.flags), f.projid)))
+}
+
+/// FS_IOC_FSSETXATTR: the flags fsxattr can express (DIRSYNC is kept) and the project id.
+pub fn set_fsxattr(fs: &Filesystem, who: Caller, ino: u64, in_data: &[u8]) -> Answer {
+    let (xflags, projid) = fsxattr_fields(in_data)?;
+    let change = FlagsChange {
+        flags: from_xflags(xflags)?,
+        mask: XFLAGS.iter().fold(0, |m, (_, fl)| m | fl),
+        projid: Some(projid),
+    };
+    fs.set_file_flags(ino, change, privileges(who))
+        .map_err(engine)?;
+    Ok((0, Vec::new()))
+}
+
+fn engine(e: tuxfs_engine::Error) -> fuser::Errno {
+    errno::to_fuser(&e)
 }
 
 /// How an open(2) with `flags` uses the file, for the flags' open rules. O_TRUNC reaches

@@ -22,6 +22,7 @@
 use tuxfs_engine::fs::{Caller, Filesystem};
 
 use crate::errno;
+use crate::fileattr;
 
 /// `_IOWR('X', 121, struct fstrim_range)`.
 pub const FITRIM: u32 = 0xc018_5879;
@@ -49,9 +50,10 @@ pub fn dispatch(
 ) -> Answer {
     let uid = who.uid;
     match cmd {
-        c if crate::fileattr::handles(c) => {
-            crate::fileattr::dispatch(fs, who, ino, cmd, in_data, out_size)
-        }
+        fileattr::FS_IOC_GETFLAGS => fileattr::get_flags(fs, ino, out_size),
+        fileattr::FS_IOC_SETFLAGS => fileattr::set_flags(fs, who, ino, in_data),
+        fileattr::FS_IOC_FSGETXATTR => fileattr::get_fsxattr(fs, ino, out_size),
+        fileattr::FS_IOC_FSSETXATTR => fileattr::set_fsxattr(fs, who, ino, in_data),
         FITRIM => fitrim(fs, uid, in_data, out_size),
         FS_IOC_GETFSLABEL => get_label(fs, out_size),
         FS_IOC_SETFSLABEL => set_label(fs, uid, in_data),

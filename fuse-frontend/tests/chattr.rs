@@ -23,9 +23,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{Mount, have};
+use common::{Mount, have, mount_remount};
 
 /// Runs chattr with `args` on `path`; Ok or the error text chattr printed.
 fn chattr(args: &str, path: &Path) -> Result<(), String> {
@@ -329,28 +328,6 @@ fn fsgetxattr(path: &Path) -> FsXattr {
     x
 }
 
-/// Runs `mount -o remount,MODE DIR`, again while the kernel says busy (bounded).
-fn remount(dir: &Path, mode: &str) {
-    let start = Instant::now();
-    loop {
-        let out = Command::new("mount")
-            .arg("-o")
-            .arg(format!("remount,{mode}"))
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "mount -o remount,{mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn flags_and_project_hold_across_remount_and_mount() {
     if !have(&["chattr", "lsattr"]) {
@@ -389,11 +366,11 @@ fn flags_and_project_hold_across_remount_and_mount() {
         );
     };
     check(&m, "at first");
-    remount(&m.dir, "ro");
+    mount_remount(&m.dir, "ro");
     check(&m, "after remount,ro");
     let e = chattr("-i", &m.path("i")).expect_err("chattr on a read-only mount");
     assert!(e.contains("Read-only file system"), "{e}");
-    remount(&m.dir, "rw");
+    mount_remount(&m.dir, "rw");
     check(&m, "after remount,rw");
     m.remount();
     check(&m, "after unmount and mount");

@@ -12,13 +12,13 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Mount, TUXFS_MOUNT, fsck_clean};
+use common::{Mount, TUXFS_MOUNT, fsck_clean, mount_remount};
 use tuxfs_engine::dev::{BlockDevice, OpenOptions, open_file};
 use tuxfs_engine::fs::{Filesystem, MountOptions};
 
@@ -91,29 +91,6 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     while !cond() {
         assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Runs `mount -o remount,MODE DIR`, retrying while the kernel says busy (a file just
-/// closed by the writer may still be open for a moment).
-fn mount_remount(dir: &Path, mode: &str) {
-    let start = Instant::now();
-    loop {
-        let out = Command::new("mount")
-            .arg("-o")
-            .arg(format!("remount,{mode}"))
-            .arg(dir)
-            .output()
-            .expect("run mount");
-        if out.status.success() {
-            return;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "mount -o remount,{mode}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

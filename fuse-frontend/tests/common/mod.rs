@@ -702,3 +702,29 @@ pub fn run(cmd: &mut Command) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// How long `mount -o remount,...` is retried while the mount is busy.
+const REMOUNT_RETRY: Duration = Duration::from_secs(20);
+
+/// Runs `mount -o remount,MODE DIR`, retrying while it fails (a file just closed may still
+/// be open for a moment), for at most `REMOUNT_RETRY`.
+pub fn mount_remount(dir: &Path, mode: &str) {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("mount")
+            .arg("-o")
+            .arg(format!("remount,{mode}"))
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            start.elapsed() < REMOUNT_RETRY,
+            "mount -o remount,{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
