@@ -423,3 +423,28 @@ fn read_only_mount_refuses_chattr_and_unknown_flags_change_nothing() {
     assert_eq!(e.errno(), Errno::ReadOnly);
     ro.unmount().expect("unmount");
 }
+
+#[test]
+fn a_dirsync_directorys_entries_are_durable_when_the_call_returns() {
+    let dev = mem_device(4096, 4096);
+    let fs = mount(&dev);
+    let d = fs.mkdir(ROOT, b"d", 0o755, ME).expect("mkdir").ino;
+    let plain = fs.mkdir(ROOT, b"plain", 0o755, ME).expect("mkdir").ino;
+    file(&fs, d, b"old", b"");
+    chattr(&fs, d, FS_DIRSYNC_FL);
+    fs.sync().expect("sync");
+    file(&fs, d, b"new", b"");
+    fs.unlink(d, b"old").expect("unlink");
+    file(&fs, plain, b"buffered", b"");
+    // A crash: only what was committed survives (commit interval one hour).
+    drop(fs);
+    let fs = mount(&dev);
+    fs.lookup(d, b"new")
+        .expect("the create in the dirsync directory survived");
+    let gone = fs.lookup(d, b"old").expect_err("the unlink survived");
+    assert_eq!(gone.errno(), Errno::NoEntry);
+    // The control: the create in the plain directory was not committed.
+    let e = fs.lookup(plain, b"buffered").expect_err("control");
+    assert_eq!(e.errno(), Errno::NoEntry);
+    fs.unmount().expect("unmount");
+}

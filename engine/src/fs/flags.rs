@@ -4,7 +4,8 @@
 //! The API speaks the kernel's FS_*_FL values (as `mode` speaks S_IF* values); the inode
 //! record stores them as [`InodeFlags`] bits (docs/FORMAT.md §4.5). Supported: immutable
 //! (i), append-only (a), nodump (d), noatime (A), sync (S), dirsync (D, directories) and
-//! project-inherit (P, directories), plus the project id. Any other bit is EOPNOTSUPP, as
+//! project-inherit (P, directories), plus the project id. S makes a file's writes and
+//! setattrs durable before they are answered, D (or S) on a directory its entry changes. Any other bit is EOPNOTSUPP, as
 //! ext4 answers for flags it does not know; D and P on a non-directory are EOPNOTSUPP too.
 //!
 //! Rules (the kernel's, which FUSE leaves to the filesystem because a FUSE inode never has
@@ -313,6 +314,32 @@ impl Filesystem {
             refuse_if(f.contains(InodeFlags::IMMUTABLE) && writes)?;
             refuse_if(f.contains(InodeFlags::APPEND) && (how.truncate || (writes && !how.append)))
         })
+    }
+
+    /// A change of the entries of `dirs` (create, unlink, rename, link...): runs it as
+    /// [`Filesystem::change`], then commits and waits when one of the directories has the
+    /// dirsync (D) or sync (S) flag, so the new or removed entries are durable when the
+    /// call returns (ext4's IS_DIRSYNC).
+    pub(super) fn dir_change<T>(
+        &self,
+        dirs: &[u64],
+        f: impl Fn(&mut State) -> Result<T>,
+    ) -> Result<T> {
+        let out = self.change(f)?;
+        let dirsync = InodeFlags::DIRSYNC | InodeFlags::SYNC;
+        let sync = self.with(|st| {
+            for &d in dirs {
+                // A directory removed meanwhile has nothing left to make durable.
+                if inode::get(st, d).is_ok_and(|i| i.flags.intersects(dirsync)) {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })?;
+        if sync {
+            self.sync_open_delta()?;
+        }
+        Ok(out)
     }
 
     /// After a change to `ino`'s data or attributes: commits and waits when the inode has

@@ -375,7 +375,9 @@ impl Filesystem {
         umask: u32,
         caller: Caller,
     ) -> Result<Attr> {
-        self.change(|st| posix::mknod(st, parent, name, mode, rdev, umask, caller))
+        self.dir_change(&[parent], |st| {
+            posix::mknod(st, parent, name, mode, rdev, umask, caller)
+        })
     }
     /// Creates and opens a regular file (call `release` to close it); the umask is applied
     /// already (see [`Filesystem::create_umask`]).
@@ -391,7 +393,7 @@ impl Filesystem {
         umask: u32,
         caller: Caller,
     ) -> Result<Attr> {
-        self.change(|st| {
+        self.dir_change(&[parent], |st| {
             let attr = posix::mknod(
                 st,
                 parent,
@@ -419,13 +421,15 @@ impl Filesystem {
         umask: u32,
         caller: Caller,
     ) -> Result<Attr> {
-        self.change(|st| posix::mkdir(st, parent, name, mode, umask, caller))
+        self.dir_change(&[parent], |st| {
+            posix::mkdir(st, parent, name, mode, umask, caller)
+        })
     }
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
-        self.change(|st| posix::unlink(st, parent, name))
+        self.dir_change(&[parent], |st| posix::unlink(st, parent, name))
     }
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
-        self.change(|st| posix::rmdir(st, parent, name))
+        self.dir_change(&[parent], |st| posix::rmdir(st, parent, name))
     }
     pub fn rename(
         &self,
@@ -435,13 +439,19 @@ impl Filesystem {
         new_name: &[u8],
         flags: RenameFlags,
     ) -> Result<()> {
-        self.change(|st| posix::rename(st, parent, name, new_parent, new_name, flags))
+        self.dir_change(&[parent, new_parent], |st| {
+            posix::rename(st, parent, name, new_parent, new_name, flags)
+        })
     }
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
-        self.change(|st| posix::link(st, ino, new_parent, new_name))
+        self.dir_change(&[new_parent], |st| {
+            posix::link(st, ino, new_parent, new_name)
+        })
     }
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], caller: Caller) -> Result<Attr> {
-        self.change(|st| posix::symlink(st, parent, name, target, caller))
+        self.dir_change(&[parent], |st| {
+            posix::symlink(st, parent, name, target, caller)
+        })
     }
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         self.with(|st| posix::readlink(st, ino))
