@@ -554,7 +554,8 @@ impl fuser::Filesystem for Adapter {
         // With the writeback cache the kernel sends O_RDWR for O_WRONLY (it may read pages
         // before partial writes) and keeps O_APPEND for itself: neither matters here, the
         // engine's open does not depend on the access mode and `write` ignores O_APPEND then.
-        // File flags may refuse the open (engine::fs::flags: immutable, append-only).
+        // File flags may refuse the open (engine::fs::flags: immutable, append-only); the
+        // flags still carry the caller's O_APPEND and whether it writes.
         let opened = self
             .fs
             .check_open(ino.0, crate::fileattr::open_intent(flags.0))

@@ -345,7 +345,9 @@ impl Filesystem {
     /// After a change to `ino`'s data or attributes: commits and waits when the inode has
     /// the sync flag (S), so the change is durable when the call returns.
     pub(super) fn sync_if_flagged(&self, ino: u64) -> Result<()> {
-        let sync = self.with(|st| Ok(inode::get(st, ino)?.flags.contains(InodeFlags::SYNC)))?;
+        // The change succeeded: an inode gone meanwhile (an orphan freed) has nothing to sync.
+        let sync = self
+            .with(|st| Ok(inode::get(st, ino).is_ok_and(|i| i.flags.contains(InodeFlags::SYNC))))?;
         if sync { self.sync_open_delta() } else { Ok(()) }
     }
 }
