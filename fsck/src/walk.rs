@@ -609,15 +609,13 @@ impl<'a> Checker<'a> {
         let mut inode = match Inode::decode(value, block) {
             Ok(inode) => inode,
             Err(e) => {
-                let salvaged = tuxfs_engine::format::inode::without_inline_xattrs(value)
-                    .and_then(|v| Inode::decode(&v, block).ok());
-                let Some(inode) = salvaged else {
+                let Some((inode, how)) = salvage_inode(value, block) else {
                     return Err(e.to_string());
                 };
                 self.finding(
                     Some(block),
                     format!(
-                        "block {block}: inode {}: the record decodes only without its inline xattrs ({e})",
+                        "block {block}: inode {}: the record decodes only {how} ({e})",
                         key.a
                     ),
                 );
@@ -968,4 +966,26 @@ impl<'a> Checker<'a> {
             }
         }
     }
+}
+
+/// An inode record that does not decode, repaired as far as the format allows: its flags
+/// cleared of bits this version does not know (or that its file type cannot carry), then
+/// without its inline xattrs. Returns the inode and how it was obtained, for the finding.
+fn salvage_inode(value: &[u8], block: u64) -> Option<(Inode, &'static str)> {
+    use tuxfs_engine::format::inode::{with_valid_flags, without_inline_xattrs};
+    let flags_fixed = with_valid_flags(value);
+    if let Some(v) = &flags_fixed
+        && let Ok(inode) = Inode::decode(v, block)
+    {
+        return Some((inode, "with the flag bits it may not carry cleared"));
+    }
+    let base = flags_fixed.as_deref().unwrap_or(value);
+    let inode = Inode::decode(&without_inline_xattrs(base)?, block).ok()?;
+    Some(match flags_fixed {
+        Some(_) => (
+            inode,
+            "with the flag bits it may not carry cleared and without its inline xattrs",
+        ),
+        None => (inode, "without its inline xattrs"),
+    })
 }

@@ -280,10 +280,13 @@ fn checked_name(name: &OsStr) -> Result<&[u8], Errno> {
     }
 }
 
+/// Who sent `req`. With FUSE_ALLOW_IDMAP granted the kernel sends no ids on requests that
+/// create nothing; those come from the caller's process (`idmap::caller_ids`).
 fn caller(req: &Request) -> Caller {
+    let (uid, gid) = crate::idmap::caller_ids(req.uid(), req.gid(), req.pid());
     Caller {
-        uid: req.uid(),
-        gid: req.gid(),
+        uid,
+        gid,
         pid: req.pid(),
     }
 }
@@ -584,7 +587,13 @@ impl fuser::Filesystem for Adapter {
         // With the writeback cache the kernel sends O_RDWR for O_WRONLY (it may read pages
         // before partial writes) and keeps O_APPEND for itself: neither matters here, the
         // engine's open does not depend on the access mode and `write` ignores O_APPEND then.
-        match self.fs.open(ino.0) {
+        // File flags may refuse the open (engine::fs::flags: immutable, append-only); the
+        // flags still carry the caller's O_APPEND and whether it writes.
+        let opened = self
+            .fs
+            .check_open(ino.0, crate::fileattr::open_intent(flags.0))
+            .and_then(|()| self.fs.open(ino.0));
+        match opened {
             Ok(()) => reply.opened(
                 self.open_handle(ino.0, flags.0),
                 self.file_open_flags(ino.0),
@@ -889,11 +898,12 @@ impl fuser::Filesystem for Adapter {
         reply.error(Errno::EOPNOTSUPP);
     }
 
-    /// ioctls: answered by [`crate::ioctl`] (FITRIM); anything else is ENOTTY there.
+    /// ioctls: answered by [`crate::ioctl`] (FITRIM, labels, file flags); anything else is
+    /// ENOTTY there.
     fn ioctl(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _flags: fuser::IoctlFlags,
         cmd: u32,
@@ -901,8 +911,7 @@ impl fuser::Filesystem for Adapter {
         out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        let uid = crate::idmap::caller_uid(req.uid(), req.pid());
-        match crate::ioctl::dispatch(&self.fs, uid, cmd, in_data, out_size) {
+        match crate::ioctl::dispatch(&self.fs, caller(req), ino.0, cmd, in_data, out_size) {
             Ok((result, out)) => reply.ioctl(result, &out),
             Err(e) => reply.error(e),
         }

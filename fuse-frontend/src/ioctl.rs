@@ -5,20 +5,24 @@
 //! - `FITRIM` (`fstrim MNT`, on the mountpoint directory): a `struct fstrim_range { u64
 //!   start, len, minlen }` in and out; the engine discards the free runs of at least
 //!   `minlen` bytes in `start..start+len` ([`tuxfs_engine::fs::Filesystem::trim`]) and the
-//!   answer's `len` is the number of bytes discarded. Only root may (the kernel's rule is
-//!   CAP_SYS_ADMIN; the daemon sees only the caller's uid).
+//!   answer's `len` is the number of bytes discarded. Only a caller with CAP_SYS_ADMIN may,
+//!   as the kernel rules ([`crate::caps::caller_has`]).
 //!
 //! - `FS_IOC_GETFSLABEL` / `FS_IOC_SETFSLABEL` (`char[256]` out / in, NUL-terminated): the
 //!   superblock's label ([`Filesystem::label`], [`Filesystem::set_label`], durable when the
-//!   call returns). Setting is for root only (the kernel's rule is CAP_SYS_ADMIN); a label
+//!   call returns). Setting needs CAP_SYS_ADMIN, as the kernel rules; a label
 //!   over 64 bytes, not UTF-8 or not NUL-terminated is EINVAL.
+//!
+//! - `FS_IOC_GETFLAGS`/`SETFLAGS`, `FS_IOC_FSGETXATTR`/`FSSETXATTR` (chattr, lsattr):
+//!   [`crate::fileattr`].
 //!
 //! Anything else gets ENOTTY, which is what tools like lsattr and fstrim expect for "not
 //! supported here".
 
-use tuxfs_engine::fs::Filesystem;
+use tuxfs_engine::fs::{Caller, Filesystem};
 
 use crate::errno;
+use crate::fileattr;
 
 /// `_IOWR('X', 121, struct fstrim_range)`.
 pub const FITRIM: u32 = 0xc018_5879;
@@ -35,12 +39,24 @@ const FSLABEL_BYTES: usize = 256;
 /// What an ioctl answers: the result value and the bytes copied out to the caller.
 pub type Answer = Result<(i32, Vec<u8>), fuser::Errno>;
 
-/// Runs ioctl `cmd` for a caller with user id `uid`.
-pub fn dispatch(fs: &Filesystem, uid: u32, cmd: u32, in_data: &[u8], out_size: u32) -> Answer {
+/// Runs ioctl `cmd` on inode `ino` for `who`.
+pub fn dispatch(
+    fs: &Filesystem,
+    who: Caller,
+    ino: u64,
+    cmd: u32,
+    in_data: &[u8],
+    out_size: u32,
+) -> Answer {
+    let admin = || crate::caps::caller_has(who.pid, who.uid, crate::caps::CAP_SYS_ADMIN);
     match cmd {
-        FITRIM => fitrim(fs, uid, in_data, out_size),
+        fileattr::FS_IOC_GETFLAGS => fileattr::get_flags(fs, ino, out_size),
+        fileattr::FS_IOC_SETFLAGS => fileattr::set_flags(fs, who, ino, in_data),
+        fileattr::FS_IOC_FSGETXATTR => fileattr::get_fsxattr(fs, ino, out_size),
+        fileattr::FS_IOC_FSSETXATTR => fileattr::set_fsxattr(fs, who, ino, in_data),
+        FITRIM => fitrim(fs, admin(), in_data, out_size),
         FS_IOC_GETFSLABEL => get_label(fs, out_size),
-        FS_IOC_SETFSLABEL => set_label(fs, uid, in_data),
+        FS_IOC_SETFSLABEL => set_label(fs, admin(), in_data),
         _ => Err(fuser::Errno::from_i32(libc::ENOTTY)),
     }
 }
@@ -54,8 +70,8 @@ fn get_label(fs: &Filesystem, out_size: u32) -> Answer {
     Ok((0, out))
 }
 
-fn set_label(fs: &Filesystem, uid: u32, in_data: &[u8]) -> Answer {
-    if uid != 0 {
+fn set_label(fs: &Filesystem, admin: bool, in_data: &[u8]) -> Answer {
+    if !admin {
         return Err(fuser::Errno::EPERM);
     }
     if in_data.len() != FSLABEL_BYTES {
@@ -72,8 +88,8 @@ fn set_label(fs: &Filesystem, uid: u32, in_data: &[u8]) -> Answer {
 // The ioctl argument is the caller's struct in its own memory, so host byte order is the
 // right one here (this is not an on-disk format).
 #[allow(clippy::host_endian_bytes)]
-fn fitrim(fs: &Filesystem, uid: u32, in_data: &[u8], out_size: u32) -> Answer {
-    if uid != 0 {
+fn fitrim(fs: &Filesystem, admin: bool, in_data: &[u8], out_size: u32) -> Answer {
+    if !admin {
         return Err(fuser::Errno::EPERM);
     }
     if in_data.len() != FSTRIM_RANGE_BYTES || out_size as usize != FSTRIM_RANGE_BYTES {

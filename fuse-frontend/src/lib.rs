@@ -7,6 +7,8 @@
 //! - [`handles`] numbers open files and directories;
 //! - [`idmap`] is what idmapped mounts (FUSE_ALLOW_IDMAP) change for the daemon;
 //! - [`ioctl`] answers the ioctls the kernel passes on (FITRIM);
+//! - [`fileattr`] answers the file-flag ioctls (chattr/lsattr), [`caps`] reads a caller's
+//!   capabilities;
 //! - [`options`] parses the `tuxfs-mount` command line and `-o` options;
 //! - [`daemon`] holds the process mechanics: the image lock, daemonising, signals;
 //! - [`closable`] wraps the image's device so DESTROY can close it;
@@ -16,10 +18,12 @@
 
 pub mod adapter;
 pub mod blkdev;
+pub mod caps;
 pub mod closable;
 pub mod convert;
 pub mod daemon;
 pub mod errno;
+pub mod fileattr;
 pub mod handles;
 pub mod idmap;
 pub mod ioctl;

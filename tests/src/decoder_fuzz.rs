@@ -931,16 +931,32 @@ fn random_inode(rng: &mut Rng, budget: usize) -> Inode {
             InodeFlags::INLINE_DATA
         } else {
             InodeFlags::empty()
-        },
+        } | random_user_flags(rng, ftype),
         xattr_block: if rng.chance(1, 2) { 0 } else { rng.next_u64() },
         parent: if ftype == inode::S_IFDIR {
             1 + rng.below(1 << 40)
         } else {
             0
         },
+        projid: if rng.chance(1, 2) {
+            0
+        } else {
+            rng.next_u64() as u32
+        },
         inline_xattrs,
         inline_data,
     }
+}
+
+/// User file flags (chattr) a record of type `ftype` may carry: any for directories, all but
+/// the directory-only ones for regular files, none for the rest.
+fn random_user_flags(rng: &mut Rng, ftype: u32) -> InodeFlags {
+    let allowed = match ftype {
+        inode::S_IFDIR => InodeFlags::USER,
+        inode::S_IFREG => InodeFlags::USER - InodeFlags::DIR_ONLY,
+        _ => InodeFlags::empty(),
+    };
+    InodeFlags::from_bits_truncate(rng.next_u64() as u32) & allowed
 }
 
 fn gen_inode(rng: &mut Rng, ctx: &mut Ctx) -> Sample {

@@ -17,12 +17,13 @@
 //!  76  4  btime_nsec
 //!  80  8  rdev              device number of character and block special files
 //!  88  4  generation
-//!  92  4  flags             InodeFlags
+//!  92  4  flags             InodeFlags (INLINE_DATA and the user-visible file flags)
 //!  96  8  xattr_block       first xattr spill block, 0 = none
 //! 104  8  parent            directories: the parent directory's inum; others 0
 //! 112  2  inline_xattr_len  bytes of inline xattr entries that follow
 //! 114  2  inline_data_len   bytes of inline data after them (short symlink targets)
-//! 116  4  reserved          zero
+//! 116  4  projid            project id (FS_IOC_FSSETXATTR); zero in records written
+//!                            before 2026-11-29, where it was a reserved zero field
 //! 120     inline xattr entries (see xattr.rs), then inline data
 //! ```
 
@@ -34,8 +35,12 @@ use crate::{Error, Result};
 
 /// Bytes of the fixed part of an inode record.
 pub const INODE_FIXED_SIZE: usize = 120;
+/// Offset of `flags` in the record.
+const OFF_FLAGS: usize = 92;
 /// Offset of `inline_xattr_len` in the record.
 const OFF_INLINE_XATTR_LEN: usize = 112;
+/// Offset of `projid` in the record.
+const OFF_PROJID: usize = 116;
 
 /// File type bits of `mode` (Linux values).
 pub const S_IFMT: u32 = 0o170000;
@@ -56,7 +61,29 @@ bitflags! {
     pub struct InodeFlags: u32 {
         /// The file's content is stored inline in the record (short symlink targets).
         const INLINE_DATA = 1 << 0;
+        /// `chattr +i`: no change to the file's data, attributes, names or xattrs.
+        const IMMUTABLE = 1 << 1;
+        /// `chattr +a`: data may only be appended; no removal, rename or link.
+        const APPEND = 1 << 2;
+        /// `chattr +d`: backup tools skip the file.
+        const NODUMP = 1 << 3;
+        /// `chattr +A`: no atime updates.
+        const NOATIME = 1 << 4;
+        /// `chattr +S`: changes are durable when the call that made them returns.
+        const SYNC = 1 << 5;
+        /// `chattr +D` (directories): entry changes are durable when the call returns.
+        const DIRSYNC = 1 << 6;
+        /// `chattr +P` (directories): new entries take the directory's project id (and
+        /// new subdirectories this flag).
+        const PROJINHERIT = 1 << 7;
     }
+}
+
+impl InodeFlags {
+    /// The flags a user sets with chattr (every bit but INLINE_DATA).
+    pub const USER: InodeFlags = InodeFlags::INLINE_DATA.complement();
+    /// The user flags that only directories carry.
+    pub const DIR_ONLY: InodeFlags = InodeFlags::DIRSYNC.union(InodeFlags::PROJINHERIT);
 }
 
 /// A timestamp with nanoseconds.
@@ -84,6 +111,8 @@ pub struct Inode {
     pub flags: InodeFlags,
     pub xattr_block: u64,
     pub parent: u64,
+    /// Project id (quota accounting is not implemented; the id is stored and inherited).
+    pub projid: u32,
     pub inline_xattrs: Vec<XattrEntry>,
     pub inline_data: Vec<u8>,
 }
@@ -124,11 +153,12 @@ impl Inode {
         }
         put_u64(&mut b, 80, self.rdev);
         put_u32(&mut b, 88, self.generation);
-        put_u32(&mut b, 92, self.flags.bits());
+        put_u32(&mut b, OFF_FLAGS, self.flags.bits());
         put_u64(&mut b, 96, self.xattr_block);
         put_u64(&mut b, 104, self.parent);
         put_u16(&mut b, OFF_INLINE_XATTR_LEN, xattr_len as u16);
         put_u16(&mut b, 114, self.inline_data.len() as u16);
+        put_u32(&mut b, OFF_PROJID, self.projid);
         for e in &self.inline_xattrs {
             e.encode_into(&mut b);
         }
@@ -157,14 +187,11 @@ impl Inode {
                 return Err(bad(format!("timestamp {i} has {} nanoseconds", t.nsec)));
             }
         }
-        let flags_raw = u32_at(92)?;
+        let flags_raw = u32_at(OFF_FLAGS)?;
         let flags = InodeFlags::from_bits(flags_raw)
             .ok_or_else(|| bad(format!("unknown flags {flags_raw:#x}")))?;
         let xattr_len = get_u16(v, OFF_INLINE_XATTR_LEN).ok_or_else(truncated)? as usize;
         let data_len = get_u16(v, 114).ok_or_else(truncated)? as usize;
-        if u32_at(116)? != 0 {
-            return Err(bad("reserved field is not zero".into()));
-        }
         if INODE_FIXED_SIZE + xattr_len + data_len != v.len() {
             return Err(bad(format!(
                 "inline lengths {xattr_len}+{data_len} disagree with record size {}",
@@ -192,6 +219,7 @@ impl Inode {
             flags,
             xattr_block: u64_at(96)?,
             parent: u64_at(104)?,
+            projid: u32_at(OFF_PROJID)?,
             inline_xattrs,
             inline_data: v
                 .get(INODE_FIXED_SIZE + xattr_len..)
@@ -218,8 +246,44 @@ impl Inode {
         if inode.is_dir() != (inode.parent != 0) {
             return Err(bad("parent is set exactly for directories".into()));
         }
+        let user = inode.flags & InodeFlags::USER;
+        let ty = inode.file_type();
+        if !user.is_empty() && ty != S_IFREG && ty != S_IFDIR {
+            return Err(bad(format!(
+                "file flags {:#x} on a file of mode {:#o} (only regular files and directories carry them)",
+                user.bits(),
+                inode.mode
+            )));
+        }
+        if !inode.is_dir() && inode.flags.intersects(InodeFlags::DIR_ONLY) {
+            return Err(bad(format!(
+                "directory-only flags {:#x} on a non-directory",
+                (inode.flags & InodeFlags::DIR_ONLY).bits()
+            )));
+        }
         Ok(inode)
     }
+}
+
+/// The record `value` with only the flag bits this version knows and may keep for its file
+/// type (unknown bits, and user flags its type cannot carry, cleared), or None when it is
+/// too short to hold the flags or needs no change. fsck uses it to repair a damaged flags
+/// field.
+pub fn with_valid_flags(value: &[u8]) -> Option<Vec<u8>> {
+    let raw = get_u32(value, OFF_FLAGS)?;
+    let ty = get_u32(value, 0)? & S_IFMT;
+    let mut keep = InodeFlags::from_bits_truncate(raw);
+    if ty != S_IFREG && ty != S_IFDIR {
+        keep &= !InodeFlags::USER;
+    } else if ty != S_IFDIR {
+        keep &= !InodeFlags::DIR_ONLY;
+    }
+    if keep.bits() == raw {
+        return None;
+    }
+    let mut out = value.to_vec();
+    put_u32(&mut out, OFF_FLAGS, keep.bits());
+    Some(out)
 }
 
 /// The record `value` without its inline xattrs (their length field zeroed, the entries
@@ -260,6 +324,7 @@ mod tests {
             flags: InodeFlags::INLINE_DATA,
             xattr_block: 0,
             parent: 0,
+            projid: 0,
             inline_xattrs: vec![XattrEntry {
                 name: b"user.k".to_vec(),
                 value: b"v".to_vec(),
@@ -281,6 +346,59 @@ mod tests {
             ..Inode::default()
         };
         assert_eq!(Inode::decode(&dir.encode(), 5).expect("decodes"), dir);
+        let flagged = Inode {
+            mode: S_IFDIR | 0o755,
+            nlink: 2,
+            parent: 1,
+            flags: InodeFlags::USER,
+            projid: 0xdead_beef,
+            ..Inode::default()
+        };
+        assert_eq!(
+            Inode::decode(&flagged.encode(), 5).expect("decodes"),
+            flagged
+        );
+    }
+
+    #[test]
+    fn records_from_before_projid_read_with_projid_zero() {
+        // A record written before 2026-11-29 has zero at 116 (then reserved) and no user
+        // flags: it decodes as before, with project id 0.
+        let ino = sample();
+        let b = ino.encode();
+        assert_eq!(&b[OFF_PROJID..OFF_PROJID + 4], &[0, 0, 0, 0]);
+        assert_eq!(Inode::decode(&b, 5).expect("decodes").projid, 0);
+    }
+
+    #[test]
+    fn unknown_or_misplaced_flags_are_corruption_and_repairable() {
+        let file = Inode {
+            mode: S_IFREG | 0o644,
+            nlink: 1,
+            flags: InodeFlags::IMMUTABLE | InodeFlags::NODUMP,
+            ..Inode::default()
+        };
+        let good = file.encode();
+        assert_eq!(with_valid_flags(&good), None, "nothing to repair");
+        for bad_bits in [1u32 << 31, InodeFlags::DIRSYNC.bits()] {
+            let mut b = good.clone();
+            put_u32(&mut b, OFF_FLAGS, file.flags.bits() | bad_bits);
+            let e = Inode::decode(&b, 77).expect_err("damaged flags");
+            assert!(e.to_string().contains("77"), "{e}");
+            let fixed = with_valid_flags(&b).expect("repairable");
+            assert_eq!(Inode::decode(&fixed, 77).expect("repaired"), file);
+        }
+        // A symlink carries no user flags: they are cleared, INLINE_DATA stays.
+        let mut link = sample().encode();
+        put_u32(
+            &mut link,
+            OFF_FLAGS,
+            (InodeFlags::INLINE_DATA | InodeFlags::APPEND).bits(),
+        );
+        assert!(Inode::decode(&link, 5).is_err());
+        let fixed = with_valid_flags(&link).expect("repairable");
+        assert_eq!(Inode::decode(&fixed, 5).expect("repaired"), sample());
+        assert_eq!(with_valid_flags(&link[..90]), None, "too short");
     }
 
     #[test]

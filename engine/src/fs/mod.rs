@@ -12,6 +12,7 @@
 pub mod acl;
 mod export;
 pub(crate) use export::generation_seed;
+pub mod flags;
 mod posix;
 mod readahead;
 pub use posix::now;
@@ -350,7 +351,9 @@ impl Filesystem {
         self.with(|st| posix::getattr(st, ino))
     }
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Attr> {
-        self.change(|st| posix::setattr(st, ino, set))
+        let attr = self.change(|st| posix::setattr(st, ino, set))?;
+        self.sync_if_flagged(ino)?;
+        Ok(attr)
     }
     /// Creates a regular file, device node, fifo or socket; `mode` includes the S_IF* type
     /// and has the umask applied already (see [`Filesystem::mknod_umask`]).
@@ -375,7 +378,9 @@ impl Filesystem {
         umask: u32,
         caller: Caller,
     ) -> Result<Attr> {
-        self.change(|st| posix::mknod(st, parent, name, mode, rdev, umask, caller))
+        self.dir_change(&[parent], |st| {
+            posix::mknod(st, parent, name, mode, rdev, umask, caller)
+        })
     }
     /// Creates and opens a regular file (call `release` to close it); the umask is applied
     /// already (see [`Filesystem::create_umask`]).
@@ -391,7 +396,7 @@ impl Filesystem {
         umask: u32,
         caller: Caller,
     ) -> Result<Attr> {
-        self.change(|st| {
+        self.dir_change(&[parent], |st| {
             let attr = posix::mknod(
                 st,
                 parent,
@@ -419,13 +424,15 @@ impl Filesystem {
         umask: u32,
         caller: Caller,
     ) -> Result<Attr> {
-        self.change(|st| posix::mkdir(st, parent, name, mode, umask, caller))
+        self.dir_change(&[parent], |st| {
+            posix::mkdir(st, parent, name, mode, umask, caller)
+        })
     }
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<()> {
-        self.change(|st| posix::unlink(st, parent, name))
+        self.dir_change(&[parent], |st| posix::unlink(st, parent, name))
     }
     pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<()> {
-        self.change(|st| posix::rmdir(st, parent, name))
+        self.dir_change(&[parent], |st| posix::rmdir(st, parent, name))
     }
     pub fn rename(
         &self,
@@ -435,13 +442,19 @@ impl Filesystem {
         new_name: &[u8],
         flags: RenameFlags,
     ) -> Result<()> {
-        self.change(|st| posix::rename(st, parent, name, new_parent, new_name, flags))
+        self.dir_change(&[parent, new_parent], |st| {
+            posix::rename(st, parent, name, new_parent, new_name, flags)
+        })
     }
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
-        self.change(|st| posix::link(st, ino, new_parent, new_name))
+        self.dir_change(&[new_parent], |st| {
+            posix::link(st, ino, new_parent, new_name)
+        })
     }
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8], caller: Caller) -> Result<Attr> {
-        self.change(|st| posix::symlink(st, parent, name, target, caller))
+        self.dir_change(&[parent], |st| {
+            posix::symlink(st, parent, name, target, caller)
+        })
     }
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         self.with(|st| posix::readlink(st, ino))
@@ -503,7 +516,9 @@ impl Filesystem {
     }
     /// Writes `data` at `offset` (at the end of the file when `append`); returns bytes written.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8], append: bool) -> Result<u32> {
-        self.change(|st| posix::write(st, ino, offset, data, append))
+        let written = self.change(|st| posix::write(st, ino, offset, data, append))?;
+        self.sync_if_flagged(ino)?;
+        Ok(written)
     }
     /// Returns when every change made before the call is durable.
     pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {

@@ -114,6 +114,7 @@ fn prepare_create(st: &mut State, parent: u64, name: &[u8]) -> Result<Inode> {
     if p.nlink == 0 {
         return Err(Errno::NoEntry.into());
     }
+    super::flags::check_add_entry(&p)?;
     if dir::lookup(st, parent, name)?.is_some() {
         return Err(Errno::Exists.into());
     }
@@ -131,6 +132,7 @@ fn create_inode(
     umask: Option<u32>,
 ) -> Result<Attr> {
     let mut p = prepare_create(st, parent, name)?;
+    super::flags::inherit(&p, &mut node);
     if let Some(umask) = umask {
         super::acl::on_create(st, parent, &p, &mut node, umask)?;
         if crate::format::xattr::entries_len(&node.inline_xattrs) > xattr_room(st, &node) {
@@ -345,6 +347,8 @@ fn remove_name(st: &mut State, parent: u64, name: &[u8], want_dir: bool) -> Resu
     if is_dir && !dir::is_empty(st, entry.inum)? {
         return Err(Errno::NotEmpty.into());
     }
+    super::flags::check_remove_entry(&p)?;
+    super::flags::check_fixed(&inode::get(st, entry.inum)?)?;
     dir::remove(st, parent, pos)?;
     let t = now();
     if is_dir {
@@ -375,7 +379,9 @@ pub(super) fn link(st: &mut State, ino: u64, new_parent: u64, new_name: &[u8]) -
     if i.nlink == 0 {
         return Err(Errno::NoEntry.into());
     }
+    super::flags::check_fixed(&i)?;
     let mut p = prepare_create(st, new_parent, new_name)?;
+    super::flags::check_project(&p, &i)?;
     dir::add(st, new_parent, new_name, ino, dtype_of_mode(i.mode))?;
     let t = now();
     i.nlink += 1;
@@ -427,6 +433,8 @@ pub(super) fn rename(
     if parent == new_parent && name == new_name {
         return Ok(());
     }
+    let dst = target.as_ref().map(|(_, d)| d.inum);
+    super::flags::check_rename(st, (parent, src.inum), new_parent, dst, flags.exchange)?;
     let src_is_dir = src.dtype == DT_DIR;
     if src_is_dir && is_ancestor(st, src.inum, new_parent)? {
         return Err(Errno::Invalid.into());
@@ -531,6 +539,7 @@ fn touch_dirs(st: &mut State, dirs: &[u64], t: Timestamp) -> Result<()> {
 
 pub(super) fn setattr(st: &mut State, ino: u64, set: &SetAttr) -> Result<Attr> {
     let mut i = inode::get(st, ino)?;
+    super::flags::check_setattr(&i, set)?;
     let t = now();
     if let Some(mode) = set.mode {
         i.mode = (i.mode & S_IFMT) | (mode & 0o7777);
@@ -627,6 +636,7 @@ pub(super) fn write(
     if i.is_dir() {
         return Err(Errno::IsDir.into());
     }
+    super::flags::check_write(st, ino, &i, offset, bytes, append)?;
     let offset = if append { i.size } else { offset };
     let end = offset
         .checked_add(bytes.len() as u64)

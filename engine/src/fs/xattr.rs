@@ -214,6 +214,7 @@ pub(super) fn setxattr(
         return Err(Errno::TooBig.into());
     }
     let mut i = inode::get(st, ino)?;
+    super::flags::check_fixed(&i)?;
     permitted(checked, &i, c, true)?;
     let mut entries = all(st, ino, &i)?;
     let at = entries.iter().position(|e| e.name == name);
@@ -250,6 +251,7 @@ pub(super) fn setxattr(
 pub(super) fn removexattr(st: &mut State, ino: u64, name: &[u8], c: Caller) -> Result<()> {
     let checked = namespace(name)?;
     let mut i = inode::get(st, ino)?;
+    super::flags::check_fixed(&i)?;
     permitted(checked, &i, c, true)?;
     let mut entries = all(st, ino, &i)?;
     let k = entries

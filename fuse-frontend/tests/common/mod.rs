@@ -703,8 +703,11 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs `mount -o remount,MODE DIR`, retrying while the kernel says busy (a file just
-/// closed may still be open for a moment), for at most 20 s.
+/// How long `mount -o remount,...` is retried while the mount is busy.
+const REMOUNT_RETRY: Duration = Duration::from_secs(20);
+
+/// Runs `mount -o remount,MODE DIR`, retrying while it fails (a file just closed may still
+/// be open for a moment), for at most `REMOUNT_RETRY`.
 pub fn mount_remount(dir: &Path, mode: &str) {
     let start = Instant::now();
     loop {
@@ -718,7 +721,7 @@ pub fn mount_remount(dir: &Path, mode: &str) {
             return;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(20),
+            start.elapsed() < REMOUNT_RETRY,
             "mount -o remount,{mode}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
