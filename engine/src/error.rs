@@ -71,6 +71,10 @@ pub enum Errno {
     CrossDevice,
     /// EACCES: permission denied (a default ACL on a non-directory).
     Access,
+    /// ENODEV: fallocate on a file that is neither regular nor a directory.
+    NoDevice,
+    /// ENXIO: SEEK_DATA / SEEK_HOLE at or past the end of the file (or no data after it).
+    NoSuchAddress,
 }
 
 impl From<Errno> for Error {

@@ -31,6 +31,8 @@ pub fn to_libc(e: Errno) -> i32 {
         Errno::TooBig => libc::E2BIG,
         Errno::CrossDevice => libc::EXDEV,
         Errno::Access => libc::EACCES,
+        Errno::NoDevice => libc::ENODEV,
+        Errno::NoSuchAddress => libc::ENXIO,
     }
 }
 
@@ -61,7 +63,7 @@ mod tests {
     use super::*;
 
     /// Every variant, so that a new one added to the engine shows up here as a failing count.
-    const ALL: [(Errno, i32); 19] = [
+    const ALL: [(Errno, i32); 21] = [
         (Errno::NoEntry, libc::ENOENT),
         (Errno::Exists, libc::EEXIST),
         (Errno::NotDir, libc::ENOTDIR),
@@ -81,6 +83,8 @@ mod tests {
         (Errno::BadHandle, libc::EBADF),
         (Errno::TooBig, libc::E2BIG),
         (Errno::CrossDevice, libc::EXDEV),
+        (Errno::NoDevice, libc::ENODEV),
+        (Errno::NoSuchAddress, libc::ENXIO),
     ];
 
     #[test]

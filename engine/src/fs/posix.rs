@@ -19,7 +19,7 @@ const LINK_MAX: u32 = 65000;
 /// Longest symlink target (PATH_MAX - 1).
 const SYMLINK_MAX: usize = 4095;
 /// Largest file size: file blocks must stay far from u64 overflow.
-const FILE_SIZE_MAX: u64 = 1 << 50;
+pub(super) const FILE_SIZE_MAX: u64 = 1 << 50;
 
 /// The current time, for timestamps.
 pub fn now() -> Timestamp {
@@ -639,7 +639,10 @@ pub(super) fn write(
     // Decide ENOSPC now, so that an accepted write is never lost at commit: the new
     // blocks, plus one block of tree and log metadata per 16 of them.
     let new = data::new_dirty_blocks(st, ino, offset, bytes.len() as u64);
-    let need = new + new.div_ceil(16);
+    // Blocks preallocated by fallocate (unwritten) are written in place: no new block.
+    let bs = u64::from(st.bs());
+    let prealloc = data::clean_unwritten_blocks(st, ino, offset / bs, (end - 1) / bs + 1)?;
+    let need = new.saturating_sub(prealloc) + new.div_ceil(16);
     st.alloc.reserve(need)?;
     st.delta_reserved += need;
     data::write(st, ino, offset, bytes)?;
