@@ -729,3 +729,29 @@ fn blocks_preallocated_and_freed_in_one_delta_replay_as_free() {
     finish(&crashed, after);
     finish(&dev, fs);
 }
+
+/// A punch or zero range over a huge sparse range reserves for the blocks the file has,
+/// not for the range: it works on a small filesystem.
+#[test]
+fn huge_ranges_over_holes_need_no_huge_reservation() {
+    let (dev, fs) = setup(1024);
+    let f = new_file(&fs, "f");
+    fs.write(f, 0, b"start", false).expect("write");
+    let set = tuxfs_engine::fs::SetAttr {
+        size: Some(1 << 45),
+        ..Default::default()
+    };
+    fs.setattr(f, &set).expect("truncate up");
+    fs.write(f, (1 << 45) - 5, b"end!!", false).expect("write");
+    fs.fallocate(f, 4096, (1 << 45) - 2 * BS, PUNCH | KEEP)
+        .expect("punch a huge hole");
+    fs.fallocate(f, 4096, 1 << 44, ZERO | KEEP)
+        .expect_err("zero range of 2^44 bytes needs that space");
+    assert_eq!(sectors(&fs, f), 2 * SECTORS);
+    assert_eq!(fs.read(f, 0, 5).expect("read"), b"start");
+    assert_eq!(
+        fs.seek(f, BS as i64, SeekWhence::Data).expect("seek"),
+        (1 << 45) - BS
+    );
+    finish(&dev, fs);
+}

@@ -221,7 +221,11 @@ pub(super) fn zero_out(
         .iter()
         .filter(|(b, _, _)| !st.pages.contains_key(&(ino, *b)))
         .count() as u64;
-    reserve(st, 0, fresh + meta(full_to.saturating_sub(full_from) + 2))?;
+    // Only blocks the file has can change mapping: a huge punch over holes reserves little.
+    let mapped = full_to
+        .saturating_sub(full_from)
+        .min(i.blocks + st.delalloc_blocks(ino));
+    reserve(st, 0, fresh + meta(mapped + 2))?;
     for (_, a, z) in writes {
         data::write(st, ino, a, &vec![0u8; (z - a) as usize])?;
     }
@@ -262,7 +266,8 @@ fn zero_range(st: &mut State, ino: u64, i: &mut Inode, start: u64, end: u64) -> 
             holes.push(b);
         }
     }
-    reserve(st, need, fresh + meta(full + 2))?;
+    let mapped = full.min(i.blocks + st.delalloc_blocks(ino));
+    reserve(st, need, fresh + meta(need + mapped + 2))?;
     // Whole blocks: unwritten ones lose their dirty pages; the rest are freed (once durable)
     // and preallocated anew, so no block that held data becomes unwritten (prealloc.rs).
     let mut allocated = 0;
