@@ -357,8 +357,11 @@ fn bad_requests_get_ext4_errors_and_change_nothing() {
     finish(&dev, fs);
 }
 
+/// One row of a seek table: the offset, then SEEK_DATA's and SEEK_HOLE's answers.
+type SeekRow = (u64, Result<u64, Errno>, Result<u64, Errno>);
+
 /// Answers of SEEK_DATA and SEEK_HOLE from every quarter block of the file.
-fn seek_table(fs: &Filesystem, ino: u64) -> Vec<(u64, Result<u64, Errno>, Result<u64, Errno>)> {
+fn seek_table(fs: &Filesystem, ino: u64) -> Vec<SeekRow> {
     let n = size(fs, ino);
     (0..=n.div_ceil(BS / 4))
         .map(|q| {
@@ -370,7 +373,7 @@ fn seek_table(fs: &Filesystem, ino: u64) -> Vec<(u64, Result<u64, Errno>, Result
 }
 
 /// The table a file of `size` bytes with data exactly in `data` blocks must give.
-fn expected_table(size: u64, data: &[u64]) -> Vec<(u64, Result<u64, Errno>, Result<u64, Errno>)> {
+fn expected_table(size: u64, data: &[u64]) -> Vec<SeekRow> {
     let is_data = |b: u64| data.contains(&b);
     (0..=size.div_ceil(BS / 4))
         .map(|q| {
