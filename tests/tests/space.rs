@@ -19,6 +19,7 @@ use tuxfs_engine::fs::{
     Filesystem, MountOptions, SeekWhence,
 };
 use tuxfs_tests::fixture::{SUPERUSER as ME, fsck_clean, mem_device, mount};
+use tuxfs_tests::model::apply_fallocate;
 use tuxfs_tests::rng::{Rng, seed_from_env};
 
 const ROOT: u64 = 1;
@@ -587,39 +588,6 @@ fn a_crash_never_shows_what_a_reused_block_held() {
     println!("{images} crash images checked");
 }
 
-/// The model a random sequence runs against: the file's bytes.
-fn apply_model(model: &mut Vec<u8>, offset: u64, len: u64, mode: u32) {
-    let (o, l) = (offset as usize, len as usize);
-    match mode {
-        m if m == PUNCH | KEEP => {
-            let end = (o + l).min(model.len());
-            if o < end {
-                model[o..end].fill(0);
-            }
-        }
-        m if m & ZERO != 0 => {
-            if model.len() < o + l && m & KEEP == 0 {
-                model.resize(o + l, 0);
-            }
-            let end = (o + l).min(model.len());
-            if o < end {
-                model[o..end].fill(0);
-            }
-        }
-        COLLAPSE => {
-            model.drain(o..o + l);
-        }
-        INSERT => {
-            model.splice(o..o, std::iter::repeat_n(0, l));
-        }
-        m => {
-            if m & KEEP == 0 && model.len() < o + l {
-                model.resize(o + l, 0);
-            }
-        }
-    }
-}
-
 /// Seeded random writes, fallocate in every mode, copies, commits and remounts against a
 /// byte model; content, SEEK_DATA answers and fsck are checked along the way.
 #[test]
@@ -669,7 +637,7 @@ fn random_space_operations_match_a_model() {
                             !refused,
                             "{ctx}: fallocate({offset}, {len}, {mode:#x}) accepted"
                         );
-                        apply_model(&mut model, offset, len, mode);
+                        apply_fallocate(&mut model, offset, len, mode);
                     }
                     Err(e) => assert!(
                         refused && e.errno() == Errno::Invalid,

@@ -71,21 +71,50 @@ pub fn preallocate(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64>
     Ok(added)
 }
 
-/// Blocks of `[from, to)` of `inum` that an unwritten extent backs and no dirty page covers:
-/// a write there needs no new block (the commit writes it in place).
-pub fn clean_unwritten_blocks(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
+/// Blocks of `[from, to)` of `inum` whose extent (None for a hole) satisfies `counted`.
+pub fn count_blocks(
+    st: &mut State,
+    inum: u64,
+    from: u64,
+    to: u64,
+    counted: impl Fn(Option<&Extent>) -> bool,
+) -> Result<u64> {
     let mut count = 0;
     let mut at = from;
     while at < to {
         let (end, ext) = extent_or_hole(st, inum, at)?;
         let end = end.min(to);
-        if ext.is_some_and(|(_, e)| e.flags.contains(ExtentFlags::UNWRITTEN)) {
-            let dirty = st.pages.range((inum, at)..(inum, end)).count() as u64;
-            count += (end - at) - dirty;
+        if counted(ext.as_ref().map(|(_, e)| e)) {
+            count += end - at;
         }
         at = end;
     }
     Ok(count)
+}
+
+/// Blocks of `[from, to)` of `inum` that an unwritten extent backs and no dirty page covers:
+/// a write there needs no new block (the commit writes it in place).
+pub fn clean_unwritten_blocks(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
+    let unwritten = count_blocks(st, inum, from, to, |ext| {
+        ext.is_some_and(|e| e.flags.contains(ExtentFlags::UNWRITTEN))
+    })?;
+    if unwritten == 0 {
+        return Ok(0);
+    }
+    // Dirty pages on unwritten blocks: the write reserved nothing new for them either.
+    let mut dirty_on_unwritten = 0;
+    let dirty: Vec<u64> = st
+        .pages
+        .range((inum, from)..(inum, to))
+        .map(|(k, _)| k.1)
+        .collect();
+    for b in dirty {
+        if find_extent(st, inum, b)?.is_some_and(|(_, e)| e.flags.contains(ExtentFlags::UNWRITTEN))
+        {
+            dirty_on_unwritten += 1;
+        }
+    }
+    Ok(unwritten - dirty_on_unwritten)
 }
 
 /// Commit: writes `pages` (file blocks from `fblock`) into the unwritten extent `ext` that

@@ -139,32 +139,27 @@ fn allocate(st: &mut State, ino: u64, i: &mut Inode, offset: u64, end: u64) -> R
 
 /// Blocks of `[from, to)` that no extent backs.
 fn hole_blocks(st: &mut State, ino: u64, from: u64, to: u64) -> Result<u64> {
-    let mut count = 0;
-    let mut at = from;
-    while at < to {
-        let (end, ext) = data::extent_or_hole(st, ino, at)?;
-        let end = end.min(to);
-        if ext.is_none() {
-            count += end - at;
-        }
-        at = end;
-    }
-    Ok(count)
+    data::count_blocks(st, ino, from, to, |ext| ext.is_none())
 }
 
 /// Blocks of `[from, to)` that an unwritten extent backs.
 fn unwritten_blocks(st: &mut State, ino: u64, from: u64, to: u64) -> Result<u64> {
-    let mut count = 0;
-    let mut at = from;
-    while at < to {
-        let (end, ext) = data::extent_or_hole(st, ino, at)?;
-        let end = end.min(to);
-        if ext.is_some_and(|(_, e)| e.flags.contains(ExtentFlags::UNWRITTEN)) {
-            count += end - at;
+    data::count_blocks(st, ino, from, to, |ext| {
+        ext.is_some_and(|e| e.flags.contains(ExtentFlags::UNWRITTEN))
+    })
+}
+
+/// The blocks of bytes `[start, end)` that the range covers only in part: (block, first
+/// byte, end byte), at most two.
+fn partial_blocks(bs: u64, start: u64, end: u64) -> Vec<(u64, u64, u64)> {
+    let mut partial: Vec<(u64, u64, u64)> = Vec::new();
+    for b in [start / bs, end / bs] {
+        let (a, z) = ((b * bs).max(start), ((b + 1) * bs).min(end));
+        if a < z && z - a < bs && partial.iter().all(|&(p, _, _)| p != b) {
+            partial.push((b, a, z));
         }
-        at = end;
     }
-    Ok(count)
+    partial
 }
 
 /// Whether file block `b` holds data (a dirty or in-flight page, or a written extent), and
@@ -204,13 +199,7 @@ pub(super) fn zero_out(
     }
     let bs = u64::from(st.bs());
     let (full_from, full_to) = (start.div_ceil(bs), end / bs);
-    let mut partial = Vec::new();
-    for b in [start / bs, end / bs] {
-        let (a, z) = ((b * bs).max(start), ((b + 1) * bs).min(end));
-        if a < z && z - a < bs && partial.iter().all(|&(p, _, _)| p != b) {
-            partial.push((b, a, z));
-        }
-    }
+    let partial = partial_blocks(bs, start, end);
     let mut writes = Vec::new();
     for (b, a, z) in partial {
         if classify(st, ino, b)?.0 {
@@ -242,13 +231,7 @@ pub(super) fn zero_out(
 fn zero_range(st: &mut State, ino: u64, i: &mut Inode, start: u64, end: u64) -> Result<()> {
     let bs = u64::from(st.bs());
     let (full_from, full_to) = (start.div_ceil(bs), end / bs);
-    let mut partial = Vec::new();
-    for b in [start / bs, end / bs] {
-        let (a, z) = ((b * bs).max(start), ((b + 1) * bs).min(end));
-        if a < z && z - a < bs && partial.iter().all(|&(p, _, _)| p != b) {
-            partial.push((b, a, z));
-        }
-    }
+    let partial = partial_blocks(bs, start, end);
     // Plan and reserve before changing anything.
     let full = full_to.saturating_sub(full_from);
     let mut need = full - unwritten_blocks(st, ino, full_from, full_to.max(full_from))?;

@@ -265,30 +265,7 @@ impl Driver {
             Err(e) => return Err(format!("fallocate {path} {offset}+{n} mode {mode:#x}: {e}")),
         }
         let content = self.model.files.get_mut(&id).ok_or("model file missing")?;
-        let (o, l) = (offset as usize, n as usize);
-        let zero = |c: &mut Vec<u8>| {
-            let end = (o + l).min(c.len());
-            if o < end {
-                c[o..end].fill(0);
-            }
-        };
-        match mode {
-            FALLOC_FL_PUNCH_HOLE_KEEP => zero(content),
-            FALLOC_FL_COLLAPSE_RANGE => {
-                content.drain(o..o + l);
-            }
-            FALLOC_FL_INSERT_RANGE => {
-                content.splice(o..o, std::iter::repeat_n(0, l));
-            }
-            m => {
-                if m & keep == 0 && content.len() < o + l {
-                    content.resize(o + l, 0);
-                }
-                if m & FALLOC_FL_ZERO_RANGE != 0 {
-                    zero(content);
-                }
-            }
-        }
+        crate::model::apply_fallocate(content, offset, n, mode);
         Ok(())
     }
 
