@@ -113,6 +113,13 @@ pub fn close(st: &mut State) -> Result<Closed> {
     crate::xattr::flush(st, delta, &mut writes, &mut records)?;
     flush_trees(st, delta, &mut writes, &mut records)?;
     let freed = st.alloc.take_deferred();
+    // Blocks the frontend allocated in this delta (fallocate) are logged before its frees:
+    // one preallocated and freed again within the delta must replay as free.
+    let (allocs, rest): (Vec<LogRecord>, Vec<LogRecord>) = std::mem::take(&mut st.records)
+        .into_iter()
+        .partition(|r| matches!(r, LogRecord::Alloc { .. }));
+    records.extend(allocs);
+    st.records = rest;
     for &(start, count) in &freed {
         push_range(&mut records, start, count, false);
     }

@@ -10,8 +10,10 @@ use crate::format::extent::{Extent, ExtentFlags, max_extent_blocks};
 use crate::format::log::LogRecord;
 use crate::state::State;
 
+mod prealloc;
 mod read;
 use crate::{Errno, Error, Result};
+pub use prealloc::{clean_unwritten_blocks, count_blocks, preallocate, shift_blocks, split_at};
 pub use read::{
     Done, Loaded, MAX_READAHEAD_BYTES, MAX_REQUEST_BYTES, ReadMode, ReadPlan, ReadState,
     ReadStream, complete_read, end_readahead, load, plan_read, read,
@@ -175,6 +177,21 @@ fn span_at(st: &mut State, inum: u64, fblock: u64) -> Result<Span> {
     })
 }
 
+/// What backs file block `fblock` of `inum` on disk: the extent covering it (its first file
+/// block and the extent), or a hole; and the file block where that answer ends (the
+/// extent's end, or the next extent's start; `u64::MAX` past the last extent).
+pub fn extent_or_hole(
+    st: &mut State,
+    inum: u64,
+    fblock: u64,
+) -> Result<(u64, Option<(u64, Extent)>)> {
+    if let Some((start, ext)) = find_extent(st, inum, fblock)? {
+        let to = extent_end(st, Key::new(inum, start), &ext)?;
+        return Ok((to, Some((start, ext))));
+    }
+    Ok((span_at(st, inum, fblock)?.to, None))
+}
+
 /// Blocks in `[offset, offset + len)` of `inum` not yet dirty: what a write must reserve.
 pub fn new_dirty_blocks(st: &State, inum: u64, offset: u64, len: u64) -> u64 {
     if len == 0 {
@@ -202,9 +219,9 @@ fn drop_range<V>(
     }
 }
 
-/// Removes file blocks `[from, to)` of `inum`: drops dirty blocks, trims and splits
-/// extents, frees their blocks once durable. Returns the number of disk blocks freed.
-pub fn punch(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
+/// Forgets the cached, dirty and in-flight pages of file blocks `[from, to)` of `inum` (and
+/// their delayed allocations); the extents stay.
+pub fn discard_pages(st: &mut State, inum: u64, from: u64, to: u64) {
     st.read.cache.invalidate(inum, from, to);
     drop_range(&mut st.pages, inum, from, to);
     let delalloc: Vec<(u64, u64)> = st
@@ -218,6 +235,12 @@ pub fn punch(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
     // Truncate never waits for writeback: it drops the in-flight copies (the device keeps
     // its own references until the writes complete).
     drop_range(&mut st.inflight, inum, from, to);
+}
+
+/// Removes file blocks `[from, to)` of `inum`: drops dirty blocks, trims and splits
+/// extents, frees their blocks once durable. Returns the number of disk blocks freed.
+pub fn punch(st: &mut State, inum: u64, from: u64, to: u64) -> Result<u64> {
+    discard_pages(st, inum, from, to);
     let mut freed = 0;
     let mut at = from;
     // Start with an extent that began before `from` and reaches into the range.
@@ -291,6 +314,9 @@ pub fn flush_pages(
     Ok(())
 }
 
+/// Writes one run of consecutive dirty blocks. Blocks that land on an unwritten extent are
+/// written in place and that part of the extent becomes written, in this delta
+/// (data/prealloc.rs says why that is crash safe); the others go to new blocks.
 fn write_run(
     st: &mut State,
     inum: u64,
@@ -300,6 +326,53 @@ fn write_run(
     records: &mut Vec<LogRecord>,
 ) -> Result<()> {
     let mut inode = crate::inode::get(st, inum)?;
+    let end = first + run.len() as u64;
+    let mut pages = run.into_iter();
+    let mut cow: Vec<AlignedBuf> = Vec::new();
+    let mut cow_first = first;
+    let mut at = first;
+    while at < end {
+        let (to, ext) = extent_or_hole(st, inum, at)?;
+        let to = to.min(end);
+        let n = (to - at) as usize;
+        match ext {
+            Some((start, ext)) if ext.flags.contains(ExtentFlags::UNWRITTEN) => {
+                if !cow.is_empty() {
+                    write_cow(
+                        st,
+                        inum,
+                        cow_first,
+                        std::mem::take(&mut cow),
+                        writes,
+                        records,
+                        &mut inode,
+                    )?;
+                }
+                let chunk: Vec<AlignedBuf> = pages.by_ref().take(n).collect();
+                prealloc::convert(st, inum, at, chunk, start, &ext, writes)?;
+                cow_first = to;
+            }
+            _ => cow.extend(pages.by_ref().take(n)),
+        }
+        at = to;
+    }
+    if !cow.is_empty() {
+        write_cow(st, inum, cow_first, cow, writes, records, &mut inode)?;
+    }
+    crate::inode::put(st, inum, &inode)
+}
+
+/// Writes `run` (dirty blocks from file block `first`, none on an unwritten extent) to newly
+/// allocated blocks, replacing the extents that covered them.
+fn write_cow(
+    st: &mut State,
+    inum: u64,
+    first: u64,
+    run: Vec<AlignedBuf>,
+    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
+    records: &mut Vec<LogRecord>,
+    inode: &mut crate::format::inode::Inode,
+) -> Result<()> {
     let freed = punch(st, inum, first, first + run.len() as u64)?;
     inode.blocks = inode.blocks.saturating_sub(freed);
     // Goal: right after the extent that ends where this run begins, to keep files contiguous.
@@ -343,5 +416,5 @@ fn write_run(
     if done != total {
         return Err(Error::invalid("short allocation"));
     }
-    crate::inode::put(st, inum, &inode)
+    Ok(())
 }

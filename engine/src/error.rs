@@ -73,6 +73,10 @@ pub enum Errno {
     Access,
     /// ESTALE: a file handle names an inode that was freed or reused (engine::fs::export).
     Stale,
+    /// ENODEV: fallocate on a file that is neither regular nor a directory.
+    NoDevice,
+    /// ENXIO: SEEK_DATA / SEEK_HOLE at or past the end of the file (or no data after it).
+    NoSuchAddress,
 }
 
 impl From<Errno> for Error {

@@ -48,7 +48,7 @@ use fuser::{
     Request, TimeOrNow, WriteFlags,
 };
 use tuxfs_engine::Error;
-use tuxfs_engine::fs::{Attr, Caller, Filesystem, RenameFlags, SetAttr, XattrFlags};
+use tuxfs_engine::fs::{Attr, Caller, Filesystem, RenameFlags, SeekWhence, SetAttr, XattrFlags};
 
 use crate::convert;
 use crate::errno;
@@ -884,18 +884,68 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
+    // FALLOCATE, LSEEK (SEEK_DATA / SEEK_HOLE only: the kernel answers the other whences
+    // itself) and COPY_FILE_RANGE: the engine decides (engine::fs::space, engine::fs::copy).
+    // The kernel flushes the dirty pages of the range before each of them and drops its
+    // cached pages of the range after punch, zero range and a copy, so nothing needs
+    // invalidating here (docs/SEMANTICS.md, "Space management").
     fn fallocate(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
+        offset: u64,
+        length: u64,
+        mode: i32,
         reply: ReplyEmpty,
     ) {
-        // The engine has no preallocation; say so rather than pretend.
-        reply.error(Errno::EOPNOTSUPP);
+        self.unchanged.changed(ino.0);
+        reply_empty(reply, self.fs.fallocate(ino.0, offset, length, mode as u32));
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        let whence = match whence {
+            libc::SEEK_DATA => SeekWhence::Data,
+            libc::SEEK_HOLE => SeekWhence::Hole,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match self.fs.seek(ino.0, offset, whence) {
+            Ok(at) => reply.offset(at as i64),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        ino_in: INodeNo,
+        _fh_in: FileHandle,
+        offset_in: u64,
+        ino_out: INodeNo,
+        _fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        self.unchanged.changed(ino_out.0);
+        let flags = u32::try_from(flags.bits()).unwrap_or(u32::MAX);
+        let copied = self
+            .fs
+            .copy_file_range(ino_in.0, offset_in, ino_out.0, offset_out, len, flags);
+        match copied {
+            // At most COPY_MAX_BYTES per call, so it fits the reply's u32.
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
     }
 
     /// ioctls: answered by [`crate::ioctl`] (FITRIM, labels, file flags); anything else is

@@ -32,6 +32,8 @@ pub fn to_libc(e: Errno) -> i32 {
         Errno::CrossDevice => libc::EXDEV,
         Errno::Access => libc::EACCES,
         Errno::Stale => libc::ESTALE,
+        Errno::NoDevice => libc::ENODEV,
+        Errno::NoSuchAddress => libc::ENXIO,
     }
 }
 
@@ -62,7 +64,7 @@ mod tests {
     use super::*;
 
     /// Every variant, so that a new one added to the engine shows up here as a failing count.
-    const ALL: [(Errno, i32); 20] = [
+    const ALL: [(Errno, i32); 22] = [
         (Errno::NoEntry, libc::ENOENT),
         (Errno::Exists, libc::EEXIST),
         (Errno::NotDir, libc::ENOTDIR),
@@ -83,6 +85,8 @@ mod tests {
         (Errno::TooBig, libc::E2BIG),
         (Errno::CrossDevice, libc::EXDEV),
         (Errno::Stale, libc::ESTALE),
+        (Errno::NoDevice, libc::ENODEV),
+        (Errno::NoSuchAddress, libc::ENXIO),
     ];
 
     #[test]

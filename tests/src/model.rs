@@ -7,7 +7,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use tuxfs_engine::Result;
-use tuxfs_engine::fs::{FileKind, Filesystem};
+use tuxfs_engine::fs::{
+    FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_ZERO_RANGE, FileKind, Filesystem,
+};
 
 /// What one path shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,4 +228,27 @@ fn xattrs_bytes(xattrs: &Xattrs) -> Vec<u8> {
 
 fn crc(data: &[u8]) -> u32 {
     tuxfs_engine::format::data_crc(data)
+}
+
+/// What a successful `fallocate(offset, len, mode)` does to a file's bytes: preallocation
+/// only grows the size (without KEEP_SIZE), punch and zero range zero the range within the
+/// file (zero range first grows it without KEEP_SIZE), collapse removes the range, insert
+/// inserts zeros.
+pub fn apply_fallocate(content: &mut Vec<u8>, offset: u64, len: u64, mode: u32) {
+    let (o, l) = (offset as usize, len as usize);
+    let grows = mode & (FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE) == 0
+        && mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE) == 0;
+    if grows && content.len() < o + l {
+        content.resize(o + l, 0);
+    }
+    if mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE) != 0 {
+        let end = (o + l).min(content.len());
+        if o < end {
+            content[o..end].fill(0);
+        }
+    } else if mode == FALLOC_FL_COLLAPSE_RANGE {
+        content.drain(o..o + l);
+    } else if mode == FALLOC_FL_INSERT_RANGE {
+        content.splice(o..o, std::iter::repeat_n(0, l));
+    }
 }

@@ -448,3 +448,39 @@ fn a_dirsync_directorys_entries_are_durable_when_the_call_returns() {
     assert_eq!(e.errno(), Errno::NoEntry);
     fs.unmount().expect("unmount");
 }
+
+#[test]
+fn fallocate_and_copy_file_range_respect_the_flags() {
+    const KEEP_SIZE: u32 = 0x01;
+    const PUNCH_HOLE: u32 = 0x02;
+    const ZERO_RANGE: u32 = 0x10;
+    let dev = mem_device(4096, 4096);
+    let fs = mount(&dev);
+    let frozen = file(&fs, ROOT, b"frozen", b"frozen bytes");
+    let log = file(&fs, ROOT, b"log", b"appended so far");
+    let src = file(&fs, ROOT, b"src", b"source bytes");
+    chattr(&fs, frozen, FS_IMMUTABLE_FL);
+    chattr(&fs, log, FS_APPEND_FL);
+    // Immutable: no mode at all, and no copy into it (vfs_fallocate, generic_copy_file_checks).
+    for mode in [0, KEEP_SIZE, PUNCH_HOLE | KEEP_SIZE, ZERO_RANGE] {
+        eperm("fallocate immutable", fs.fallocate(frozen, 0, 4096, mode));
+    }
+    eperm(
+        "copy into immutable",
+        fs.copy_file_range(src, 0, frozen, 0, 6, 0),
+    );
+    // Append-only: allocation changes no byte and is allowed; punch and zero are not.
+    fs.fallocate(log, 0, 8192, KEEP_SIZE)
+        .expect("preallocate an append-only file");
+    eperm(
+        "punch append-only",
+        fs.fallocate(log, 0, 4096, PUNCH_HOLE | KEEP_SIZE),
+    );
+    eperm("zero append-only", fs.fallocate(log, 0, 4096, ZERO_RANGE));
+    assert_eq!(
+        fs.read(frozen, 0, 64).expect("read"),
+        b"frozen bytes",
+        "the immutable file is unchanged"
+    );
+    assert_eq!(fs.read(log, 0, 64).expect("read"), b"appended so far");
+}

@@ -137,6 +137,24 @@ mod tests {
     }
 
     #[test]
+    fn unwritten_extents_decode_only_with_zero_checksums() {
+        let e = Extent {
+            phys: 100,
+            flags: ExtentFlags::UNWRITTEN,
+            crcs: vec![0; 4],
+        };
+        let b = e.encode(4096);
+        assert_eq!(Extent::decode(&b, 9, 4096, 2..1000).expect("decodes"), e);
+        let mut c = b.clone();
+        c[EXTENT_FIXED_SIZE + 4] = 1; // a checksum on a block never written
+        let err = Extent::decode(&c, 9, 4096, 2..1000).expect_err("corrupt");
+        assert!(err.to_string().contains("block 9"), "{err}");
+        let mut c = b;
+        c[12] = 0b10; // an unknown flag
+        assert!(Extent::decode(&c, 9, 4096, 2..1000).is_err());
+    }
+
+    #[test]
     fn limits_per_block_size() {
         assert_eq!(max_extent_blocks(4096), 256);
         assert!(max_extent_blocks(512) < 256);

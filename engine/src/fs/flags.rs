@@ -196,6 +196,14 @@ pub(super) fn check_write(
     refuse_if(old.as_slice() != &bytes[..overlap as usize])
 }
 
+/// fallocate of `mode` on `i`, as vfs_fallocate rules: nothing on an immutable file; on an
+/// append-only file only allocation (with or without KEEP_SIZE), which changes no byte.
+pub(super) fn check_fallocate(i: &Inode, mode: u32) -> Result<()> {
+    const FALLOC_FL_KEEP_SIZE: u32 = 0x01;
+    refuse_if(i.flags.contains(InodeFlags::IMMUTABLE))?;
+    refuse_if(i.flags.contains(InodeFlags::APPEND) && mode & !FALLOC_FL_KEEP_SIZE != 0)
+}
+
 /// A new inode `node` created in directory `p` takes its inherited flags and, under a
 /// project-inherit directory, the directory's project id.
 pub(super) fn inherit(p: &Inode, node: &mut Inode) {

@@ -13,10 +13,17 @@ pub mod acl;
 mod export;
 pub(crate) use export::generation_seed;
 pub mod flags;
+mod copy;
 mod posix;
 mod readahead;
 pub use posix::now;
 mod runtime;
+mod space;
+pub use copy::COPY_MAX_BYTES;
+pub use space::{
+    FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_ZERO_RANGE, SeekWhence,
+};
 mod trim;
 pub(crate) use trim::discard_released;
 mod types;
@@ -519,6 +526,27 @@ impl Filesystem {
         let written = self.change(|st| posix::write(st, ino, offset, data, append))?;
         self.sync_if_flagged(ino)?;
         Ok(written)
+    }
+    /// fallocate(2) on `ino`: `mode` is the Linux FALLOC_FL_* bits (engine::fs::space).
+    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: u32) -> Result<()> {
+        self.change(|st| space::fallocate(st, ino, offset, len, mode))
+    }
+    /// lseek(2) SEEK_DATA / SEEK_HOLE on `ino` from `offset`.
+    pub fn seek(&self, ino: u64, offset: i64, whence: SeekWhence) -> Result<u64> {
+        self.with(|st| space::seek(st, ino, offset, whence))
+    }
+    /// copy_file_range(2): copies up to `len` bytes (at most [`COPY_MAX_BYTES`] per call)
+    /// in the engine; returns the bytes copied.
+    pub fn copy_file_range(
+        &self,
+        ino_in: u64,
+        off_in: u64,
+        ino_out: u64,
+        off_out: u64,
+        len: u64,
+        flags: u32,
+    ) -> Result<u64> {
+        self.change(|st| copy::copy_file_range(st, ino_in, off_in, ino_out, off_out, len, flags))
     }
     /// Returns when every change made before the call is durable.
     pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {

@@ -18,7 +18,7 @@ const LINK_MAX: u32 = 65000;
 /// Longest symlink target (PATH_MAX - 1).
 const SYMLINK_MAX: usize = 4095;
 /// Largest file size: file blocks must stay far from u64 overflow.
-const FILE_SIZE_MAX: u64 = 1 << 50;
+pub(super) const FILE_SIZE_MAX: u64 = 1 << 50;
 
 /// The current time, for timestamps.
 pub fn now() -> Timestamp {
@@ -650,6 +650,11 @@ pub(super) fn write(
     // Decide ENOSPC now, so that an accepted write is never lost at commit: the new
     // blocks, plus one block of tree and log metadata per 16 of them.
     let new = data::new_dirty_blocks(st, ino, offset, bytes.len() as u64);
+    // Blocks preallocated by fallocate (unwritten) are written in place: no new block, and
+    // the extent split comes out of the metadata reserve, as ext4 promises.
+    let bs = u64::from(st.bs());
+    let prealloc = data::clean_unwritten_blocks(st, ino, offset / bs, (end - 1) / bs + 1)?;
+    let new = new.saturating_sub(prealloc);
     let need = new + new.div_ceil(16);
     st.alloc.reserve(need)?;
     st.delta_reserved += need;

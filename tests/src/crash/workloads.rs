@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use tuxfs_engine::Errno;
 use tuxfs_engine::dev::record::RecordingDevice;
-use tuxfs_engine::fs::{Caller, Filesystem, RenameFlags, SetAttr, XattrFlags};
+use tuxfs_engine::fs::{
+    Caller, FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE, Filesystem, RenameFlags, SetAttr, XattrFlags,
+};
 
 use super::{Boundary, Workload};
 use crate::model::{Model, Node};
@@ -46,6 +49,9 @@ pub(super) struct Driver {
 }
 
 type Step = Result<(), String>;
+
+/// The punch mode (PUNCH_HOLE needs KEEP_SIZE), as one pattern.
+const FALLOC_FL_PUNCH_HOLE_KEEP: u32 = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
 
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
@@ -206,6 +212,60 @@ impl Driver {
         if let Some(content) = self.model.files.get_mut(&id) {
             content.resize(size as usize, 0);
         }
+        Ok(())
+    }
+
+    /// fallocate on `path` in a mode picked at random (preallocate with or without
+    /// KEEP_SIZE, punch, zero range with or without KEEP_SIZE, collapse, insert), within the
+    /// space budget; the model changes as the mode says. A refused call (ENOSPC, or the
+    /// EINVAL of a collapse or insert that reaches the end) must change nothing.
+    pub fn fallocate(&mut self, path: &str, bs: u32) -> Step {
+        let Some(id) = self.file_id(path) else {
+            return Ok(());
+        };
+        let bs = u64::from(bs);
+        let len = self.model.files[&id].len() as u64;
+        let keep = FALLOC_FL_KEEP_SIZE;
+        let modes = [
+            0,
+            keep,
+            FALLOC_FL_PUNCH_HOLE | keep,
+            FALLOC_FL_ZERO_RANGE,
+            FALLOC_FL_ZERO_RANGE | keep,
+            FALLOC_FL_COLLAPSE_RANGE,
+            FALLOC_FL_INSERT_RANGE,
+        ];
+        let mode = *self.rng.pick(&modes);
+        let aligned = mode == FALLOC_FL_COLLAPSE_RANGE || mode == FALLOC_FL_INSERT_RANGE;
+        let (offset, n) = if aligned {
+            (self.rng.below(len / bs + 1) * bs, self.rng.range(1, 4) * bs)
+        } else {
+            (self.rng.below(len + 2 * bs), self.rng.range(1, 6 * bs))
+        };
+        // Preallocated blocks count against the budget even past the end (KEEP_SIZE).
+        let grow = match mode {
+            FALLOC_FL_PUNCH_HOLE_KEEP | FALLOC_FL_COLLAPSE_RANGE => 0,
+            FALLOC_FL_INSERT_RANGE => n,
+            _ => (offset + n).saturating_sub(len) + n,
+        };
+        if self.used_bytes() + grow > self.budget_bytes {
+            return Ok(());
+        }
+        let ino = self.ino(path)?;
+        match self.fs.fallocate(ino, offset, n, mode) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Errno::NoSpace => return Ok(()),
+            Err(e)
+                if e.errno() == Errno::Invalid
+                    && ((mode == FALLOC_FL_COLLAPSE_RANGE && offset + n >= len)
+                        || (mode == FALLOC_FL_INSERT_RANGE && offset >= len)) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(format!("fallocate {path} {offset}+{n} mode {mode:#x}: {e}")),
+        }
+        let content = self.model.files.get_mut(&id).ok_or("model file missing")?;
+        crate::model::apply_fallocate(content, offset, n, mode);
         Ok(())
     }
 
@@ -440,7 +500,7 @@ impl Driver {
         let name = NAMES[self.rng.below_usize(NAMES.len())];
         let path = join(&dir, name);
         let file = self.pick_file();
-        let weights = [12, 20, 5, 5, 5, 3, 3, 5, 4, 4, 3, 3, 3, 6, 6, 3];
+        let weights = [12, 20, 5, 5, 5, 3, 3, 5, 4, 4, 3, 3, 3, 6, 6, 3, 4];
         match self.rng.weighted(&weights) {
             0 => self.create(&dir, split(&path).1),
             1 => match file {
@@ -485,6 +545,10 @@ impl Driver {
             12 => self.release_one(),
             13 => self.fsync_some(),
             14 => self.sync(),
+            16 => match file {
+                Some(f) => self.fallocate(&f, bs),
+                None => Ok(()),
+            },
             _ => {
                 // A burst of small changes in one delta.
                 for _ in 0..self.rng.range(2, 8) {
@@ -559,7 +623,7 @@ impl Driver {
             return Ok(());
         };
         let len = self.model.files[&id].len() as u64;
-        match self.rng.weighted(&[8, 3, 2, 4, 2]) {
+        match self.rng.weighted(&[8, 3, 2, 4, 2, 4]) {
             0 => {
                 let offset = self.rng.below(len + u64::from(bs) * 8);
                 let n = self.rng.range(u64::from(bs), self.budget_bytes / 6) as usize;
@@ -574,7 +638,8 @@ impl Driver {
                 self.truncate(name, size)
             }
             3 => self.fsync_some(),
-            _ => self.sync(),
+            4 => self.sync(),
+            _ => self.fallocate(name, bs),
         }
     }
 }
