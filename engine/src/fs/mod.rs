@@ -10,6 +10,8 @@
 //! writeback, is the next step (docs/ARCHITECTURE.md).
 
 pub mod acl;
+mod direct;
+pub use direct::{DIRECT_IO_ALIGN_BYTES, killed_mode};
 mod posix;
 mod readahead;
 pub use posix::now;
