@@ -26,9 +26,11 @@
 //! parents' attributes (nlink, mtime) are invalidated after every directory change, ctime
 //! after setxattr, atime after reads. An unlinked open file destroyed at its last release
 //! (an orphan) is no longer reachable by name, and its inode number, if reused, comes back
-//! with a new generation. Symlink targets never change. So the adapter sends no
-//! invalidation notices; should the engine ever change something on its own (a background
-//! scrubber, an online resize), it must use `fuser::Notifier::inval_inode`/`inval_entry`.
+//! with a new generation. Symlink targets never change. So the adapter sends one
+//! invalidation notice only: the attributes of a file whose set-id bits a write cleared
+//! (the write's reply carries no attributes). Should the engine ever change something on
+//! its own (a background scrubber, an online resize), it must do the same
+//! (`fuser::Notifier::inval_inode`/`inval_entry`).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
