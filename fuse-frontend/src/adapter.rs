@@ -29,9 +29,11 @@
 //! parents' attributes (nlink, mtime) are invalidated after every directory change, ctime
 //! after setxattr, atime after reads. An unlinked open file destroyed at its last release
 //! (an orphan) is no longer reachable by name, and its inode number, if reused, comes back
-//! with a new generation. Symlink targets never change. So the adapter sends no
-//! invalidation notices; should the engine ever change something on its own (a background
-//! scrubber, an online resize), it must use `fuser::Notifier::inval_inode`/`inval_entry`.
+//! with a new generation. Symlink targets never change. So the adapter sends one
+//! invalidation notice only: the attributes of a file whose set-id bits a write cleared
+//! (the write's reply carries no attributes). Should the engine ever change something on
+//! its own (a background scrubber, an online resize), it must do the same
+//! (`fuser::Notifier::inval_inode`/`inval_entry`).
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -183,6 +185,8 @@ pub struct Adapter {
     on_destroy: Option<crate::daemon::OnDestroy>,
     /// Whether to ask for FUSE_ALLOW_IDMAP (see [`Adapter::with_idmap`]).
     idmap: bool,
+    /// The session's notifier, once the session exists ([`Adapter::with_notifier`]).
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 impl Adapter {
@@ -196,6 +200,7 @@ impl Adapter {
             handles: HandleTable::new(),
             on_destroy: None,
             idmap: false,
+            notifier: Arc::default(),
         }
     }
 
@@ -221,6 +226,12 @@ impl Adapter {
         } else {
             FopenFlags::empty()
         }
+    }
+
+    /// Where the session's notifier will be, set by whoever creates the session.
+    pub fn with_notifier(mut self, slot: Arc<std::sync::OnceLock<fuser::Notifier>>) -> Self {
+        self.notifier = slot;
+        self
     }
 
     /// Has `hook` run when the session is destroyed: at unmount of a `fuseblk` mount before
@@ -257,6 +268,15 @@ impl Adapter {
         }))
     }
 
+    /// `attr` after a setattr, or, when the request asked for it, after the setuid/setgid
+    /// kill that follows it (done after, so a setattr that fails kills nothing).
+    fn killed(&self, ino: u64, kill: bool, attr: Attr) -> Result<Attr, Error> {
+        if !kill {
+            return Ok(attr);
+        }
+        Ok(self.fs.kill_suidgid(ino)?.unwrap_or(attr))
+    }
+
     /// Forgets a handle and releases the engine's open of its inode.
     fn release_handle(&self, ino: INodeNo, fh: FileHandle, reply: ReplyEmpty) {
         let released = self.handles.remove(fh.0);
@@ -268,6 +288,17 @@ impl Adapter {
         debug_assert_eq!(file.ino, ino.0);
         reply_empty(reply, self.fs.release(file.ino));
     }
+}
+
+std::thread_local! {
+    /// The inode whose SETATTR, about to be dispatched on this thread, carries
+    /// FATTR_KILL_SUIDGID (set by `setattr_kill_suidgid`, taken by `setattr`).
+    static KILL_SUIDGID: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Whether the setattr of `ino` being handled on this thread must kill setuid/setgid.
+fn take_kill_suidgid(ino: u64) -> bool {
+    KILL_SUIDGID.take() == Some(ino)
 }
 
 /// `name` as bytes, or ENAMETOOLONG when it is longer than NAME_MAX.
@@ -373,6 +404,14 @@ impl fuser::Filesystem for Adapter {
         // ACL, default ACL inheritance (engine::fs::acl). It then skips the umask for
         // create/mkdir/mknod; DONT_MASK keeps the FUSE layer from applying it anyway, so
         // the engine gets the unmasked mode and the umask and applies whichever rule holds.
+        //
+        // HANDLE_KILLPRIV_V2: the kernel then marks the superblock NOSEC, so a write no
+        // longer asks for `security.capability` first (without it every write cost a
+        // GETXATTR round trip, and an io_uring O_DIRECT write many: it retried, each time
+        // asking again, while the inode's time update kept it from completing without
+        // blocking). In exchange the daemon clears S_ISUID/S_ISGID: writes carry
+        // FUSE_WRITE_KILL_SUIDGID, truncates and chowns FATTR_KILL_SUIDGID
+        // ([`Filesystem::kill_suidgid`]).
         // SETXATTR_EXT: setxattr requests carry FUSE_SETXATTR_ACL_KILL_SGID, set when a
         // caller outside the file's group without CAP_FSETID sets an access ACL; the engine
         // then clears S_ISGID as ext4 does (the vendored fuser parses that header).
@@ -382,7 +421,8 @@ impl fuser::Filesystem for Adapter {
             | InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_DONT_MASK
             | InitFlags::FUSE_SETXATTR_EXT
-            | EXPORT_FLAGS;
+            | EXPORT_FLAGS
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if self.caching.writeback_cache {
             wanted |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -463,7 +503,16 @@ impl fuser::Filesystem for Adapter {
             mtime: mtime.map(convert::time_set),
             ctime: ctime.map(convert::timestamp),
         };
-        self.reply_attr(reply, self.fs.setattr(ino.0, &set));
+        let kill = take_kill_suidgid(ino.0);
+        let result = self.fs.setattr(ino.0, &set);
+        self.reply_attr(
+            reply,
+            result.and_then(|attr| self.killed(ino.0, kill, attr)),
+        );
+    }
+
+    fn setattr_kill_suidgid(&self, _req: &Request, ino: INodeNo) {
+        KILL_SUIDGID.set(Some(ino.0));
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
@@ -609,11 +658,17 @@ impl fuser::Filesystem for Adapter {
         _fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, offset, size) {
+        // The request carries the file's flags: O_DIRECT reads follow ext4's alignment rule.
+        let result = if flags.0 & libc::O_DIRECT != 0 {
+            self.fs.read_direct(ino.0, offset, size)
+        } else {
+            self.fs.read(ino.0, offset, size)
+        };
+        match result {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno::to_fuser(&e)),
         }
@@ -644,7 +699,29 @@ impl fuser::Filesystem for Adapter {
             && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE)
             && (file.append || flags.0 & libc::O_APPEND != 0);
         self.unchanged.changed(ino.0);
-        match self.fs.write(ino.0, offset, data, append) {
+        // FUSE_WRITE_KILL_SUIDGID (HANDLE_KILLPRIV_V2): the writer lacks CAP_FSETID.
+        // The write's reply carries no attributes: a mode changed here is invalidated in
+        // the kernel (attributes only, offset -1: no page is touched, no lock is taken).
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            match self.fs.kill_suidgid(ino.0) {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    if let Some(n) = self.notifier.get() {
+                        let _ = n.inval_inode(ino, -1, 0);
+                    }
+                }
+                Err(e) => return reply.error(errno::to_fuser(&e)),
+            }
+        }
+        // An O_DIRECT write (page-cache writeback never is one) follows ext4's alignment rule.
+        let direct =
+            flags.0 & libc::O_DIRECT != 0 && !write_flags.contains(WriteFlags::FUSE_WRITE_CACHE);
+        let result = if direct {
+            self.fs.write_direct(ino.0, offset, data, append)
+        } else {
+            self.fs.write(ino.0, offset, data, append)
+        };
+        match result {
             Ok(written) => reply.written(written),
             Err(e) => reply.error(errno::to_fuser(&e)),
         }

@@ -418,11 +418,15 @@ fn mount_session(
 ) -> std::io::Result<fuser::Session<Adapter>> {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
+    // The adapter invalidates attributes it changes behind the kernel (a setuid kill on
+    // write) through the session's notifier, known once the session exists.
+    let notifier = Arc::new(std::sync::OnceLock::new());
     let adapter = || {
         let closing = Arc::clone(closing);
         Adapter::new(Arc::clone(fs), settings.timeouts)
             .with_caching(settings.caching)
             .with_idmap(settings.access_for(root) == fuser::SessionACL::All)
+            .with_notifier(Arc::clone(&notifier))
             .with_destroy(OnDestroy::new(move || {
                 let _ = closing.close();
             }))
@@ -441,6 +445,7 @@ fn mount_session(
             let config = settings.fuser_config(&source, Some(token.path()));
             match fuser::Session::new(adapter(), mountpoint, &config) {
                 Ok(session) => {
+                    let _ = notifier.set(session.notifier());
                     log(
                         Level::Info,
                         &format!(
@@ -476,6 +481,7 @@ fn mount_session(
     }
     let config = settings.fuser_config(&source, None);
     let session = fuser::Session::new(adapter(), mountpoint, &config)?;
+    let _ = notifier.set(session.notifier());
     log(
         Level::Info,
         &format!(

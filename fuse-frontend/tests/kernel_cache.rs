@@ -19,22 +19,6 @@ use std::time::{Duration, SystemTime};
 
 use common::Mount;
 
-/// Read system calls the daemon has made: one per FUSE request it received.
-fn daemon_reads(m: &Mount) -> u64 {
-    let io = std::fs::read_to_string(format!("/proc/{}/io", m.pid())).expect("/proc/PID/io");
-    io.lines()
-        .find_map(|l| l.strip_prefix("syscr:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("syscr in /proc/PID/io")
-}
-
-/// Requests the daemon received while `f` ran.
-fn requests_during(m: &Mount, f: impl FnOnce()) -> u64 {
-    let before = daemon_reads(m);
-    f();
-    daemon_reads(m) - before
-}
-
 #[test]
 fn workers_default_to_one_per_cpu() {
     let Some(m) = Mount::new("workers", 64 << 20) else {
@@ -55,7 +39,7 @@ fn workers_default_to_one_per_cpu() {
 /// Writes 1000 × 16 bytes with separate write(2) calls, then fsyncs; returns the requests.
 fn small_writes(m: &Mount) -> u64 {
     let mut f = File::create(m.path("small")).expect("create");
-    let n = requests_during(m, || {
+    let n = m.requests_during(|| {
         for i in 0..1000u32 {
             f.write_all(format!("{i:015}\n").as_bytes()).expect("write");
         }
@@ -185,19 +169,25 @@ fn an_o_direct_append_lands_after_writes_still_cached() {
     };
     let path = m.path("f");
     let mut cached = File::create(&path).expect("create");
-    cached.write_all(&[b'a'; 10_000]).expect("cached write");
+    cached.write_all(&[b'a'; 10_240]).expect("cached write");
     let mut direct = OpenOptions::new()
         .append(true)
         .custom_flags(libc::O_DIRECT)
         .open(&path)
         .expect("open O_APPEND|O_DIRECT");
-    direct.write_all(b"tail").expect("direct append");
+    // O_DIRECT offsets and lengths are multiples of 512 (EINVAL otherwise, as on ext4):
+    // the cached size and the tail are; the tail is copied from a 4096-aligned buffer.
+    let mut buf = vec![0u8; 2 * 4096];
+    let at = buf.as_ptr().align_offset(4096);
+    let tail = &mut buf[at..at + 512];
+    tail.fill(b't');
+    direct.write_all(tail).expect("direct append");
     cached.write_all(b"!").expect("cached write after");
     drop((cached, direct));
-    let mut want = vec![b'a'; 10_000];
-    want.extend_from_slice(b"tail");
-    // The first handle's offset was 10000; it wrote over the first byte of "tail".
-    want[10_000] = b'!';
+    let mut want = vec![b'a'; 10_240];
+    want.extend_from_slice(&[b't'; 512]);
+    // The first handle's offset was 10240; it wrote over the first byte of the tail.
+    want[10_240] = b'!';
     assert_eq!(std::fs::read(&path).expect("read"), want);
     m.remount();
     assert_eq!(std::fs::read(&path).expect("read after remount"), want);
@@ -385,7 +375,7 @@ fn readlinks(m: &Mount) -> u64 {
         std::fs::read_link(&link).expect("readlink").as_os_str(),
         "some/target/far/away"
     );
-    requests_during(m, || {
+    m.requests_during(|| {
         for _ in 0..100 {
             assert_eq!(
                 std::fs::read_link(&link).expect("readlink").as_os_str(),

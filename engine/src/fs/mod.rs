@@ -14,6 +14,8 @@ mod export;
 pub(crate) use export::generation_seed;
 pub mod flags;
 mod copy;
+mod direct;
+pub use direct::{DIRECT_IO_ALIGN_BYTES, killed_mode};
 mod posix;
 mod readahead;
 pub use posix::now;

@@ -182,6 +182,22 @@ impl Mount {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Read system calls the daemon has made: one per FUSE request it received.
+    pub fn daemon_reads(&self) -> u64 {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid())).expect("/proc/PID/io");
+        io.lines()
+            .find_map(|l| l.strip_prefix("syscr:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("syscr in /proc/PID/io")
+    }
+
+    /// Requests the daemon received while `f` ran.
+    pub fn requests_during(&self, f: impl FnOnce()) -> u64 {
+        let before = self.daemon_reads();
+        f();
+        self.daemon_reads() - before
+    }
+
     /// The daemon's stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

@@ -798,6 +798,15 @@ pub trait Filesystem: Send + Sync + 'static {
         reply.error(Errno::ENOSYS);
     }
 
+    /// Called right before `setattr`, on the same thread, when the SETATTR request carries
+    /// FATTR_KILL_SUIDGID: with `InitFlags::FUSE_HANDLE_KILLPRIV_V2` the kernel asks the
+    /// filesystem to clear S_ISUID (and S_ISGID when the group may execute) along with an
+    /// unprivileged truncate or any change of owner. The default does nothing. (tuxfs
+    /// change.)
+    fn setattr_kill_suidgid(&self, req: &Request, ino: INodeNo) {
+        let _ = (req, ino);
+    }
+
     /// Set an extended attribute, with the `setxattr_flags` of the extended request
     /// (`consts::FUSE_SETXATTR_ACL_KILL_SGID`), which the kernel sends only when the
     /// filesystem asked for `InitFlags::FUSE_SETXATTR_EXT` at init (0 otherwise). Every

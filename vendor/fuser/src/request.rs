@@ -139,6 +139,10 @@ impl<'a> RequestWithSender<'a> {
                 );
             }
             ll::Operation::SetAttr(x) => {
+                // tuxfs change: announce FATTR_KILL_SUIDGID to the setattr that follows.
+                if x.kill_suidgid() {
+                    filesystem.setattr_kill_suidgid(self.request_header(), self.request.nodeid());
+                }
                 filesystem.setattr(
                     self.request_header(),
                     self.request.nodeid(),
