@@ -22,6 +22,7 @@
 
 mod bitset;
 mod cross;
+mod history;
 mod repair;
 mod report;
 mod salvage;
@@ -153,6 +154,7 @@ pub fn check(dev: &dyn BlockDevice, opts: &Options) -> Result<Report, Operationa
     let start = Instant::now();
     let chosen = superblock::select(dev, opts.mode)?;
     let mut checker = walk::Checker::new(dev, chosen.superblock.clone(), *opts);
+    checker.slot_damaged = !chosen.findings.is_empty();
     checker.findings.extend(chosen.findings);
     checker.stats.blocks_read += chosen.blocks_read;
     checker.run()?;

@@ -118,6 +118,9 @@ pub(crate) struct EntryInfo {
 pub(crate) struct Checker<'a> {
     dev: &'a dyn BlockDevice,
     pub sb: Superblock,
+    /// A superblock slot did not verify: the one in use may be older than the history on
+    /// the device ([`crate::history`]).
+    pub slot_damaged: bool,
     pub opts: Options,
     pub findings: Vec<Finding>,
     pub notes: Vec<String>,
@@ -171,6 +174,7 @@ impl<'a> Checker<'a> {
             stats: Stats::default(),
             referenced,
             kept,
+            slot_damaged: false,
             last_extent: None,
             inodes: BTreeMap::new(),
             entries: Vec::new(),
@@ -205,6 +209,42 @@ impl<'a> Checker<'a> {
             fixed: false,
             fix,
         });
+    }
+
+    /// With a damaged superblock slot: a log block on the device whose delta number the
+    /// next deltas would reuse is a finding, and the repair numbers past it
+    /// ([`crate::history`]).
+    fn newer_history(
+        &mut self,
+        reader: &BlockReader<'_>,
+        replay: &LogReplay,
+    ) -> Result<(), OperationalError> {
+        let stale = stale_delta_max_ahead(reader, self.sb.fs_id(), replay)
+            .map_err(|e| OperationalError(format!("cannot read the log: {e}")))?
+            .unwrap_or(0);
+        let floor = replay.next_delta.max(stale.saturating_add(1));
+        let found = crate::history::newest_log_block(
+            reader,
+            self.sb.fs_id(),
+            self.sb.first_block,
+            floor,
+            &mut self.stats.blocks_read,
+        );
+        if let Some((delta, block)) = found {
+            self.finding_as(
+                Fix::Safe,
+                Some(block),
+                format!(
+                    "log block of delta {delta} from a newer history than the superblock in \
+                     use (a damaged slot may have been newer): the next deltas would reuse \
+                     numbers from {floor}, so the repair numbers them past {delta}"
+                ),
+            );
+            if let Some(k) = &mut self.kept {
+                k.max_delta = k.max_delta.max(delta);
+            }
+        }
+        Ok(())
     }
 
     /// Notes that `block` proved to be metadata, written by `delta`.
@@ -267,6 +307,9 @@ impl<'a> Checker<'a> {
             );
         }
         self.claim_log(&replay);
+        if self.slot_damaged {
+            self.newer_history(&reader, &replay)?;
+        }
         if let Some(k) = &mut self.kept {
             // Stale log blocks after the end of the log (and at the block allocated two
             // ahead) carry numbers a repair must not reuse either.

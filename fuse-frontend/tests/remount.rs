@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Mount, TUXFS_MOUNT, fsck_clean, mount_remount};
+use common::{Mount, TUXFS_MOUNT, fsck_clean};
 use tuxfs_engine::dev::{BlockDevice, OpenOptions, open_file};
 use tuxfs_engine::fs::{Filesystem, MountOptions};
 

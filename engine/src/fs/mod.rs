@@ -12,9 +12,9 @@
 pub mod acl;
 mod export;
 pub(crate) use export::generation_seed;
-pub mod flags;
 mod copy;
 mod direct;
+pub mod flags;
 pub use direct::{DIRECT_IO_ALIGN_BYTES, killed_mode};
 mod posix;
 mod readahead;
