@@ -127,3 +127,27 @@ fn tuxfs_answers_every_call_as_ext4_does() {
     m.finish();
     ext4.unmount();
 }
+
+/// Regression (found by the suite): utimensat with a time before 1970 and a non-zero
+/// nanosecond part came back one second and `1e9 - nsec` off, because the vendored fuser
+/// turned the kernel's timespec into a `SystemTime` by subtracting the nanoseconds
+/// (vendor/fuser/TUXFS_CHANGES.md, 8).
+#[test]
+fn times_before_1970_keep_their_nanoseconds() {
+    let Some(m) = Mount::new("diff-1969", 64 << 20) else {
+        return;
+    };
+    let f = m.path("f");
+    std::fs::write(&f, b"x").expect("write");
+    for (sec, nsec) in [(-1_000_000_000, 5), (-1, 999_999_999), (-86_400, 1), (-7, 0)] {
+        tuxfs_tests::differential::sys::utimensat(&f, [(sec, nsec), (sec + 1, nsec)], false)
+            .expect("utimensat");
+        let st = tuxfs_tests::differential::sys::stat(&f, false).expect("stat");
+        assert_eq!(
+            (st.st_atime, st.st_atime_nsec, st.st_mtime, st.st_mtime_nsec),
+            (sec, nsec, sec + 1, nsec),
+            "utimensat({sec}.{nsec:09})"
+        );
+    }
+    m.finish();
+}

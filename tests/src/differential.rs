@@ -51,8 +51,10 @@ pub const CHECK_EVERY: usize = 25;
 pub const TIMED_ONE_IN: u64 = 12;
 /// Longer than the kernel's coarse clock tick (4 ms at HZ=250, 10 ms at HZ=100).
 const TICK: Duration = Duration::from_millis(12);
-/// Operations shown with a failure.
+/// Operations shown with a failure (`TUXFS_DIFF_HISTORY` shows more).
 const HISTORY: usize = 24;
+/// Sets how many of the last operations a failure shows.
+pub const HISTORY_ENV: &str = "TUXFS_DIFF_HISTORY";
 
 /// A behaviour being built by another change right now: its operations and checks are off
 /// until it is merged, so the suite never reports what is known not to exist yet.
@@ -541,6 +543,7 @@ pub struct Differential {
     pub sides: [Side; 2],
     clock: RunClock,
     history: VecDeque<(usize, Op)>,
+    history_max: usize,
     pub summary: Summary,
 }
 
@@ -565,6 +568,10 @@ impl Differential {
             },
             sides: [Side::new(reference), Side::new(subject)],
             history: VecDeque::new(),
+            history_max: std::env::var(HISTORY_ENV)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(HISTORY),
             summary: Summary::default(),
             cfg,
         }
@@ -628,7 +635,7 @@ impl Differential {
         let op = self.generator.next_op();
         let op = self.adjust(op);
         self.history.push_back((index, op.clone()));
-        if self.history.len() > HISTORY {
+        if self.history.len() > self.history_max {
             self.history.pop_front();
         }
         self.summary.ops += 1;
