@@ -472,13 +472,9 @@ impl Side {
         }
     }
 
-    /// mtime and ctime of `rel` (lstat), or of the file in `slot`.
-    fn times(&self, rel: Option<&str>, slot: Option<usize>) -> Option<[(i64, i64); 2]> {
-        let st = match (rel, slot) {
-            (Some(r), _) => sys::stat(&self.p(r), false).ok()?,
-            (None, Some(s)) => sys::fstat(self.fds[s].as_ref()?.as_raw_fd()).ok()?,
-            (None, None) => return None,
-        };
+    /// mtime and ctime of `rel` (lstat).
+    fn times(&self, rel: &str) -> Option<[(i64, i64); 2]> {
+        let st = sys::stat(&self.p(rel), false).ok()?;
         Some([
             (st.st_mtime, st.st_mtime_nsec),
             (st.st_ctime, st.st_ctime_nsec),
@@ -646,10 +642,16 @@ impl Differential {
         let timed = self.timing.chance(1, TIMED_ONE_IN);
         let watched = Self::watched(&op);
         let mut before = Vec::new();
+        let mut held: Vec<Option<OwnedFd>> = Vec::new();
         if timed {
             std::thread::sleep(TICK);
             for side in &self.sides {
-                before.push(self.times_of(side, &watched, &op));
+                let h = op
+                    .slot()
+                    .and_then(|slot| side.fds[slot].as_ref())
+                    .and_then(|f| f.try_clone().ok());
+                before.push(Self::times_of(side, &watched, h.as_ref()));
+                held.push(h);
             }
         }
         let clock = self.clock;
@@ -676,7 +678,8 @@ impl Differential {
             let after: Vec<_> = self
                 .sides
                 .iter()
-                .map(|s| self.times_of(s, &watched, &op))
+                .zip(&held)
+                .map(|(s, h)| Self::times_of(s, &watched, h.as_ref()))
                 .collect();
             let changes: Vec<Vec<String>> = (0..2)
                 .map(|i| changed(&before[i], &after[i]))
@@ -702,18 +705,26 @@ impl Differential {
         Ok(())
     }
 
+    /// mtime and ctime of the watched paths and of `held`, the file that was in the
+    /// operation's slot before it ran (a duplicate descriptor, so the file is still
+    /// watched after Close or an Open that replaced it).
     fn times_of(
-        &self,
         side: &Side,
         watched: &[String],
-        op: &Op,
+        held: Option<&OwnedFd>,
     ) -> Vec<(String, Option<[(i64, i64); 2]>)> {
         let mut v: Vec<_> = watched
             .iter()
-            .map(|w| (format!("path {w:?}"), side.times(Some(w), None)))
+            .map(|w| (format!("path {w:?}"), side.times(w)))
             .collect();
-        if let Some(slot) = op.slot() {
-            v.push((format!("slot {slot}"), side.times(None, Some(slot))));
+        if let Some(f) = held {
+            let t = sys::fstat(f.as_raw_fd()).ok().map(|st| {
+                [
+                    (st.st_mtime, st.st_mtime_nsec),
+                    (st.st_ctime, st.st_ctime_nsec),
+                ]
+            });
+            v.push(("the file in the slot".to_string(), t));
         }
         v
     }
