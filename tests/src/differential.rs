@@ -545,6 +545,8 @@ pub struct Differential {
 
 const ADJ_SETGID: &str =
     "S_ISGID dropped from chmod of a directory (pending setgid_dirs; SEMANTICS.md, Deviations)";
+const SKIP_SAME_SIZE: &str = "truncate(2) to the current size not run (with the writeback cache the \
+     kernel keeps mtime and ctime; SEMANTICS.md, Timestamps)";
 const SKIP_DIR_SEEK: &str =
     "lseek on a directory not run (a directory offset is each filesystem's own cookie)";
 
@@ -609,6 +611,13 @@ impl Differential {
             && sys::fstat(f.as_raw_fd()).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
         {
             return Some(SKIP_DIR_SEEK);
+        }
+        if let Op::Truncate { path, len } = op
+            && sys::stat(&self.sides[0].p(path), true).is_ok_and(|st| {
+                st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == *len
+            })
+        {
+            return Some(SKIP_SAME_SIZE);
         }
         None
     }
