@@ -119,9 +119,9 @@ cp -a src cpa
 rsync -aHAX src/ rsync/
 tar --xattrs --xattrs-include='*' --acls -cpf ../tree.tar src
 mkdir untar && tar --xattrs --xattrs-include='*' --acls -xpf ../tree.tar -C untar
-diff -r --no-dereference src cpa
-diff -r --no-dereference src rsync
-diff -r --no-dereference src untar/src
+diff -r --no-dereference -x fifo src cpa
+diff -r --no-dereference -x fifo src rsync
+diff -r --no-dereference -x fifo src untar/src
 "#,
     );
     for copy in ["cpa", "rsync", "untar/src"] {

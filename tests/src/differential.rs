@@ -547,6 +547,10 @@ const ADJ_SETGID: &str =
     "S_ISGID dropped from chmod of a directory (pending setgid_dirs; SEMANTICS.md, Deviations)";
 const SKIP_SAME_SIZE: &str = "truncate(2) to the current size not run (with the writeback cache the \
      kernel keeps mtime and ctime; SEMANTICS.md, Timestamps)";
+const SKIP_FIFO_WRITE: &str = "write(2) to a FIFO not run (the kernel moves a FIFO's mtime and ctime \
+     in its own cache only; SEMANTICS.md, Timestamps)";
+const SKIP_UNLINKED_SPECIAL: &str = "fstat of an unlinked FIFO or socket not run (the engine counts \
+     opens the kernel never sends for special files; SEMANTICS.md, Unlinked open files)";
 const SKIP_DIR_SEEK: &str =
     "lseek on a directory not run (a directory offset is each filesystem's own cookie)";
 
@@ -612,6 +616,19 @@ impl Differential {
         {
             return Some(SKIP_DIR_SEEK);
         }
+        let slot_mode = op
+            .slot()
+            .and_then(|slot| self.sides[0].fds[slot].as_ref())
+            .and_then(|f| sys::fstat(f.as_raw_fd()).ok())
+            .map(|st| (st.st_mode & libc::S_IFMT, st.st_nlink));
+        if let (Op::Write { .. }, Some((libc::S_IFIFO, _))) = (op, slot_mode) {
+            return Some(SKIP_FIFO_WRITE);
+        }
+        if let (Op::Fstat { .. }, Some((kind, 0))) = (op, slot_mode)
+            && special(kind)
+        {
+            return Some(SKIP_UNLINKED_SPECIAL);
+        }
         if let Op::Truncate { path, len } = op
             && sys::stat(&self.sides[0].p(path), true).is_ok_and(|st| {
                 st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_size == *len
@@ -654,9 +671,16 @@ impl Differential {
         let mut held: Vec<Option<OwnedFd>> = Vec::new();
         if timed {
             std::thread::sleep(TICK);
+            // An unlinked FIFO or socket is not watched (SKIP_UNLINKED_SPECIAL).
+            let watch_slot = op
+                .slot()
+                .and_then(|slot| self.sides[0].fds[slot].as_ref())
+                .and_then(|f| sys::fstat(f.as_raw_fd()).ok())
+                .is_some_and(|st| !(special(st.st_mode & libc::S_IFMT) && st.st_nlink == 0));
             for side in &self.sides {
                 let h = op
                     .slot()
+                    .filter(|_| watch_slot)
                     .and_then(|slot| side.fds[slot].as_ref())
                     .and_then(|f| f.try_clone().ok());
                 before.push(Self::times_of(side, &watched, h.as_ref()));
@@ -816,6 +840,14 @@ impl Differential {
         }
         t
     }
+}
+
+/// A FIFO, socket or device: files the kernel opens without asking the daemon.
+fn special(kind: u32) -> bool {
+    matches!(
+        kind,
+        libc::S_IFIFO | libc::S_IFSOCK | libc::S_IFCHR | libc::S_IFBLK
+    )
 }
 
 /// Which of the watched items had their mtime / ctime changed by the operation (items that
