@@ -139,7 +139,12 @@ fn times_before_1970_keep_their_nanoseconds() {
     };
     let f = m.path("f");
     std::fs::write(&f, b"x").expect("write");
-    for (sec, nsec) in [(-1_000_000_000, 5), (-1, 999_999_999), (-86_400, 1), (-7, 0)] {
+    for (sec, nsec) in [
+        (-1_000_000_000, 5),
+        (-1, 999_999_999),
+        (-86_400, 1),
+        (-7, 0),
+    ] {
         tuxfs_tests::differential::sys::utimensat(&f, [(sec, nsec), (sec + 1, nsec)], false)
             .expect("utimensat");
         let st = tuxfs_tests::differential::sys::stat(&f, false).expect("stat");

@@ -165,7 +165,10 @@ fn truncate_into_a_hole_allocates_nothing() {
     fs.setattr(f, &size(3000)).expect("grow");
     let back = fs.read(f, 0, 3000).expect("read");
     assert_eq!(&back[..10], &[9u8; 10]);
-    assert!(back[10..].iter().all(|&b| b == 0), "the tail past the end reads zeros");
+    assert!(
+        back[10..].iter().all(|&b| b == 0),
+        "the tail past the end reads zeros"
+    );
     assert_eq!(blocks(&fs, f), SECTORS);
     fs.sync().expect("sync");
     assert_eq!(blocks(&fs, f), SECTORS);

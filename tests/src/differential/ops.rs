@@ -502,9 +502,10 @@ impl Generator {
                 15 => Op::Rmdir { path: self.path() },
                 16 => Op::Unlink { path: self.path() },
                 17 => {
-                    let mut flags = *self
-                        .rng
-                        .pick(&[0, 0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE]);
+                    let mut flags =
+                        *self
+                            .rng
+                            .pick(&[0, 0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE]);
                     if self.rng.chance(1, 30) {
                         flags = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE;
                     }

@@ -159,7 +159,15 @@ pub fn unlink(path: &Path) -> SysResult<()> {
 pub fn rename(from: &Path, to: &Path, flags: u32) -> SysResult<()> {
     let (a, b) = (cpath(from)?, cpath(to)?);
     // SAFETY: NUL-terminated paths we own; AT_FDCWD because both paths are absolute.
-    check(unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), flags) })
+    check(unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            flags,
+        )
+    })
 }
 
 /// link(2) (linkat without AT_SYMLINK_FOLLOW: a symlink is linked itself).

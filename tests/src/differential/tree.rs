@@ -35,8 +35,13 @@ pub type Plan = Vec<(i64, i64)>;
 /// plan is then read on both sides, so holes reading as zeros are checked on the subject
 /// without trusting its own SEEK_HOLE.
 pub fn plan(path: &Path) -> Result<Plan, String> {
-    let fd = sys::open(path, libc::O_RDONLY | libc::O_NONBLOCK, 0)
-        .map_err(|e| format!("open {} for the plan: {}", path.display(), sys::errno_name(e)))?;
+    let fd = sys::open(path, libc::O_RDONLY | libc::O_NONBLOCK, 0).map_err(|e| {
+        format!(
+            "open {} for the plan: {}",
+            path.display(),
+            sys::errno_name(e)
+        )
+    })?;
     let size = sys::fstat(fd.as_raw_fd())
         .map_err(|e| format!("fstat {}: {}", path.display(), sys::errno_name(e)))?
         .st_size;
@@ -47,7 +52,13 @@ pub fn plan(path: &Path) -> Result<Plan, String> {
         let data = match sys::lseek(&fd, pos, libc::SEEK_DATA) {
             Ok(d) => d,
             Err(e) if e == libc::ENXIO => size,
-            Err(e) => return Err(format!("SEEK_DATA {}: {}", path.display(), sys::errno_name(e))),
+            Err(e) => {
+                return Err(format!(
+                    "SEEK_DATA {}: {}",
+                    path.display(),
+                    sys::errno_name(e)
+                ));
+            }
         };
         if data > pos {
             sample_hole(&mut out, pos, data);
@@ -132,14 +143,16 @@ pub fn snapshot(
                         &own
                     }
                 };
-                node.content = Some(read_plan(&path, plan).map_err(|e| {
-                    format!("read {}: {}", path.display(), sys::errno_name(e))
-                })?);
+                node.content = Some(
+                    read_plan(&path, plan)
+                        .map_err(|e| format!("read {}: {}", path.display(), sys::errno_name(e)))?,
+                );
             }
             'l' => {
-                node.target = Some(sys::readlink(&path).map_err(|e| {
-                    format!("readlink {}: {}", path.display(), sys::errno_name(e))
-                })?);
+                node.target =
+                    Some(sys::readlink(&path).map_err(|e| {
+                        format!("readlink {}: {}", path.display(), sys::errno_name(e))
+                    })?);
             }
             'd' => {
                 let names = sys::readdir(&path)
@@ -161,7 +174,11 @@ pub fn snapshot(
                 .map_err(|e| format!("listxattr {}: {}", path.display(), sys::errno_name(e)))?;
             for name in names {
                 let value = sys::lgetxattr(&path, &name, 65_536).map_err(|e| {
-                    format!("getxattr {} {name:?}: {}", path.display(), sys::errno_name(e))
+                    format!(
+                        "getxattr {} {name:?}: {}",
+                        path.display(),
+                        sys::errno_name(e)
+                    )
                 })?;
                 node.xattrs.push((name, value));
             }
