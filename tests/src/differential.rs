@@ -77,13 +77,17 @@ pub enum Pending {
     /// Set-group-ID directories pass on their group and bit (SEMANTICS.md, "Deviations
     /// from ext4"). While pending, the suite drops S_ISGID from chmod of a directory.
     SetgidDirs,
+    /// setxattr of the value a name already has leaves ctime alone, as on ext4
+    /// (`ext4_xattr_value_same`); tuxfs stamps ctime. While pending, such a setxattr is
+    /// not timed (its result and the trees are still compared).
+    XattrSameValue,
     /// relatime. While pending the reference is mounted `noatime`, which is what tuxfs
     /// does today (SEMANTICS.md: "atime is never updated on access").
     Relatime,
 }
 
 impl Pending {
-    pub const ALL: [Pending; 8] = [
+    pub const ALL: [Pending; 9] = [
         Pending::Fallocate,
         Pending::SeekHole,
         Pending::LargeXattrs,
@@ -91,6 +95,7 @@ impl Pending {
         Pending::RenameWhiteout,
         Pending::TmpFile,
         Pending::SetgidDirs,
+        Pending::XattrSameValue,
         Pending::Relatime,
     ];
 
@@ -103,6 +108,7 @@ impl Pending {
             Pending::RenameWhiteout => "rename_whiteout",
             Pending::TmpFile => "tmpfile",
             Pending::SetgidDirs => "setgid_dirs",
+            Pending::XattrSameValue => "xattr_same_value",
             Pending::Relatime => "relatime",
         }
     }
@@ -118,6 +124,7 @@ pub const DIFF_OPS_PENDING: &[Pending] = &[
     Pending::RenameWhiteout,
     Pending::TmpFile,
     Pending::SetgidDirs,
+    Pending::XattrSameValue,
     Pending::Relatime,
 ];
 
@@ -345,31 +352,13 @@ impl Side {
                 path,
                 flags,
                 mode,
-            } => {
-                self.fds[*slot] = None;
-                match sys::open(&self.p(path), flags | libc::O_NONBLOCK, *mode) {
-                    Ok(f) => {
-                        self.fds[*slot] = Some(f);
-                        Outcome::Done
-                    }
-                    Err(e) => Outcome::Err(sys::errno_name(e)),
-                }
-            }
+            } => self.open_into(*slot, path, flags | libc::O_NONBLOCK, *mode),
             Op::TmpFile {
                 slot,
                 dir,
                 flags,
                 mode,
-            } => {
-                self.fds[*slot] = None;
-                match sys::open(&self.p(dir), flags | libc::O_TMPFILE, *mode) {
-                    Ok(f) => {
-                        self.fds[*slot] = Some(f);
-                        Outcome::Done
-                    }
-                    Err(e) => Outcome::Err(sys::errno_name(e)),
-                }
-            }
+            } => self.open_into(*slot, dir, flags | libc::O_TMPFILE, *mode),
             Op::Close { slot } => {
                 self.fds[*slot] = None;
                 Outcome::Done
@@ -452,6 +441,18 @@ impl Side {
                 done(sys::lremovexattr(&self.p(path), name.as_bytes()))
             }
             Op::Readdir { path } => out(sys::readdir(&self.p(path)), Outcome::Names),
+        }
+    }
+
+    /// open(2) into `slot`, closing what it held first.
+    fn open_into(&mut self, slot: usize, rel: &str, flags: i32, mode: u32) -> Outcome {
+        self.fds[slot] = None;
+        match sys::open(&self.p(rel), flags, mode) {
+            Ok(f) => {
+                self.fds[slot] = Some(f);
+                Outcome::Done
+            }
+            Err(e) => Outcome::Err(sys::errno_name(e)),
         }
     }
 
@@ -545,6 +546,8 @@ const SKIP_FIFO_WRITE: &str = "write(2) to a FIFO not run (the kernel moves a FI
      in its own cache only; SEMANTICS.md, Timestamps)";
 const SKIP_UNLINKED_SPECIAL: &str = "fstat of an unlinked FIFO or socket not run (the engine counts \
      opens the kernel never sends for special files; SEMANTICS.md, Unlinked open files)";
+const UNTIMED_SAME_XATTR: &str = "setxattr of the same value not timed (pending xattr_same_value: \
+     ext4 leaves ctime alone, tuxfs stamps it)";
 const SKIP_DIR_SEEK: &str =
     "lseek on a directory not run (a directory offset is each filesystem's own cookie)";
 
@@ -632,6 +635,20 @@ impl Differential {
         None
     }
 
+    /// A setxattr of the value the name has already (on the reference), while
+    /// [`Pending::XattrSameValue`] is pending.
+    fn same_xattr_value(&self, op: &Op) -> bool {
+        let Op::SetXattr {
+            path, name, value, ..
+        } = op
+        else {
+            return false;
+        };
+        !self.cfg.on(Pending::XattrSameValue)
+            && sys::lgetxattr(&self.sides[0].p(path), name.as_bytes(), 70_000)
+                .is_ok_and(|v| v == value.bytes())
+    }
+
     /// Paths whose times a timed operation watches: its own and their parents.
     fn watched(op: &Op) -> Vec<String> {
         let mut w: Vec<String> = Vec::new();
@@ -658,7 +675,11 @@ impl Differential {
             *self.summary.adjusted.entry(why).or_default() += 1;
             return Ok(());
         }
-        let timed = self.timing.chance(1, TIMED_ONE_IN);
+        let mut timed = self.timing.chance(1, TIMED_ONE_IN);
+        if timed && self.same_xattr_value(&op) {
+            *self.summary.adjusted.entry(UNTIMED_SAME_XATTR).or_default() += 1;
+            timed = false;
+        }
         let watched = Self::watched(&op);
         let mut before = Vec::new();
         let mut held: Vec<Option<OwnedFd>> = Vec::new();

@@ -109,20 +109,44 @@ pub fn read_plan(path: &Path, plan: &Plan) -> Result<Vec<u8>, i32> {
     Ok(out)
 }
 
-/// Every path under `root` (relative, "" for the root itself) and its state. `plans`
-/// gives the probe plan of each regular file (from the reference side); a file without
-/// one (it exists only here) is planned on the spot.
+/// Every path under `root` (relative, "" for the root itself) with its lstat, parents
+/// before children.
+fn walk(root: &Path) -> Result<Vec<(String, libc::stat)>, String> {
+    let mut out = Vec::new();
+    let mut stack = vec![String::new()];
+    while let Some(rel) = stack.pop() {
+        let path = root.join(&rel);
+        let st = sys::stat(&path, false)
+            .map_err(|e| format!("lstat {}: {}", path.display(), sys::errno_name(e)))?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            let names = sys::readdir(&path)
+                .map_err(|e| format!("readdir {}: {}", path.display(), sys::errno_name(e)))?;
+            for name in names {
+                let name = String::from_utf8(name)
+                    .map_err(|_| format!("{}: a name that is not UTF-8", path.display()))?;
+                stack.push(if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                });
+            }
+        }
+        out.push((rel, st));
+    }
+    Ok(out)
+}
+
+/// Every path under `root` and its state. `plans` gives the probe plan of each regular
+/// file (from the reference side); a file without one (it exists only here) is planned on
+/// the spot.
 pub fn snapshot(
     root: &Path,
     clock: &RunClock,
     plans: &BTreeMap<String, Plan>,
 ) -> Result<BTreeMap<String, Node>, String> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![String::new()];
-    while let Some(rel) = stack.pop() {
+    for (rel, st) in walk(root)? {
         let path = root.join(&rel);
-        let st = sys::stat(&path, false)
-            .map_err(|e| format!("lstat {}: {}", path.display(), sys::errno_name(e)))?;
         let attr = Attr::of(&st, clock);
         let kind = attr.kind;
         let mut node = Node {
@@ -132,42 +156,26 @@ pub fn snapshot(
             target: None,
             xattrs: Vec::new(),
         };
-        match kind {
-            'f' => {
-                node.blocks = Some(st.st_blocks);
-                let own;
-                let plan = match plans.get(&rel) {
-                    Some(p) => p,
-                    None => {
-                        own = plan(&path)?;
-                        &own
-                    }
-                };
-                node.content = Some(
-                    read_plan(&path, plan)
-                        .map_err(|e| format!("read {}: {}", path.display(), sys::errno_name(e)))?,
-                );
-            }
-            'l' => {
-                node.target =
-                    Some(sys::readlink(&path).map_err(|e| {
-                        format!("readlink {}: {}", path.display(), sys::errno_name(e))
-                    })?);
-            }
-            'd' => {
-                let names = sys::readdir(&path)
-                    .map_err(|e| format!("readdir {}: {}", path.display(), sys::errno_name(e)))?;
-                for name in names {
-                    let name = String::from_utf8(name)
-                        .map_err(|_| format!("{}: a name that is not UTF-8", path.display()))?;
-                    stack.push(if rel.is_empty() {
-                        name
-                    } else {
-                        format!("{rel}/{name}")
-                    });
+        if kind == 'f' {
+            node.blocks = Some(st.st_blocks);
+            let own;
+            let plan = match plans.get(&rel) {
+                Some(p) => p,
+                None => {
+                    own = plan(&path)?;
+                    &own
                 }
-            }
-            _ => {}
+            };
+            node.content = Some(
+                read_plan(&path, plan)
+                    .map_err(|e| format!("read {}: {}", path.display(), sys::errno_name(e)))?,
+            );
+        }
+        if kind == 'l' {
+            node.target = Some(
+                sys::readlink(&path)
+                    .map_err(|e| format!("readlink {}: {}", path.display(), sys::errno_name(e)))?,
+            );
         }
         if kind == 'f' || kind == 'd' {
             let names = sys::llistxattr(&path, 65_536)
@@ -188,31 +196,13 @@ pub fn snapshot(
     Ok(out)
 }
 
-/// The probe plans of every regular file of a reference snapshot's tree.
+/// The probe plans of every regular file under `root` (the reference side).
 pub fn plans(root: &Path) -> Result<BTreeMap<String, Plan>, String> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![String::new()];
-    while let Some(rel) = stack.pop() {
-        let path = root.join(&rel);
-        let st = sys::stat(&path, false)
-            .map_err(|e| format!("lstat {}: {}", path.display(), sys::errno_name(e)))?;
-        match st.st_mode & libc::S_IFMT {
-            libc::S_IFREG => {
-                out.insert(rel, plan(&path)?);
-            }
-            libc::S_IFDIR => {
-                for name in sys::readdir(&path)
-                    .map_err(|e| format!("readdir {}: {}", path.display(), sys::errno_name(e)))?
-                {
-                    let name = String::from_utf8_lossy(&name).into_owned();
-                    stack.push(if rel.is_empty() {
-                        name
-                    } else {
-                        format!("{rel}/{name}")
-                    });
-                }
-            }
-            _ => {}
+    for (rel, st) in walk(root)? {
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            let p = plan(&root.join(&rel))?;
+            out.insert(rel, p);
         }
     }
     Ok(out)
