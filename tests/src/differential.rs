@@ -737,7 +737,7 @@ impl Differential {
                 ));
             }
         }
-        if (index + 1) % CHECK_EVERY == 0 {
+        if (index + 1).is_multiple_of(CHECK_EVERY) {
             self.compare_trees(index)?;
         }
         Ok(())
