@@ -8,7 +8,7 @@
 //! [`CHECK_EVERY`] operations and at the end (quiescent points: open files are fsynced
 //! first, which does not change what a program sees): the whole trees, with every file's
 //! bytes (data ranges whole, holes at their edges, see [`tree::plan`]), st_blocks by
-//! [`tree::blocks_agree`], xattrs and link targets. One operation in [`TIMED_ONE_IN`] is
+//! [`tree::blocks_agree`] (tuxfs: exactly ext4's data blocks), xattrs and link targets. One operation in [`TIMED_ONE_IN`] is
 //! *timed*: the suite sleeps past the kernel's coarse clock tick first, then checks
 //! whether mtime and ctime of the paths involved (and their parents) changed, on both
 //! sides alike.
@@ -45,6 +45,8 @@ pub const OPS_ENV: &str = "TUXFS_DIFF_OPS";
 pub const ENABLE_ENV: &str = "TUXFS_DIFF_ENABLE";
 /// Operations in the default run (about 20 s through a mount on the 2-core test machine).
 pub const OPS_DEFAULT: usize = 3000;
+/// The block size of both sides (mkfs.ext4 -b 4096 and tuxfs's default).
+pub const BLOCK_SIZE: i64 = 4096;
 /// Whole trees are compared every this many operations.
 pub const CHECK_EVERY: usize = 25;
 /// One operation in this many has its timestamps checked for change.
@@ -791,13 +793,15 @@ impl Differential {
                 diffs.push(format!("{path:?}: only on {}", self.cfg.names[0]));
                 continue;
             };
-            let same_blocks = match (r.blocks, s.blocks) {
-                (Some(a), Some(b)) => tree::blocks_agree(a, b),
-                (a, b) => a == b,
+            let same_blocks = match (r.blocks, s.blocks, r.data_sectors) {
+                (Some(a), Some(b), Some(data)) => tree::blocks_agree(a, b, data, BLOCK_SIZE),
+                (a, b, _) => a == b,
             };
             let (mut r2, mut s2) = (r.clone(), s.clone());
             r2.blocks = None;
             s2.blocks = None;
+            // The subject's data sectors are computed from the reference's plan too.
+            s2.data_sectors = r2.data_sectors;
             if r2 != s2 || !same_blocks {
                 diffs.push(format!(
                     "{path:?}:\n    {}: {}\n    {}: {}",
