@@ -193,6 +193,8 @@ pub enum Op {
     Readdir {
         path: String,
     },
+    /// syncfs(2) on the work directory (pending [`Pending::Syncfs`]).
+    Syncfs,
 }
 
 impl Op {
@@ -405,7 +407,7 @@ impl Generator {
         // Weights, in the order of the match below.
         let weights = [
             14, 4, 4, 5, 7, 7, 4, 3, 2, 3, 2, 3, 5, 6, 4, 4, 6, 3, 4, 2, 4, 3, 3, 2, 4, 3, 3, 2, 3,
-            4, 4,
+            4, 4, 1,
         ];
         loop {
             let op = match self.rng.weighted(&weights) {
@@ -578,6 +580,8 @@ impl Generator {
                         self.path()
                     },
                 },
+                30 if self.on(Pending::Syncfs) => Op::Syncfs,
+                30 => continue,
                 _ if self.on(Pending::TmpFile) => Op::TmpFile {
                     slot: self.slot(),
                     dir: if self.rng.chance(1, 2) {

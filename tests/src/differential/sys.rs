@@ -109,6 +109,13 @@ pub fn fallocate(fd: &OwnedFd, mode: i32, off: i64, len: i64) -> SysResult<()> {
     check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, off, len) })
 }
 
+/// syncfs(2) of the filesystem holding `path`.
+pub fn syncfs(path: &Path) -> SysResult<()> {
+    let fd = open(path, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    // SAFETY: a descriptor we own.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) })
+}
+
 /// fstat(2).
 pub fn fstat(fd: RawFd) -> SysResult<libc::stat> {
     // SAFETY: an all-zero stat is a valid value of this plain C struct.
