@@ -49,6 +49,8 @@ pub const OPS_DEFAULT: usize = 3000;
 pub const BLOCK_SIZE: i64 = 4096;
 /// Whole trees are compared every this many operations.
 pub const CHECK_EVERY: usize = 25;
+/// A long run prints a line every this many operations.
+const PROGRESS_EVERY: usize = 10_000;
 /// One operation in this many has its timestamps checked for change.
 pub const TIMED_ONE_IN: u64 = 12;
 /// Longer than the kernel's coarse clock tick (4 ms at HZ=250, 10 ms at HZ=100).
@@ -775,8 +777,16 @@ impl Differential {
 
     /// Runs `cfg.ops` operations, then a final tree comparison.
     pub fn run(&mut self) -> Result<(), Failure> {
+        let started = std::time::Instant::now();
         for i in 0..self.cfg.ops {
             self.step(i)?;
+            if (i + 1).is_multiple_of(PROGRESS_EVERY) {
+                eprintln!(
+                    "differential: {} operations in {:?}",
+                    i + 1,
+                    started.elapsed()
+                );
+            }
         }
         self.compare_trees(self.cfg.ops)
     }
