@@ -5,6 +5,8 @@
 //! - [`crash`]: the crash-injection harness: records workloads on a recording device and
 //!   checks every flush point and random subsets and torn writes of unflushed writes
 //!   (binary `tuxfs-crashtest`, integration test `tests/crash.rs`).
+//! - [`differential`]: the differential suite: seeded random system calls on a kernel
+//!   filesystem and on a tuxfs mount, every result compared (`fuse-frontend/tests/differential.rs`).
 //! - [`model`]: the reference model of the visible tree and a snapshot of the real one.
 //! - [`rng`]: the tiny seeded PRNG every randomized test uses (`TUXFS_SEED` replays a run).
 //! - [`fixture`]: the engine-level tests' formatted in-memory device, mount, callers and
@@ -12,6 +14,7 @@
 
 pub mod crash;
 pub mod decoder_fuzz;
+pub mod differential;
 pub mod fixture;
 pub mod model;
 pub mod rng;

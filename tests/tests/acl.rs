@@ -225,3 +225,28 @@ fn access_acl_with_kill_sgid_clears_setgid_and_only_then() {
     assert_eq!(fs.getattr(d).unwrap().perm, 0o2755);
     fs.unmount().unwrap();
 }
+
+/// Regression (found by `tar --acls` extracting into a mount, user_tools.rs): removing an
+/// ACL that is not there succeeds, as on ext4, where it is the kernel's `set_acl(NULL)`;
+/// GNU tar and setfacl remove an empty default ACL that way and failed with ENODATA.
+/// Removing any other missing xattr is still ENODATA.
+#[test]
+fn removing_a_missing_acl_succeeds_and_other_missing_names_are_enodata() {
+    let dev = mem_device(4096, 2048);
+    let fs = mount_default(&dev);
+    let d = fs.mkdir(ROOT, b"d", 0o755, ME).expect("mkdir").ino;
+    let before = fs.getattr(d).unwrap();
+    fs.removexattr(d, XATTR_ACL_DEFAULT)
+        .expect("remove a missing default ACL");
+    fs.removexattr(d, XATTR_ACL_ACCESS)
+        .expect("remove a missing access ACL");
+    assert_eq!(fs.getattr(d).unwrap().perm, before.perm);
+    assert_eq!(
+        fs.removexattr(d, b"user.none").map_err(|e| e.errno()),
+        Err(Errno::NoData)
+    );
+    // A present one is removed as before.
+    set(&fs, d, XATTR_ACL_DEFAULT, &nobody_reads()).expect("set default ACL");
+    fs.removexattr(d, XATTR_ACL_DEFAULT).expect("remove");
+    assert_eq!(get(&fs, d, XATTR_ACL_DEFAULT), None);
+}

@@ -136,3 +136,41 @@ fn holes_are_free_and_truncate_drops_dirty_blocks() {
     assert_eq!(blocks(&fs, g), 0);
     fs.unmount().expect("unmount");
 }
+
+/// Regression (found by the differential suite against ext4): shrinking a file to a size
+/// inside a hole allocated that block (to zero its tail), so `st_blocks` showed a block
+/// ext4 does not have. The hole reads as zeros already; data after it must still go, and a
+/// new end inside a written block must still zero that block's tail.
+#[test]
+fn truncate_into_a_hole_allocates_nothing() {
+    let fs = mounted();
+    let f = fs.create(ROOT, b"f", 0o644, ME).expect("create").ino;
+    let size = |s: u64| SetAttr {
+        size: Some(s),
+        ..SetAttr::default()
+    };
+    // Committed data at 1 GiB, then a truncate to 1 byte: block 0 is a hole.
+    fs.write(f, 1 << 30, b"x", false).expect("write");
+    fs.sync().expect("sync");
+    fs.setattr(f, &size(1)).expect("truncate");
+    assert_eq!(blocks(&fs, f), 0, "truncate into a hole after a commit");
+    // Grown and shrunk inside holes only, nothing written.
+    fs.setattr(f, &size(100_000)).expect("grow");
+    fs.setattr(f, &size(5000)).expect("shrink");
+    assert_eq!(blocks(&fs, f), 0, "shrink inside a hole");
+    assert_eq!(fs.read(f, 0, 5000).expect("read"), vec![0u8; 5000]);
+    // Dirty data in block 0, then shrink into it: the tail is zeroed as before.
+    fs.write(f, 0, &vec![9u8; 3000], false).expect("write");
+    fs.setattr(f, &size(10)).expect("shrink");
+    fs.setattr(f, &size(3000)).expect("grow");
+    let back = fs.read(f, 0, 3000).expect("read");
+    assert_eq!(&back[..10], &[9u8; 10]);
+    assert!(
+        back[10..].iter().all(|&b| b == 0),
+        "the tail past the end reads zeros"
+    );
+    assert_eq!(blocks(&fs, f), SECTORS);
+    fs.sync().expect("sync");
+    assert_eq!(blocks(&fs, f), SECTORS);
+    fs.unmount().expect("unmount");
+}

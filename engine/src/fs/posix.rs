@@ -584,7 +584,9 @@ fn truncate(st: &mut State, ino: u64, i: &mut Inode, size: u64) -> Result<()> {
     }
     if size < i.size {
         let bs = u64::from(st.bs());
-        let partial = !size.is_multiple_of(bs);
+        // A new end inside a hole needs no zeroing: the hole reads as zeros already, and
+        // zeroing it would allocate a block ext4 leaves unallocated (st_blocks, du).
+        let partial = !size.is_multiple_of(bs) && !is_hole(st, ino, size / bs)?;
         // Reserve before changing anything: an ENOSPC must leave the file as it was.
         if partial {
             st.alloc.reserve(1)?;
@@ -601,6 +603,15 @@ fn truncate(st: &mut State, ino: u64, i: &mut Inode, size: u64) -> Result<()> {
     }
     i.size = size;
     Ok(())
+}
+
+/// Whether file block `fblock` of `ino` is a hole: no dirty or in-flight page and no
+/// extent (an unwritten extent counts as allocated).
+fn is_hole(st: &mut State, ino: u64, fblock: u64) -> Result<bool> {
+    if st.pages.contains_key(&(ino, fblock)) || st.inflight.contains_key(&(ino, fblock)) {
+        return Ok(false);
+    }
+    Ok(data::find_extent(st, ino, fblock)?.is_none())
 }
 
 pub(super) fn read(st: &mut State, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {

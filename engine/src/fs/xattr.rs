@@ -223,7 +223,13 @@ pub(super) fn setxattr(
         (None, _, true) => return Err(Errno::NoData.into()),
         _ => {}
     }
-    if let Some(kind) = super::acl::kind_of(name) {
+    let acl = super::acl::kind_of(name);
+    if acl.is_none() && at.is_some_and(|k| entries[k].value == value) {
+        // The value it already has: nothing changes, not even ctime (ext4's
+        // `ext4_xattr_value_same`).
+        return Ok(());
+    }
+    if let Some(kind) = acl {
         // ACLs are validated and change the mode (acl.rs); it works on a record whose
         // inline list holds every entry, and the result is placed again below.
         let mut whole = Inode {
@@ -254,10 +260,14 @@ pub(super) fn removexattr(st: &mut State, ino: u64, name: &[u8], c: Caller) -> R
     super::flags::check_fixed(&i)?;
     permitted(checked, &i, c, true)?;
     let mut entries = all(st, ino, &i)?;
-    let k = entries
-        .iter()
-        .position(|e| e.name == name)
-        .ok_or(Errno::NoData)?;
+    let Some(k) = entries.iter().position(|e| e.name == name) else {
+        // Removing an ACL that is not there succeeds, as on ext4 (the kernel's
+        // `set_acl(NULL)`): `tar` and `setfacl` remove an empty default ACL that way.
+        if super::acl::kind_of(name).is_some() {
+            return Ok(());
+        }
+        return Err(Errno::NoData.into());
+    };
     entries.remove(k);
     store(st, ino, &mut i, entries)?;
     i.ctime = super::now();

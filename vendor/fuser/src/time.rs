@@ -41,9 +41,11 @@ pub(crate) fn system_time_from_time(secs: i64, nsecs: u32) -> SystemTime {
     if secs >= 0 {
         SystemTime::UNIX_EPOCH + Duration::new(secs as u64, nsecs)
     } else {
-        // TODO: overflow
-        // TODO: 1_000_000_000 - nsec
-        SystemTime::UNIX_EPOCH - Duration::new((-secs) as u64, nsecs)
+        // tuxfs: `struct timespec` semantics: the time is secs + nsecs / 1e9 with
+        // non-negative nsecs, so -1 s and 5 ns is 0.999999995 s before the epoch (upstream
+        // subtracted the nanoseconds instead). unsigned_abs: no overflow at i64::MIN.
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+            + Duration::from_nanos(u64::from(nsecs))
     }
 }
 
