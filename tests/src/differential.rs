@@ -561,6 +561,8 @@ const SKIP_UNLINKED_SPECIAL: &str = "fstat of an unlinked FIFO or socket not run
      opens the kernel never sends for special files; SEMANTICS.md, Unlinked open files)";
 const UNTIMED_SAME_XATTR: &str = "setxattr of the same value not timed (pending xattr_same_value: \
      ext4 leaves ctime alone, tuxfs stamps it)";
+const SKIP_COLLAPSE_INSERT: &str = "fallocate COLLAPSE_RANGE / INSERT_RANGE not run (the kernel's \
+     FUSE module answers EOPNOTSUPP before the daemon sees them; SEMANTICS.md, Space management)";
 const SKIP_DIR_SEEK: &str =
     "lseek on a directory not run (a directory offset is each filesystem's own cookie)";
 
@@ -631,6 +633,11 @@ impl Differential {
             .and_then(|slot| self.sides[0].fds[slot].as_ref())
             .and_then(|f| sys::fstat(f.as_raw_fd()).ok())
             .map(|st| (st.st_mode & libc::S_IFMT, st.st_nlink));
+        if let Op::Fallocate { mode, .. } = op
+            && mode & (libc::FALLOC_FL_COLLAPSE_RANGE | libc::FALLOC_FL_INSERT_RANGE) != 0
+        {
+            return Some(SKIP_COLLAPSE_INSERT);
+        }
         if let (Op::Write { .. }, Some((libc::S_IFIFO, _))) = (op, slot_mode) {
             return Some(SKIP_FIFO_WRITE);
         }
