@@ -14,6 +14,7 @@ mod posix;
 mod readahead;
 pub use posix::now;
 mod runtime;
+mod setgid;
 mod trim;
 pub(crate) use trim::discard_released;
 mod types;

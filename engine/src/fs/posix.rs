@@ -132,6 +132,7 @@ fn create_inode(
     umask: Option<u32>,
 ) -> Result<Attr> {
     let mut p = prepare_create(st, parent, name)?;
+    super::setgid::inherit(&p, &mut node);
     if let Some(umask) = umask {
         super::acl::on_create(st, parent, &p, &mut node, umask)?;
         if crate::format::xattr::entries_len(&node.inline_xattrs) > xattr_room(st, &node) {
