@@ -400,6 +400,22 @@ impl fuser::Filesystem for Adapter {
         self.reply_attr(reply, self.fs.getattr(ino.0));
     }
 
+    /// FUSE_STATX: getattr plus the birth time (the kernel asks when statx wants btime).
+    fn statx(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: Option<FileHandle>,
+        _flags: u32,
+        _mask: u32,
+        reply: fuser::ReplyStatx,
+    ) {
+        match self.fs.getattr(ino.0) {
+            Ok(attr) => reply.statx(&self.timeouts.attr, &convert::file_attr(&attr)),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
     fn setattr(
         &self,
         _req: &Request,
