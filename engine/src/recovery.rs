@@ -548,6 +548,7 @@ fn recover_inner(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> 
         leaf_cache_bytes: crate::fs::MountOptions::default().leaf_cache_bytes,
         debug_ack_before_data: false,
         opens: Default::default(),
+        linkable: BTreeSet::new(),
         stats: FsStats::default(),
         sb,
     };

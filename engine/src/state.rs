@@ -104,6 +104,9 @@ pub struct State {
     pub debug_ack_before_data: bool,
     /// Open handles per inode.
     pub opens: HashMap<u64, u32>,
+    /// O_TMPFILE inodes not linked yet: the only inodes without links that `link` may
+    /// give a name (engine::fs::tmpfile).
+    pub linkable: BTreeSet<u64>,
     pub stats: FsStats,
 }
 

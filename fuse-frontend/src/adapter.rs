@@ -211,6 +211,20 @@ impl Adapter {
         self
     }
 
+    /// Answers create or tmpfile: a handle for the new file, opened with `flags`.
+    fn reply_created(&self, reply: ReplyCreate, attr: &Attr, flags: i32) {
+        let fh = self.open_handle(attr.ino, flags);
+        // A new file has no pages to keep; this counts as its first open.
+        let _ = self.file_open_flags(attr.ino);
+        reply.created(
+            &self.timeouts.entry,
+            &convert::file_attr(attr),
+            Generation(u64::from(attr.generation)),
+            fh,
+            FopenFlags::empty(),
+        );
+    }
+
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, Error>) {
         match result {
             Ok(attr) => reply.entry_with_ttls(
@@ -843,18 +857,26 @@ impl fuser::Filesystem for Adapter {
             .fs
             .create_umask(parent.0, name, permission_bits(mode), umask, caller(req))
         {
-            Ok(attr) => {
-                let fh = self.open_handle(attr.ino, flags);
-                // A new file has no pages to keep; this counts as its first open.
-                let _ = self.file_open_flags(attr.ino);
-                reply.created(
-                    &self.timeouts.entry,
-                    &convert::file_attr(&attr),
-                    Generation(u64::from(attr.generation)),
-                    fh,
-                    FopenFlags::empty(),
-                );
-            }
+            Ok(attr) => self.reply_created(reply, &attr, flags),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    /// FUSE_TMPFILE (`open(O_TMPFILE)`): an open file without a name, answered as create.
+    fn tmpfile(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self
+            .fs
+            .tmpfile_umask(parent.0, permission_bits(mode), umask, caller(req))
+        {
+            Ok(attr) => self.reply_created(reply, &attr, flags),
             Err(e) => reply.error(errno::to_fuser(&e)),
         }
     }

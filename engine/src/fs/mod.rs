@@ -15,6 +15,7 @@ mod readahead;
 pub use posix::now;
 mod runtime;
 mod setgid;
+mod tmpfile;
 mod trim;
 pub(crate) use trim::discard_released;
 mod types;
@@ -402,6 +403,18 @@ impl Filesystem {
             *st.opens.entry(attr.ino).or_default() += 1;
             Ok(attr)
         })
+    }
+    /// Creates an open regular file without a name in `parent` (O_TMPFILE), with the
+    /// caller's umask still to apply; `link` may name it, the last `release` frees it
+    /// otherwise (engine/src/fs/tmpfile.rs).
+    pub fn tmpfile_umask(
+        &self,
+        parent: u64,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> Result<Attr> {
+        self.change(|st| tmpfile::create(st, parent, mode, umask, caller))
     }
     /// Creates a directory; the umask is applied already (see [`Filesystem::mkdir_umask`]).
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> Result<Attr> {

@@ -44,7 +44,7 @@ fn kind_of(mode: u32) -> FileKind {
     }
 }
 
-fn attr_of(st: &State, ino: u64, i: &Inode) -> Attr {
+pub(super) fn attr_of(st: &State, ino: u64, i: &Inode) -> Attr {
     let bs = st.bs();
     Attr {
         ino,
@@ -72,7 +72,7 @@ pub(super) fn getattr(st: &mut State, ino: u64) -> Result<Attr> {
     Ok(attr_of(st, ino, &i))
 }
 
-fn dir_inode(st: &mut State, ino: u64) -> Result<Inode> {
+pub(super) fn dir_inode(st: &mut State, ino: u64) -> Result<Inode> {
     let i = inode::get(st, ino)?;
     if !i.is_dir() {
         return Err(Errno::NotDir.into());
@@ -147,7 +147,7 @@ fn create_inode(
     let t = now();
     (node.atime, node.mtime, node.ctime, node.btime) = (t, t, t, t);
     let ino = inode::allocate(st);
-    node.generation = (ino as u32).wrapping_mul(2_654_435_761);
+    node.generation = generation_of(ino);
     if node.is_dir() {
         node.parent = parent;
         p.nlink += 1;
@@ -157,6 +157,11 @@ fn create_inode(
     (p.mtime, p.ctime) = (t, t);
     inode::put(st, parent, &p)?;
     Ok(attr_of(st, ino, &node))
+}
+
+/// The FUSE generation of inode `ino` (inode numbers are never reused).
+pub(super) fn generation_of(ino: u64) -> u32 {
+    (ino as u32).wrapping_mul(2_654_435_761)
 }
 
 pub(super) fn mknod(
@@ -288,6 +293,7 @@ fn drop_link(st: &mut State, ino: u64, t: Timestamp) -> Result<()> {
 
 /// Frees an inode with no links: its data, then its record.
 fn destroy(st: &mut State, ino: u64) -> Result<()> {
+    st.linkable.remove(&ino);
     data::punch(st, ino, 0, u64::MAX)?;
     inode::remove(st, ino)
 }
@@ -372,11 +378,16 @@ pub(super) fn link(st: &mut State, ino: u64, new_parent: u64, new_name: &[u8]) -
     if i.nlink >= LINK_MAX {
         return Err(Errno::TooManyLinks.into());
     }
-    if i.nlink == 0 {
+    // An inode without links gets a name only if it is an O_TMPFILE not linked yet.
+    let tmpfile = i.nlink == 0;
+    if tmpfile && !st.linkable.contains(&ino) {
         return Err(Errno::NoEntry.into());
     }
     let mut p = prepare_create(st, new_parent, new_name)?;
     dir::add(st, new_parent, new_name, ino, dtype_of_mode(i.mode))?;
+    if tmpfile {
+        super::tmpfile::linked(st, ino);
+    }
     let t = now();
     i.nlink += 1;
     i.ctime = t;
@@ -696,7 +707,7 @@ pub(super) fn readdir(st: &mut State, ino: u64, offset: u64, max: usize) -> Resu
 }
 
 /// Bytes of inline xattrs an inode record may hold (the rest of the record must fit a leaf).
-fn xattr_room(st: &State, i: &Inode) -> usize {
+pub(super) fn xattr_room(st: &State, i: &Inode) -> usize {
     crate::format::btree::value_max(st.bs())
         .saturating_sub(crate::format::inode::INODE_FIXED_SIZE + i.inline_data.len())
 }
