@@ -10,6 +10,8 @@
 //! writeback, is the next step (docs/ARCHITECTURE.md).
 
 pub mod acl;
+mod atime;
+pub use atime::{AtimeMode, AtimePolicy};
 mod posix;
 mod readahead;
 pub use posix::now;
@@ -68,6 +70,8 @@ pub(crate) struct Shared {
     pub commit_interval_ms: AtomicU64,
     /// Dirty bytes after which a writer commits (changed at run time like the interval).
     pub dirty_limit_bytes: AtomicU64,
+    /// The atime policy ([`AtimePolicy::to_bits`]; changed at run time like the interval).
+    pub atime: std::sync::atomic::AtomicU8,
 }
 
 impl Shared {
@@ -196,6 +200,7 @@ impl Filesystem {
                 u64::try_from(opts.commit_interval.as_millis()).unwrap_or(u64::MAX),
             ),
             dirty_limit_bytes: AtomicU64::new(opts.dirty_limit_bytes),
+            atime: std::sync::atomic::AtomicU8::new(opts.atime.to_bits()),
             opts: opts.clone(),
         });
         let handle = if opts.read_only {
@@ -473,6 +478,29 @@ impl Filesystem {
     /// without the state lock (engine::data::read); a reader whose inode changed meanwhile
     /// plans again, and after [`READ_ATTEMPTS`] tries reads under the lock.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let out = self.read_data(ino, offset, size)?;
+        self.accessed(ino);
+        Ok(out)
+    }
+
+    /// The atime policy in force.
+    pub fn atime_policy(&self) -> AtimePolicy {
+        AtimePolicy::from_bits(self.shared.atime.load(Ordering::Relaxed))
+    }
+
+    /// Records an access to `ino` by the atime policy (engine/src/fs/atime.rs). A failure
+    /// to record it (the filesystem just turned read-only, say) does not fail the access.
+    fn accessed(&self, ino: u64) {
+        let policy = self.atime_policy();
+        if matches!(
+            self.with(|st| atime::wants_update(st, ino, policy)),
+            Ok(true)
+        ) {
+            let _ = self.change(|st| atime::touch(st, ino, policy));
+        }
+    }
+
+    fn read_data(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let (mut attempts, mut waits) = (0, 0);
         while attempts < READ_ATTEMPTS && waits < READ_WAITS {
             let mut plan = self.with(|st| posix::read_plan(st, ino, offset, size))?;
@@ -566,17 +594,21 @@ impl Filesystem {
     }
     /// Entries after cookie `offset` (0 = from the start; "." is cookie 1 and ".." 2).
     pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
-        self.with(|st| posix::readdir(st, ino, offset, max))
+        let out = self.with(|st| posix::readdir(st, ino, offset, max))?;
+        self.accessed(ino);
+        Ok(out)
     }
     /// readdir with each entry's attributes.
     pub fn readdir_plus(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<(DirEntry, Attr)>> {
-        self.with(|st| {
+        let out = self.with(|st| {
             let entries = posix::readdir(st, ino, offset, max)?;
             entries
                 .into_iter()
                 .map(|e| Ok((e.clone(), posix::getattr(st, e.ino)?)))
                 .collect()
-        })
+        })?;
+        self.accessed(ino);
+        Ok(out)
     }
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {
         self.with(|st| posix::getxattr(st, ino, name))
