@@ -668,6 +668,30 @@ mod tests {
     }
 
     #[test]
+    fn atime_options_set_the_engine_policy() {
+        use tuxfs_engine::fs::{AtimeMode, AtimePolicy};
+        let policy = |opts: &str| {
+            parse(&["/img", "/mnt", "-o", opts])
+                .unwrap()
+                .engine_options()
+                .atime
+        };
+        assert_eq!(policy("rw"), AtimePolicy::default());
+        assert_eq!(policy("rw").mode, AtimeMode::RelAtime);
+        let p = policy("strictatime,nodiratime");
+        assert_eq!((p.mode, p.nodiratime), (AtimeMode::StrictAtime, true));
+        let p = policy("noatime,nodiratime,diratime");
+        assert_eq!((p.mode, p.nodiratime), (AtimeMode::NoAtime, false));
+        assert_eq!(policy("noatime,relatime").mode, AtimeMode::RelAtime);
+        let s = parse(&["/img", "/mnt", "-o", "noatime"]).unwrap();
+        assert!(
+            s.kernel_flags.contains(&MountOption::NoAtime),
+            "shown in the mount table"
+        );
+        assert!(parse(&["/img", "/mnt", "-o", "lazytime"]).is_ok());
+    }
+
+    #[test]
     fn mount_helper_flags_are_accepted() {
         // mount(8) runs /sbin/mount.fuse.tuxfs SPEC DIR [-sfnv] -o OPTS [-t fuse.tuxfs]
         let s = parse(&[
