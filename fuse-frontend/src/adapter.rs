@@ -305,8 +305,8 @@ fn reply_xattr_bytes(reply: ReplyXattr, size: u32, bytes: &[u8]) {
     }
 }
 
-/// The engine's rename flags, or EINVAL for flags it does not know (RENAME_WHITEOUT and
-/// anything newer).
+/// The engine's rename flags, or EINVAL for flags it does not know (RENAME_WHITEOUT, which
+/// `rename` takes out first, and anything newer).
 fn rename_flags(flags: fuser::RenameFlags) -> Result<RenameFlags, Errno> {
     let known = fuser::RenameFlags::RENAME_NOREPLACE | fuser::RenameFlags::RENAME_EXCHANGE;
     if !known.contains(flags) {
@@ -544,7 +544,7 @@ impl fuser::Filesystem for Adapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -552,10 +552,28 @@ impl fuser::Filesystem for Adapter {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let whiteout = flags.contains(fuser::RenameFlags::RENAME_WHITEOUT);
+        let flags = flags - fuser::RenameFlags::RENAME_WHITEOUT;
         let parsed = checked_name(name).and_then(|name| {
             let newname = checked_name(newname)?;
             Ok((name, newname, rename_flags(flags)?))
         });
+        if whiteout {
+            // RENAME_WHITEOUT (overlayfs): never with RENAME_EXCHANGE.
+            return match parsed {
+                Ok((_, _, f)) if f.exchange => reply.error(Errno::EINVAL),
+                Ok((name, newname, f)) => reply_empty(
+                    reply,
+                    self.fs.rename_whiteout(
+                        (parent.0, name),
+                        (newparent.0, newname),
+                        f.noreplace,
+                        caller(req),
+                    ),
+                ),
+                Err(e) => reply.error(e),
+            };
+        }
         match parsed {
             Ok((name, newname, flags)) => reply_empty(
                 reply,

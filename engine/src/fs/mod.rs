@@ -19,6 +19,7 @@ mod runtime;
 mod setgid;
 mod tmpfile;
 mod trim;
+mod whiteout;
 pub(crate) use trim::discard_released;
 mod types;
 mod writeback;
@@ -452,6 +453,25 @@ impl Filesystem {
         flags: RenameFlags,
     ) -> Result<()> {
         self.change(|st| posix::rename(st, parent, name, new_parent, new_name, flags))
+    }
+    /// rename with RENAME_WHITEOUT: the source name becomes a whiteout (a 0/0 character
+    /// device owned by `caller`) in the same operation (engine/src/fs/whiteout.rs).
+    pub fn rename_whiteout(
+        &self,
+        (parent, name): (u64, &[u8]),
+        (new_parent, new_name): (u64, &[u8]),
+        noreplace: bool,
+        caller: Caller,
+    ) -> Result<()> {
+        self.change(|st| {
+            whiteout::rename(
+                st,
+                (parent, name),
+                (new_parent, new_name),
+                noreplace,
+                caller,
+            )
+        })
     }
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
         self.change(|st| posix::link(st, ino, new_parent, new_name))
