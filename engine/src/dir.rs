@@ -2,46 +2,88 @@
 
 use crate::format::btree::Key;
 use crate::format::dirent::{self, Dirent};
-use crate::format::hash::{POS_SEQ_MAX, name_hash};
 use crate::state::State;
 use crate::{Errno, Result};
 
-/// The entry named `name` in `dir`: (position, entry).
-pub fn lookup(st: &mut State, dir: u64, name: &[u8]) -> Result<Option<(u64, Dirent)>> {
-    let hash = name_hash(&st.sb.hash_seed, name);
-    let from = Key::new(dir, hash);
-    let to = Key::new(dir, hash + POS_SEQ_MAX + 1);
-    for (key, value) in st
-        .dirs
-        .range(from, to, (POS_SEQ_MAX + 1) as usize, &st.io)?
-    {
-        let d = Dirent::decode(&value, dir, key.b, None)?;
-        if d.name == name {
-            return Ok(Some((key.b, d)));
+/// Entries read from the index per batch while scanning a hash's positions.
+const SCAN_BATCH: usize = 256;
+
+/// The entry named `name` among the positions `[start, end)` of `dir`.
+fn find_in(
+    st: &mut State,
+    dir: u64,
+    (start, end): (u64, u64),
+    name: &[u8],
+) -> Result<Option<(u64, Dirent)>> {
+    let mut from = start;
+    loop {
+        let rows = st
+            .dirs
+            .range(Key::new(dir, from), Key::new(dir, end), SCAN_BATCH, &st.io)?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(None);
+        };
+        let next = last.b + 1;
+        for (key, value) in rows.iter() {
+            let d = Dirent::decode(value, dir, key.b, None)?;
+            if d.name == name {
+                return Ok(Some((key.b, d)));
+            }
         }
+        if next >= end {
+            return Ok(None);
+        }
+        from = next;
     }
-    Ok(None)
 }
 
-/// The position a new entry named `name` would take in `dir`: the smallest collision
-/// counter not in use for its hash. ENOSPC when all 256 are taken.
+/// The entry named `name` in `dir`: (position, entry). Looks at the name's 256 base
+/// positions, then at its overflow positions (format::dirent).
+pub fn lookup(st: &mut State, dir: u64, name: &[u8]) -> Result<Option<(u64, Dirent)>> {
+    let hash = st.sb.name_hasher().hash(name);
+    if let Some(found) = find_in(st, dir, dirent::base_range(hash), name)? {
+        return Ok(Some(found));
+    }
+    find_in(st, dir, dirent::overflow_range(hash), name)
+}
+
+/// The smallest position in `[start, end)` of `dir` that no entry uses, scanning upward.
+fn first_gap(st: &mut State, dir: u64, (start, end): (u64, u64)) -> Result<Option<u64>> {
+    let mut want = start;
+    loop {
+        let rows = st
+            .dirs
+            .range(Key::new(dir, want), Key::new(dir, end), SCAN_BATCH, &st.io)?;
+        for (key, _) in &rows {
+            if key.b != want {
+                return Ok(Some(want));
+            }
+            want += 1;
+        }
+        if rows.len() < SCAN_BATCH {
+            return Ok((want < end).then_some(want));
+        }
+    }
+}
+
+/// The position a new entry named `name` would take in `dir`: the smallest base position
+/// of its hash not in use; when all 256 are taken, the overflow position after the last
+/// one in use (or the smallest free one once the counter reached its end). ENOSPC only when
+/// 2^31 overflow positions are taken too.
 pub fn free_position(st: &mut State, dir: u64, name: &[u8]) -> Result<u64> {
-    let hash = name_hash(&st.sb.hash_seed, name);
-    let used: Vec<u64> = st
+    let hash = st.sb.name_hasher().hash(name);
+    if let Some(pos) = first_gap(st, dir, dirent::base_range(hash))? {
+        return Ok(pos);
+    }
+    let (start, end) = dirent::overflow_range(hash);
+    let last = st
         .dirs
-        .range(
-            Key::new(dir, hash),
-            Key::new(dir, hash + POS_SEQ_MAX + 1),
-            (POS_SEQ_MAX + 1) as usize,
-            &st.io,
-        )?
-        .into_iter()
-        .map(|(k, _)| k.b - hash)
-        .collect();
-    let seq = (0..=POS_SEQ_MAX)
-        .find(|s| !used.contains(s))
-        .ok_or(Errno::NoSpace)?;
-    Ok(hash | seq)
+        .prev(Key::new(dir, end - 1), Key::new(dir, start), &st.io)?;
+    match last {
+        None => Ok(start),
+        Some((key, _)) if key.b + 1 < end => Ok(key.b + 1),
+        Some(_) => Ok(first_gap(st, dir, (start, end))?.ok_or(Errno::NoSpace)?),
+    }
 }
 
 /// Stores an entry at a position from [`free_position`].

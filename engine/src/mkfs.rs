@@ -168,6 +168,12 @@ fn directory_inode(mode: u32, nlink: u32, parent: u64, p: &MkfsParams) -> Inode 
 
 /// Computes every block of a new filesystem.
 pub fn layout(p: &MkfsParams) -> Result<Layout> {
+    layout_with_incompat(p, 0)
+}
+
+/// Computes every block of a new filesystem whose superblock carries the `incompat`
+/// feature bits (tests use `CONSTANT_NAME_HASH`; mkfs.tuxfs sets none).
+pub fn layout_with_incompat(p: &MkfsParams, incompat: u64) -> Result<Layout> {
     if !block_size_valid(p.block_size) {
         return Err(Error::invalid(format!(
             "block size {} is not a power of two in 512..=65536",
@@ -251,7 +257,8 @@ pub fn layout(p: &MkfsParams) -> Result<Layout> {
         name: name.to_vec(),
     }
     .encode();
-    let key = Key::new(ROOT_INUM, dirent::position(&p.hash_seed, name, 0));
+    let hasher = crate::format::superblock::name_hasher_of(incompat, p.hash_seed);
+    let key = Key::new(ROOT_INUM, dirent::position(&hasher, name, 0));
     let mut buf = AlignedBuf::zeroed(bs as usize);
     Leaf::encode(
         &mut buf,
@@ -300,7 +307,7 @@ pub fn layout(p: &MkfsParams) -> Result<Layout> {
         features: Features {
             compat: 0,
             ro_compat: 0,
-            incompat: 0,
+            incompat,
         },
         uuid: p.uuid,
         label: p.label.clone(),
@@ -361,6 +368,17 @@ fn write_all(dev: &dyn BlockDevice, bs: u32, blocks: Vec<(u64, AlignedBuf)>) -> 
 /// Writes a new filesystem to `dev` (see the module comment for the order). With
 /// `discard`, tells the device first that every block is unused.
 pub fn format_device(dev: &dyn BlockDevice, p: &MkfsParams, discard: bool) -> Result<Superblock> {
+    format_device_with_incompat(dev, p, discard, 0)
+}
+
+/// [`format_device`] with `incompat` feature bits in the superblock (see
+/// [`layout_with_incompat`]).
+pub fn format_device_with_incompat(
+    dev: &dyn BlockDevice,
+    p: &MkfsParams,
+    discard: bool,
+    incompat: u64,
+) -> Result<Superblock> {
     let need = p.block_count.checked_mul(u64::from(p.block_size));
     if need.is_none_or(|n| n > dev.size_bytes()) {
         return Err(Error::invalid(format!(
@@ -370,7 +388,7 @@ pub fn format_device(dev: &dyn BlockDevice, p: &MkfsParams, discard: bool) -> Re
             dev.size_bytes()
         )));
     }
-    let layout = layout(p)?;
+    let layout = layout_with_incompat(p, incompat)?;
     if discard {
         dev.discard(0, p.block_count * u64::from(p.block_size))?;
     }

@@ -550,6 +550,7 @@ fn recover_inner(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> 
         debug_ack_before_data: false,
         opens: Default::default(),
         spills: Default::default(),
+        linkable: BTreeSet::new(),
         stats: FsStats::default(),
         sb,
     };

@@ -109,6 +109,9 @@ pub struct State {
     pub opens: HashMap<u64, u32>,
     /// xattr spill chains changed in the open delta or being flushed (engine::xattr).
     pub spills: crate::xattr::Spills,
+    /// O_TMPFILE inodes not linked yet: the only inodes without links that `link` may
+    /// give a name (engine::fs::tmpfile).
+    pub linkable: BTreeSet<u64>,
     pub stats: FsStats,
 }
 

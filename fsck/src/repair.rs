@@ -62,7 +62,7 @@ use tuxfs_engine::dev::{AlignedBuf, BlockDevice, WriteRequest};
 use tuxfs_engine::format::btree::{Key, Leaf, leaf_entry_cost, leaf_space};
 use tuxfs_engine::format::dirent::{self, DT_DIR, Dirent, dtype_of_mode};
 use tuxfs_engine::format::extent::Extent;
-use tuxfs_engine::format::hash::{POS_SEQ_MAX, name_hash};
+use tuxfs_engine::format::hash::NameHasher;
 use tuxfs_engine::format::inode::{Inode, S_IFDIR, Timestamp};
 use tuxfs_engine::format::superblock::STATE_CLEAN;
 use tuxfs_engine::format::{
@@ -163,8 +163,8 @@ pub(crate) fn repaired_state(ck: &mut Checker<'_>) -> Repaired {
         .next_inum
         .max(FIRST_USER_INUM)
         .max(inodes.keys().next_back().map_or(0, |n| n + 1));
-    let lost_found = lost_and_found(&mut inodes, &mut dirents, &sb.hash_seed, &mut next_inum);
-    let attached = reconnect(&inodes, &mut dirents, lost_found, &sb.hash_seed);
+    let lost_found = lost_and_found(&mut inodes, &mut dirents, &sb.name_hasher(), &mut next_inum);
+    let attached = reconnect(&inodes, &mut dirents, lost_found, &sb.name_hasher());
     // 6. Parents and link counts.
     set_links(&mut inodes, &dirents);
     // 7. Extents and block counts; 8. xattr chains.
@@ -299,36 +299,48 @@ fn free_unnamed(
 }
 
 /// Adds an entry `name` → `inum` to `dir` at the first free position for the name.
-/// Returns false when all 256 positions of the name's hash are taken.
+/// Returns false when every base and overflow position of the name's hash is taken.
 fn add_entry(
     dirents: &mut BTreeMap<Key, Dirent>,
-    seed: &[u8; 16],
+    seed: &NameHasher,
     dir: u64,
     name: &[u8],
     inum: u64,
     dtype: u8,
 ) -> bool {
-    let hash = name_hash(seed, name);
-    for seq in 0..=POS_SEQ_MAX {
-        let key = Key::new(dir, dirent::position(seed, name, seq));
-        debug_assert_eq!(key.b, hash | seq);
-        if let std::collections::btree_map::Entry::Vacant(v) = dirents.entry(key) {
-            v.insert(Dirent {
-                inum,
-                dtype,
-                name: name.to_vec(),
-            });
-            return true;
-        }
-    }
-    false
+    let hash = seed.hash(name);
+    let (base, _) = dirent::base_range(hash);
+    let (over_start, over_end) = dirent::overflow_range(hash);
+    // The smallest free base position, else the overflow position after the last one used
+    // (the engine's rule, engine::dir::free_position).
+    let free = (base..dirent::base_range(hash).1)
+        .find(|&p| !dirents.contains_key(&Key::new(dir, p)))
+        .or_else(|| {
+            match dirents
+                .range(Key::new(dir, over_start)..Key::new(dir, over_end))
+                .next_back()
+            {
+                None => Some(over_start),
+                Some((k, _)) => (k.b + 1 < over_end).then_some(k.b + 1),
+            }
+        });
+    let Some(pos) = free else { return false };
+    dirents.insert(
+        Key::new(dir, pos),
+        Dirent {
+            inum,
+            dtype,
+            name: name.to_vec(),
+        },
+    );
+    true
 }
 
 /// Step 4: the inode number of `lost+found`, made if needed.
 fn lost_and_found(
     inodes: &mut BTreeMap<u64, Inode>,
     dirents: &mut BTreeMap<Key, Dirent>,
-    seed: &[u8; 16],
+    seed: &NameHasher,
     next_inum: &mut u64,
 ) -> u64 {
     const NAME: &[u8] = b"lost+found";
@@ -370,7 +382,7 @@ fn reconnect(
     inodes: &BTreeMap<u64, Inode>,
     dirents: &mut BTreeMap<Key, Dirent>,
     lost_found: u64,
-    seed: &[u8; 16],
+    seed: &NameHasher,
 ) -> Vec<(u64, String)> {
     let mut attached = Vec::new();
     let mut children: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -454,11 +466,15 @@ fn reconnect(
 }
 
 /// True when `dir` has an entry named `name`.
-fn name_taken(dirents: &BTreeMap<Key, Dirent>, seed: &[u8; 16], dir: u64, name: &[u8]) -> bool {
-    let hash = name_hash(seed, name);
-    dirents
-        .range(Key::new(dir, hash)..=Key::new(dir, hash | POS_SEQ_MAX))
-        .any(|(_, d)| d.name == name)
+fn name_taken(dirents: &BTreeMap<Key, Dirent>, seed: &NameHasher, dir: u64, name: &[u8]) -> bool {
+    let hash = seed.hash(name);
+    [dirent::base_range(hash), dirent::overflow_range(hash)]
+        .into_iter()
+        .any(|(start, end)| {
+            dirents
+                .range(Key::new(dir, start)..Key::new(dir, end))
+                .any(|(_, d)| d.name == name)
+        })
 }
 
 /// Step 6: parent fields and link counts from the entries.
@@ -996,7 +1012,7 @@ mod tests {
 
     #[test]
     fn strip_cycle_and_lost_found() {
-        let seed = [7u8; 16];
+        let seed = NameHasher::siphash([7u8; 16]);
         let mut inodes = BTreeMap::new();
         inodes.insert(ROOT_INUM, new_directory(0o755, ROOT_INUM));
         // 20 and 21 name each other: a cycle cut off from the root.

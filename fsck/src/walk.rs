@@ -786,7 +786,7 @@ impl<'a> Checker<'a> {
     }
 
     fn visit_dirent(&mut self, block: u64, key: Key, value: &[u8]) -> Result<(), String> {
-        let d = Dirent::decode(value, block, key.b, Some(&self.sb.hash_seed))
+        let d = Dirent::decode(value, block, key.b, Some(&self.sb.name_hasher()))
             .map_err(|e| e.to_string())?;
         self.stats.dirents += 1;
         self.entries.push(EntryInfo {

@@ -241,6 +241,20 @@ impl Adapter {
         self
     }
 
+    /// Answers create or tmpfile: a handle for the new file, opened with `flags`.
+    fn reply_created(&self, reply: ReplyCreate, attr: &Attr, flags: i32) {
+        let fh = self.open_handle(attr.ino, flags);
+        // A new file has no pages to keep; this counts as its first open.
+        let _ = self.file_open_flags(attr.ino);
+        reply.created(
+            &self.timeouts.entry,
+            &convert::file_attr(attr),
+            Generation(u64::from(attr.generation)),
+            fh,
+            FopenFlags::empty(),
+        );
+    }
+
     fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, Error>) {
         match result {
             Ok(attr) => reply.entry_with_ttls(
@@ -344,8 +358,8 @@ fn reply_xattr_bytes(reply: ReplyXattr, size: u32, bytes: &[u8]) {
     }
 }
 
-/// The engine's rename flags, or EINVAL for flags it does not know (RENAME_WHITEOUT and
-/// anything newer).
+/// The engine's rename flags, or EINVAL for flags it does not know (RENAME_WHITEOUT, which
+/// `rename` takes out first, and anything newer).
 fn rename_flags(flags: fuser::RenameFlags) -> Result<RenameFlags, Errno> {
     let known = fuser::RenameFlags::RENAME_NOREPLACE | fuser::RenameFlags::RENAME_EXCHANGE;
     if !known.contains(flags) {
@@ -473,6 +487,22 @@ impl fuser::Filesystem for Adapter {
         self.reply_attr(reply, self.fs.getattr(ino.0));
     }
 
+    /// FUSE_STATX: getattr plus the birth time (the kernel asks when statx wants btime).
+    fn statx(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: Option<FileHandle>,
+        _flags: u32,
+        _mask: u32,
+        reply: fuser::ReplyStatx,
+    ) {
+        match self.fs.getattr(ino.0) {
+            Ok(attr) => reply.statx(&self.timeouts.attr, &convert::file_attr(&attr)),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
     fn setattr(
         &self,
         _req: &Request,
@@ -596,7 +626,7 @@ impl fuser::Filesystem for Adapter {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -604,10 +634,28 @@ impl fuser::Filesystem for Adapter {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let whiteout = flags.contains(fuser::RenameFlags::RENAME_WHITEOUT);
+        let flags = flags - fuser::RenameFlags::RENAME_WHITEOUT;
         let parsed = checked_name(name).and_then(|name| {
             let newname = checked_name(newname)?;
             Ok((name, newname, rename_flags(flags)?))
         });
+        if whiteout {
+            // RENAME_WHITEOUT (overlayfs): never with RENAME_EXCHANGE.
+            return match parsed {
+                Ok((_, _, f)) if f.exchange => reply.error(Errno::EINVAL),
+                Ok((name, newname, f)) => reply_empty(
+                    reply,
+                    self.fs.rename_whiteout(
+                        (parent.0, name),
+                        (newparent.0, newname),
+                        f.noreplace,
+                        caller(req),
+                    ),
+                ),
+                Err(e) => reply.error(e),
+            };
+        }
         match parsed {
             Ok((name, newname, flags)) => reply_empty(
                 reply,
@@ -945,18 +993,26 @@ impl fuser::Filesystem for Adapter {
             .fs
             .create_umask(parent.0, name, permission_bits(mode), umask, caller(req))
         {
-            Ok(attr) => {
-                let fh = self.open_handle(attr.ino, flags);
-                // A new file has no pages to keep; this counts as its first open.
-                let _ = self.file_open_flags(attr.ino);
-                reply.created(
-                    &self.timeouts.entry,
-                    &convert::file_attr(&attr),
-                    Generation(u64::from(attr.generation)),
-                    fh,
-                    FopenFlags::empty(),
-                );
-            }
+            Ok(attr) => self.reply_created(reply, &attr, flags),
+            Err(e) => reply.error(errno::to_fuser(&e)),
+        }
+    }
+
+    /// FUSE_TMPFILE (`open(O_TMPFILE)`): an open file without a name, answered as create.
+    fn tmpfile(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        match self
+            .fs
+            .tmpfile_umask(parent.0, permission_bits(mode), umask, caller(req))
+        {
+            Ok(attr) => self.reply_created(reply, &attr, flags),
             Err(e) => reply.error(errno::to_fuser(&e)),
         }
     }

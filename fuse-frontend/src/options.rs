@@ -52,9 +52,11 @@ pub const THREADS_MAX: usize = 64;
                   attr_timeout=SECONDS, entry_timeout=SECONDS (default 60: the daemon is the \
                   image's only writer), nowriteback_cache, nokeep_cache, nocache_symlinks, \
                   max_background=N (default 64), fsname=NAME, subtype=NAME, dev, nodev, suid, nosuid, \
-                  exec, noexec, atime, noatime, sync, async, dirsync (a root mount defaults to suid,dev); fstab-only options \
-                  (defaults, auto, noauto, user, users, nouser, nofail, _netdev, x-*, \
-                  relatime, ...) are accepted and ignored.\n\
+                  exec, noexec, sync, async, dirsync (a root mount defaults to suid,dev); \
+                  relatime (default), strictatime, noatime, atime, nodiratime, diratime: when reads \
+                  and readdir reaching the daemon update atime (a remount can change them); \
+                  fstab-only options (defaults, auto, noauto, user, users, nouser, nofail, \
+                  _netdev, x-*, lazytime, ...) are accepted and ignored.\n\
                   log_writes=FILE (debugging, crash injection): copy the image to FILE.base \
                   at mount and append every write and flush to FILE; rebuild crash images \
                   with `tuxfs-replay FILE`. Neither file may exist.\n\
@@ -140,6 +142,11 @@ pub struct Settings {
     pub cache_bytes: Option<u64>,
     /// `discard`: discard freed extents once their delta is durable.
     pub discard: bool,
+    /// `noatime`, `atime`/`relatime`, `strictatime`: when reads update atime (None: the
+    /// engine's default, relatime).
+    pub atime_mode: Option<tuxfs_engine::fs::AtimeMode>,
+    /// `nodiratime` / `diratime`.
+    pub nodiratime: Option<bool>,
     /// `remount`: change a running mount (see [`crate::remount`]) instead of mounting.
     pub remount: bool,
     /// Options given that cannot change on a running mount (refused with `remount`).
@@ -185,6 +192,8 @@ impl Settings {
             fuseblk: true,
             cache_bytes: None,
             discard: false,
+            atime_mode: None,
+            nodiratime: None,
             remount: false,
             fixed_at_mount: Vec::new(),
         };
@@ -227,6 +236,25 @@ impl Settings {
             // kernel's own FUSE options, which a remount cannot change.
             ("user_id" | "group_id" | "blksize" | "rootmode" | "max_read", Some(_))
                 if self.remount => {}
+            ("noatime", None) | ("atime", None) => {
+                self.atime_mode = Some(if key == "noatime" {
+                    tuxfs_engine::fs::AtimeMode::NoAtime
+                } else {
+                    tuxfs_engine::fs::AtimeMode::RelAtime
+                });
+                // The kernel flag too, so the mount table shows it.
+                if let Some(flag) = kernel_flag(key) {
+                    self.set_kernel_flag(flag);
+                }
+            }
+            ("relatime" | "nostrictatime", None) => {
+                self.atime_mode = Some(tuxfs_engine::fs::AtimeMode::RelAtime)
+            }
+            ("strictatime" | "norelatime", None) => {
+                self.atime_mode = Some(tuxfs_engine::fs::AtimeMode::StrictAtime)
+            }
+            ("nodiratime", None) => self.nodiratime = Some(true),
+            ("diratime", None) => self.nodiratime = Some(false),
             ("ro", None) => self.read_only = true,
             ("rw", None) => self.read_only = false,
             ("commit", Some(v)) => {
@@ -380,6 +408,17 @@ impl Settings {
         flags
     }
 
+    /// `base` with the atime options given applied.
+    pub fn atime_policy(
+        &self,
+        base: tuxfs_engine::fs::AtimePolicy,
+    ) -> tuxfs_engine::fs::AtimePolicy {
+        tuxfs_engine::fs::AtimePolicy {
+            mode: self.atime_mode.unwrap_or(base.mode),
+            nodiratime: self.nodiratime.unwrap_or(base.nodiratime),
+        }
+    }
+
     /// The engine's mount options.
     pub fn engine_options(&self) -> tuxfs_engine::fs::MountOptions {
         let mut opts = tuxfs_engine::fs::MountOptions {
@@ -393,6 +432,7 @@ impl Settings {
         // Dirty data and the delta in flight each stay under a quarter; loaded leaves are
         // cut back to a quarter after each commit; clean data pages keep the last quarter:
         // about SIZE in all.
+        opts.atime = self.atime_policy(opts.atime);
         let cache = self.cache_bytes.unwrap_or_else(default_cache_bytes);
         opts.dirty_limit_bytes = cache / 4;
         opts.leaf_cache_bytes = cache / 4;
@@ -493,24 +533,9 @@ fn opposite(flag: &MountOption) -> Option<MountOption> {
 
 /// Options that only mean something to mount(8), fstab or systemd.
 fn ignored(key: &str) -> bool {
-    const IGNORED: [&str; 17] = [
-        "",
-        "defaults",
-        "auto",
-        "noauto",
-        "user",
-        "users",
-        "nouser",
-        "owner",
-        "nofail",
-        "_netdev",
-        "relatime",
-        "norelatime",
-        "strictatime",
-        "nostrictatime",
+    const IGNORED: [&str; 11] = [
+        "", "defaults", "auto", "noauto", "user", "users", "nouser", "owner", "nofail", "_netdev",
         "lazytime",
-        "nodiratime",
-        "diratime",
     ];
     IGNORED.contains(&key) || key.starts_with("x-") || key == "comment"
 }
@@ -640,6 +665,30 @@ mod tests {
         assert!(s.kernel_flags.contains(&MountOption::Suid));
         assert!(!s.kernel_flags.contains(&MountOption::NoDev));
         assert!(!s.kernel_flags.contains(&MountOption::NoSuid));
+    }
+
+    #[test]
+    fn atime_options_set_the_engine_policy() {
+        use tuxfs_engine::fs::{AtimeMode, AtimePolicy};
+        let policy = |opts: &str| {
+            parse(&["/img", "/mnt", "-o", opts])
+                .unwrap()
+                .engine_options()
+                .atime
+        };
+        assert_eq!(policy("rw"), AtimePolicy::default());
+        assert_eq!(policy("rw").mode, AtimeMode::RelAtime);
+        let p = policy("strictatime,nodiratime");
+        assert_eq!((p.mode, p.nodiratime), (AtimeMode::StrictAtime, true));
+        let p = policy("noatime,nodiratime,diratime");
+        assert_eq!((p.mode, p.nodiratime), (AtimeMode::NoAtime, false));
+        assert_eq!(policy("noatime,relatime").mode, AtimeMode::RelAtime);
+        let s = parse(&["/img", "/mnt", "-o", "noatime"]).unwrap();
+        assert!(
+            s.kernel_flags.contains(&MountOption::NoAtime),
+            "shown in the mount table"
+        );
+        assert!(parse(&["/img", "/mnt", "-o", "lazytime"]).is_ok());
     }
 
     #[test]

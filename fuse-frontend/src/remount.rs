@@ -133,6 +133,7 @@ fn apply(fs: &Filesystem, settings: &Settings) -> Result<String, String> {
         commit_interval: settings.commit_interval,
         dirty_limit_bytes: settings.cache_bytes.map(|b| b / 4),
         leaf_cache_bytes: settings.cache_bytes.map(|b| b / 4),
+        atime: Some(settings.atime_policy(fs.atime_policy())),
     });
     Ok(format!(
         "{} commit={}s",

@@ -43,7 +43,7 @@ use tuxfs_engine::format::bitmap;
 use tuxfs_engine::format::btree::{self, Key, Leaf, Node};
 use tuxfs_engine::format::dirent::{self, Dirent};
 use tuxfs_engine::format::extent::{self, Extent, ExtentFlags};
-use tuxfs_engine::format::hash::{POS_HASH_MASK, POS_SEQ_MAX};
+use tuxfs_engine::format::hash::{NameHasher, POS_HASH_MASK, POS_SEQ_MAX};
 use tuxfs_engine::format::header::{self, BlockHeader, HEADER_SIZE, Kind, seal};
 use tuxfs_engine::format::inode::{self, Inode, InodeFlags, Timestamp};
 use tuxfs_engine::format::log::{self, CommitInfo, LogBlock, LogFlags, LogRecord};
@@ -414,7 +414,8 @@ pub fn default_targets() -> Vec<Target> {
             },
         ),
         Target::new("dirent::Dirent::decode", true, gen_dirent, |b, ctx| {
-            let seed = ctx.check_hash.then_some(&ctx.hash_seed);
+            let hasher = NameHasher::siphash(ctx.hash_seed);
+            let seed = ctx.check_hash.then_some(&hasher);
             match Dirent::decode(b, ctx.blocknr, ctx.pos, seed) {
                 Ok(d) => Outcome::accept(d.name.capacity(), move || d.encode()),
                 Err(e) => Outcome::reject(e),
@@ -1094,9 +1095,16 @@ fn random_dirent(rng: &mut Rng) -> Dirent {
 
 fn gen_dirent(rng: &mut Rng, ctx: &mut Ctx) -> Sample {
     let d = random_dirent(rng);
-    ctx.pos = dirent::position(&ctx.hash_seed, &d.name, rng.below(POS_SEQ_MAX + 1));
+    let hasher = NameHasher::siphash(ctx.hash_seed);
+    // Base and overflow positions alike.
+    ctx.pos = if rng.below(2) == 0 {
+        dirent::position(&hasher, &d.name, rng.below(POS_SEQ_MAX + 1))
+    } else {
+        let hash = hasher.hash(&d.name);
+        dirent::overflow_position(hash, rng.below(dirent::OVERFLOW_SEQ_MAX + 1))
+    };
     let b = d.encode();
-    let seed = ctx.check_hash.then_some(&ctx.hash_seed);
+    let seed = ctx.check_hash.then_some(&hasher);
     check_round_trip(
         "directory entry",
         Dirent::decode(&b, ctx.blocknr, ctx.pos, seed),

@@ -65,6 +65,20 @@ pub fn mem_device_with(params: &MkfsParams) -> Arc<MemDevice> {
     dev
 }
 
+/// A new in-memory device like [`mem_device`] whose superblock has the test-only incompat
+/// feature `CONSTANT_NAME_HASH`: every directory name hashes to 0, so every name of a
+/// directory collides with every other (mkfs.tuxfs never makes such a filesystem).
+pub fn mem_device_constant_hash(block_size: u32, block_count: u64) -> Arc<MemDevice> {
+    let params = mkfs_params(block_size, block_count);
+    let dev = Arc::new(MemDevice::new(
+        (u64::from(params.block_size) * params.block_count) as usize,
+    ));
+    let incompat = tuxfs_engine::format::superblock::IncompatFeatures::CONSTANT_NAME_HASH.bits();
+    tuxfs_engine::mkfs::format_device_with_incompat(dev.as_ref(), &params, false, incompat)
+        .expect("mkfs");
+    dev
+}
+
 /// A new in-memory device of `block_count` blocks of `block_size` bytes, formatted with
 /// [`mkfs_params`].
 pub fn mem_device(block_size: u32, block_count: u64) -> Arc<MemDevice> {

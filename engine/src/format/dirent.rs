@@ -1,7 +1,18 @@
 //! Directory entries: the values of the directory index, key (directory inum, position).
-//! The position is the name's keyed hash (hash.rs) with the low 8 bits a collision counter:
-//! the smallest counter not in use when the entry was created. Positions never move while
-//! an entry exists, so they serve as stable readdir cookies (telldir/seekdir).
+//! A *base* position is the name's keyed hash (hash.rs) with the low 8 bits a collision
+//! counter: the smallest counter not in use when the entry was created. When all 256
+//! counters of a hash are taken, the entry gets an *overflow* position instead:
+//!
+//! ```text
+//! base:      63 62 | 61 .. 8 hash bits 8..61  | 7 .. 0 counter (0..=255)
+//!             0  0 |                           |
+//! overflow:  63 62 | 61 .. 32 hash bits 32..61 | 31 | 30 .. 0 counter (0..2^31)
+//!             0  1 |                           |  0 |
+//! ```
+//!
+//! Overflow positions sort after every base position of the directory, and the largest one
+//! plus 3 (the readdir cookie) still fits a signed 64-bit FUSE offset. Positions never move
+//! while an entry exists, so they serve as stable readdir cookies (telldir/seekdir).
 //!
 //! ```text
 //! 0  8  inum
@@ -13,7 +24,7 @@
 
 use super::NAME_MAX;
 use super::bytes::{get_u8, get_u64, put_u64};
-use super::hash::{POS_HASH_MASK, POS_SEQ_MAX, name_hash};
+use super::hash::{NameHasher, POS_HASH_MASK, POS_SEQ_MAX};
 use super::inode;
 use crate::{Error, Result};
 
@@ -51,10 +62,57 @@ pub fn name_valid(name: &[u8]) -> bool {
         && name != b".."
 }
 
-/// Position of `name` with collision counter `seq` in a directory hashed with `seed`.
-pub fn position(seed: &[u8; 16], name: &[u8], seq: u64) -> u64 {
+/// Bit 62: set in an overflow position, clear in a base position.
+pub const POS_OVERFLOW: u64 = 1 << 62;
+/// The hash bits an overflow position keeps: bits 32..61 of the name's hash.
+pub const OVERFLOW_HASH_MASK: u64 = 0x3FFF_FFFF_0000_0000;
+/// Largest overflow counter: 31 bits, bit 31 stays 0.
+pub const OVERFLOW_SEQ_MAX: u64 = (1 << 31) - 1;
+const _: () = assert!(OVERFLOW_HASH_MASK & POS_HASH_MASK == OVERFLOW_HASH_MASK);
+const _: () = assert!(OVERFLOW_HASH_MASK & OVERFLOW_SEQ_MAX == 0);
+// The largest cookie (position + 3) fits a signed 64-bit offset.
+const _: () = assert!((POS_OVERFLOW | OVERFLOW_HASH_MASK | OVERFLOW_SEQ_MAX) < i64::MAX as u64 - 3);
+
+/// Base position of `name` with collision counter `seq`.
+pub fn position(hasher: &NameHasher, name: &[u8], seq: u64) -> u64 {
     debug_assert!(seq <= POS_SEQ_MAX);
-    name_hash(seed, name) | seq
+    hasher.hash(name) | seq
+}
+
+/// The base positions of `hash`: `[start, end)`.
+pub fn base_range(hash: u64) -> (u64, u64) {
+    (hash, hash + POS_SEQ_MAX + 1)
+}
+
+/// Overflow position `seq` of `hash`.
+pub fn overflow_position(hash: u64, seq: u64) -> u64 {
+    debug_assert!(seq <= OVERFLOW_SEQ_MAX);
+    POS_OVERFLOW | (hash & OVERFLOW_HASH_MASK) | seq
+}
+
+/// The overflow positions of `hash` (shared with every hash of the same bits 32..61):
+/// `[start, end)`.
+pub fn overflow_range(hash: u64) -> (u64, u64) {
+    let start = overflow_position(hash, 0);
+    (start, start + OVERFLOW_SEQ_MAX + 1)
+}
+
+/// Whether `pos` is a base or an overflow position (no stray bits).
+pub fn position_valid(pos: u64) -> bool {
+    if pos & POS_OVERFLOW == 0 {
+        pos & !(POS_HASH_MASK | POS_SEQ_MAX) == 0
+    } else {
+        pos & !(POS_OVERFLOW | OVERFLOW_HASH_MASK | OVERFLOW_SEQ_MAX) == 0
+    }
+}
+
+/// Whether a valid position `pos` may hold a name whose hash is `hash`.
+pub fn position_matches(pos: u64, hash: u64) -> bool {
+    if pos & POS_OVERFLOW == 0 {
+        pos & POS_HASH_MASK == hash
+    } else {
+        pos & OVERFLOW_HASH_MASK == hash & OVERFLOW_HASH_MASK
+    }
 }
 
 /// A decoded directory entry.
@@ -78,9 +136,9 @@ impl Dirent {
         b
     }
 
-    /// Decodes and validates an entry stored at `pos` in leaf `blocknr`; with `seed`, also
-    /// checks that the position matches the name's hash.
-    pub fn decode(v: &[u8], blocknr: u64, pos: u64, seed: Option<&[u8; 16]>) -> Result<Dirent> {
+    /// Decodes and validates an entry stored at `pos` in leaf `blocknr`; with `hasher`,
+    /// also checks that the position matches the name's hash.
+    pub fn decode(v: &[u8], blocknr: u64, pos: u64, hasher: Option<&NameHasher>) -> Result<Dirent> {
         let bad = |what: String| {
             Error::corrupt(
                 blocknr,
@@ -104,11 +162,11 @@ impl Dirent {
         if inum == 0 {
             return Err(bad("inode number 0".into()));
         }
-        if pos & !(POS_HASH_MASK | POS_SEQ_MAX) != 0 {
+        if !position_valid(pos) {
             return Err(bad("position has bits outside the hash and counter".into()));
         }
-        if let Some(seed) = seed
-            && name_hash(seed, name) != pos & POS_HASH_MASK
+        if let Some(hasher) = hasher
+            && !position_matches(pos, hasher.hash(name))
         {
             return Err(bad("position does not match the name's hash".into()));
         }
@@ -126,7 +184,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_hash_check() {
-        let seed = [9u8; 16];
+        let seed = NameHasher::siphash([9u8; 16]);
         let d = Dirent {
             inum: 42,
             dtype: DT_REG,
@@ -136,6 +194,17 @@ mod tests {
         let b = d.encode();
         assert_eq!(Dirent::decode(&b, 1, pos, Some(&seed)).expect("decodes"), d);
         assert!(Dirent::decode(&b, 1, pos ^ 0x100, Some(&seed)).is_err());
+        // Overflow positions: the hash's bits 32..61 must match, the counter is free.
+        let hash = seed.hash(&d.name);
+        let over = overflow_position(hash, OVERFLOW_SEQ_MAX);
+        assert_eq!(
+            Dirent::decode(&b, 1, over, Some(&seed)).expect("decodes"),
+            d
+        );
+        assert!(Dirent::decode(&b, 1, over ^ (1 << 40), Some(&seed)).is_err());
+        assert!(Dirent::decode(&b, 1, over | (1 << 31), None).is_err());
+        assert!(Dirent::decode(&b, 1, over | (1 << 63), None).is_err());
+        assert!(overflow_range(hash).0 > base_range(hash).1);
         for len in 0..b.len() {
             assert!(Dirent::decode(&b[..len], 1, pos, None).is_err());
         }

@@ -7,10 +7,47 @@ pub const POS_SEQ_BITS: u32 = 8;
 /// Mask of the hash bits in a directory position: 54 bits, so positions stay below 2^62
 /// and a readdir cookie (position + 3, after "." and "..") fits a signed 64-bit FUSE offset.
 pub const POS_HASH_MASK: u64 = 0x3FFF_FFFF_FFFF_FF00;
-/// Largest collision counter: one hash value holds at most POS_SEQ_MAX + 1 = 256 names
-/// before the directory refuses another name with that hash.
+/// Largest collision counter of a base position: the first POS_SEQ_MAX + 1 = 256 names of
+/// one hash take base positions, later ones overflow positions (dirent.rs).
 pub const POS_SEQ_MAX: u64 = (1 << POS_SEQ_BITS) - 1;
 const _: () = assert!(POS_HASH_MASK & POS_SEQ_MAX == 0);
+
+/// How a filesystem hashes directory names. Every filesystem mkfs.tuxfs makes uses
+/// SipHash-2-4 under its seed; a filesystem made for tests with the incompat feature
+/// `CONSTANT_NAME_HASH` gives every name the hash 0, so that tests can make any number of
+/// names collide (nothing else can: the real hash is 54 bits under a secret seed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameHasher {
+    seed: [u8; 16],
+    constant: bool,
+}
+
+impl NameHasher {
+    /// SipHash-2-4 under `seed`: the hash of every real filesystem.
+    pub fn siphash(seed: [u8; 16]) -> Self {
+        NameHasher {
+            seed,
+            constant: false,
+        }
+    }
+
+    /// Hash 0 for every name (test filesystems with `CONSTANT_NAME_HASH` only).
+    pub fn constant_for_tests(seed: [u8; 16]) -> Self {
+        NameHasher {
+            seed,
+            constant: true,
+        }
+    }
+
+    /// The hash part of the directory position of `name`.
+    pub fn hash(&self, name: &[u8]) -> u64 {
+        if self.constant {
+            0
+        } else {
+            name_hash(&self.seed, name)
+        }
+    }
+}
 
 fn sip_round(v: &mut [u64; 4]) {
     v[0] = v[0].wrapping_add(v[1]);

@@ -47,6 +47,7 @@ use super::bytes::{
     all_zero, get_array, get_bytes, get_i64, get_u8, get_u16, get_u32, get_u64, put_bytes, put_i64,
     put_u8, put_u16, put_u32, put_u64,
 };
+use super::hash::NameHasher;
 use super::header::{BlockHeader, HEADER_SIZE, Kind, seal};
 use super::{MIN_BLOCK_COUNT, VERSION_MAJOR, block_size_valid};
 use crate::{Error, Result};
@@ -116,6 +117,10 @@ bitflags! {
         /// Shared extents: the REFCOUNT tree counts references to shared blocks
         /// (format reserved, not implemented).
         const SHARED_EXTENTS = 1 << 1;
+        /// Test filesystems only (never set by mkfs.tuxfs): every directory name hashes
+        /// to 0 (format::hash::NameHasher), so tests can make any number of names share
+        /// a hash.
+        const CONSTANT_NAME_HASH = 1 << 2;
     }
 }
 
@@ -129,7 +134,7 @@ pub struct Features {
 
 impl Features {
     /// Incompat bits this build implements.
-    pub const SUPPORTED_INCOMPAT: u64 = 0;
+    pub const SUPPORTED_INCOMPAT: u64 = IncompatFeatures::CONSTANT_NAME_HASH.bits();
     /// Ro-compat bits this build implements.
     pub const SUPPORTED_RO_COMPAT: u64 = 0;
 
@@ -214,6 +219,15 @@ pub struct TreeRoot {
     pub height: u8,
 }
 
+/// The name hasher the `incompat` features and `hash_seed` ask for.
+pub fn name_hasher_of(incompat: u64, hash_seed: [u8; 16]) -> NameHasher {
+    if incompat & IncompatFeatures::CONSTANT_NAME_HASH.bits() != 0 {
+        NameHasher::constant_for_tests(hash_seed)
+    } else {
+        NameHasher::siphash(hash_seed)
+    }
+}
+
 /// The filesystem id of a filesystem with this UUID and hash seed (see [`Superblock::fs_id`]).
 pub fn fs_id_of(uuid: &[u8; 16], hash_seed: &[u8; 16]) -> u64 {
     let word = |b: &[u8; 16]| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
@@ -267,6 +281,11 @@ impl Superblock {
     /// the old filesystem (a stale log block, say) ever verifies as one of the new one's.
     pub fn fs_id(&self) -> u64 {
         fs_id_of(&self.uuid, &self.hash_seed)
+    }
+
+    /// How this filesystem hashes directory names.
+    pub fn name_hasher(&self) -> NameHasher {
+        name_hasher_of(self.features.incompat, self.hash_seed)
     }
 
     /// The block allocated for the first log block of delta `log_delta + 1`, when this

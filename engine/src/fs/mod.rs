@@ -16,6 +16,8 @@ mod copy;
 mod direct;
 pub mod flags;
 pub use direct::{DIRECT_IO_ALIGN_BYTES, killed_mode};
+mod atime;
+pub use atime::{AtimeMode, AtimePolicy};
 mod posix;
 mod readahead;
 pub use posix::now;
@@ -26,7 +28,10 @@ pub use space::{
     FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE,
     FALLOC_FL_ZERO_RANGE, SeekWhence,
 };
+mod setgid;
+mod tmpfile;
 mod trim;
+mod whiteout;
 pub(crate) use trim::discard_released;
 mod types;
 mod writeback;
@@ -79,6 +84,8 @@ pub(crate) struct Shared {
     pub commit_interval_ms: AtomicU64,
     /// Dirty bytes after which a writer commits (changed at run time like the interval).
     pub dirty_limit_bytes: AtomicU64,
+    /// The atime policy ([`AtimePolicy::to_bits`]; changed at run time like the interval).
+    pub atime: std::sync::atomic::AtomicU8,
 }
 
 impl Shared {
@@ -207,6 +214,7 @@ impl Filesystem {
                 u64::try_from(opts.commit_interval.as_millis()).unwrap_or(u64::MAX),
             ),
             dirty_limit_bytes: AtomicU64::new(opts.dirty_limit_bytes),
+            atime: std::sync::atomic::AtomicU8::new(opts.atime.to_bits()),
             opts: opts.clone(),
         });
         let handle = if opts.read_only {
@@ -419,6 +427,18 @@ impl Filesystem {
             Ok(attr)
         })
     }
+    /// Creates an open regular file without a name in `parent` (O_TMPFILE), with the
+    /// caller's umask still to apply; `link` may name it, the last `release` frees it
+    /// otherwise (engine/src/fs/tmpfile.rs).
+    pub fn tmpfile_umask(
+        &self,
+        parent: u64,
+        mode: u32,
+        umask: u32,
+        caller: Caller,
+    ) -> Result<Attr> {
+        self.change(|st| tmpfile::create(st, parent, mode, umask, caller))
+    }
     /// Creates a directory; the umask is applied already (see [`Filesystem::mkdir_umask`]).
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, caller: Caller) -> Result<Attr> {
         self.mkdir_umask(parent, name, mode, 0, caller)
@@ -455,6 +475,25 @@ impl Filesystem {
             posix::rename(st, parent, name, new_parent, new_name, flags)
         })
     }
+    /// rename with RENAME_WHITEOUT: the source name becomes a whiteout (a 0/0 character
+    /// device owned by `caller`) in the same operation (engine/src/fs/whiteout.rs).
+    pub fn rename_whiteout(
+        &self,
+        (parent, name): (u64, &[u8]),
+        (new_parent, new_name): (u64, &[u8]),
+        noreplace: bool,
+        caller: Caller,
+    ) -> Result<()> {
+        self.change(|st| {
+            whiteout::rename(
+                st,
+                (parent, name),
+                (new_parent, new_name),
+                noreplace,
+                caller,
+            )
+        })
+    }
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> Result<Attr> {
         self.dir_change(&[new_parent], |st| {
             posix::link(st, ino, new_parent, new_name)
@@ -484,6 +523,29 @@ impl Filesystem {
     /// without the state lock (engine::data::read); a reader whose inode changed meanwhile
     /// plans again, and after [`READ_ATTEMPTS`] tries reads under the lock.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let out = self.read_data(ino, offset, size)?;
+        self.accessed(ino);
+        Ok(out)
+    }
+
+    /// The atime policy in force.
+    pub fn atime_policy(&self) -> AtimePolicy {
+        AtimePolicy::from_bits(self.shared.atime.load(Ordering::Relaxed))
+    }
+
+    /// Records an access to `ino` by the atime policy (engine/src/fs/atime.rs). A failure
+    /// to record it (the filesystem just turned read-only, say) does not fail the access.
+    fn accessed(&self, ino: u64) {
+        let policy = self.atime_policy();
+        if matches!(
+            self.with(|st| atime::wants_update(st, ino, policy)),
+            Ok(true)
+        ) {
+            let _ = self.change(|st| atime::touch(st, ino, policy));
+        }
+    }
+
+    fn read_data(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let (mut attempts, mut waits) = (0, 0);
         while attempts < READ_ATTEMPTS && waits < READ_WAITS {
             let mut plan = self.with(|st| posix::read_plan(st, ino, offset, size))?;
@@ -600,17 +662,21 @@ impl Filesystem {
     }
     /// Entries after cookie `offset` (0 = from the start; "." is cookie 1 and ".." 2).
     pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
-        self.with(|st| posix::readdir(st, ino, offset, max))
+        let out = self.with(|st| posix::readdir(st, ino, offset, max))?;
+        self.accessed(ino);
+        Ok(out)
     }
     /// readdir with each entry's attributes.
     pub fn readdir_plus(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<(DirEntry, Attr)>> {
-        self.with(|st| {
+        let out = self.with(|st| {
             let entries = posix::readdir(st, ino, offset, max)?;
             entries
                 .into_iter()
                 .map(|e| Ok((e.clone(), posix::getattr(st, e.ino)?)))
                 .collect()
-        })
+        })?;
+        self.accessed(ino);
+        Ok(out)
     }
     /// getxattr as the superuser (see [`Filesystem::getxattr_as`]).
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>> {

@@ -43,7 +43,7 @@ fn kind_of(mode: u32) -> FileKind {
     }
 }
 
-fn attr_of(st: &State, ino: u64, i: &Inode) -> Attr {
+pub(super) fn attr_of(st: &State, ino: u64, i: &Inode) -> Attr {
     let bs = st.bs();
     Attr {
         ino,
@@ -71,7 +71,7 @@ pub(super) fn getattr(st: &mut State, ino: u64) -> Result<Attr> {
     Ok(attr_of(st, ino, &i))
 }
 
-fn dir_inode(st: &mut State, ino: u64) -> Result<Inode> {
+pub(super) fn dir_inode(st: &mut State, ino: u64) -> Result<Inode> {
     let i = inode::get(st, ino)?;
     if !i.is_dir() {
         return Err(Errno::NotDir.into());
@@ -133,6 +133,7 @@ fn create_inode(
 ) -> Result<Attr> {
     let mut p = prepare_create(st, parent, name)?;
     super::flags::inherit(&p, &mut node);
+    super::setgid::inherit(&p, &mut node);
     if let Some(umask) = umask {
         super::acl::on_create(st, parent, &p, &mut node, umask)?;
         if crate::format::xattr::entries_len(&node.inline_xattrs) > xattr_room(st, &node) {
@@ -288,6 +289,7 @@ fn drop_link(st: &mut State, ino: u64, t: Timestamp) -> Result<()> {
 
 /// Frees an inode with no links: its data, its xattr spill chain, then its record.
 fn destroy(st: &mut State, ino: u64) -> Result<()> {
+    st.linkable.remove(&ino);
     data::punch(st, ino, 0, u64::MAX)?;
     let i = inode::get(st, ino)?;
     crate::xattr::destroy(st, ino, &i);
@@ -376,13 +378,18 @@ pub(super) fn link(st: &mut State, ino: u64, new_parent: u64, new_name: &[u8]) -
     if i.nlink >= LINK_MAX {
         return Err(Errno::TooManyLinks.into());
     }
-    if i.nlink == 0 {
+    // An inode without links gets a name only if it is an O_TMPFILE not linked yet.
+    let tmpfile = i.nlink == 0;
+    if tmpfile && !st.linkable.contains(&ino) {
         return Err(Errno::NoEntry.into());
     }
     super::flags::check_fixed(&i)?;
     let mut p = prepare_create(st, new_parent, new_name)?;
     super::flags::check_project(&p, &i)?;
     dir::add(st, new_parent, new_name, ino, dtype_of_mode(i.mode))?;
+    if tmpfile {
+        super::tmpfile::linked(st, ino);
+    }
     let t = now();
     i.nlink += 1;
     i.ctime = t;

@@ -27,6 +27,8 @@ pub struct Reconfigure {
     pub dirty_limit_bytes: Option<u64>,
     /// Loaded leaves are cut back to this after each commit.
     pub leaf_cache_bytes: Option<u64>,
+    /// When reads and readdir update atime.
+    pub atime: Option<super::AtimePolicy>,
 }
 
 /// A label the superblock can hold: at most 64 bytes of UTF-8 without NUL.
@@ -105,6 +107,9 @@ impl Filesystem {
             self.shared
                 .dirty_limit_bytes
                 .store(limit, Ordering::Relaxed);
+        }
+        if let Some(policy) = change.atime {
+            self.shared.atime.store(policy.to_bits(), Ordering::Relaxed);
         }
         if let Some(leaves) = change.leaf_cache_bytes {
             self.shared.lock().leaf_cache_bytes = leaves;

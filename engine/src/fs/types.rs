@@ -141,6 +141,8 @@ pub struct MountOptions {
     /// Discard a delta's freed extents on the device once the delta is durable (the
     /// `discard` mount option): holes in an image file, BLKDISCARD on a block device.
     pub discard: bool,
+    /// When reads and readdir update atime (engine/src/fs/atime.rs); relatime by default.
+    pub atime: super::AtimePolicy,
 }
 
 impl Default for MountOptions {
@@ -155,6 +157,7 @@ impl Default for MountOptions {
             leaf_cache_bytes: 256 << 20,
             discard: false,
             data_cache_bytes: 64 << 20,
+            atime: super::AtimePolicy::default(),
         }
     }
 }

@@ -68,6 +68,8 @@ pub use crate::reply::ReplyEntry;
 pub use crate::reply::ReplyIoctl;
 pub use crate::reply::ReplyLock;
 pub use crate::reply::ReplyLseek;
+// tuxfs change: the STATX reply.
+pub use crate::reply::ReplyStatx;
 pub use crate::reply::ReplyOpen;
 pub use crate::reply::ReplyPoll;
 pub use crate::reply::ReplyStatfs;
@@ -994,6 +996,42 @@ pub trait Filesystem: Send + Sync + 'static {
         warn!(
             "[Not Implemented] fallocate(ino: {ino:#x?}, fh: {fh}, \
             offset: {offset}, length: {length}, mode: {mode})"
+        );
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// tuxfs change: getattr with the statx mask (FUSE_STATX, protocol 7.39): the kernel
+    /// asks when a caller wants more than the basic stats (the birth time). `fh` is set
+    /// when it asks through an open file. The default answers ENOSYS, after which the
+    /// kernel uses GETATTR and shows no birth time.
+    fn statx(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: Option<FileHandle>,
+        flags: u32,
+        mask: u32,
+        reply: ReplyStatx,
+    ) {
+        warn!("[Not Implemented] statx(ino: {ino:#x?}, fh: {fh:?}, flags: {flags:#x}, mask: {mask:#x})");
+        reply.error(Errno::ENOSYS);
+    }
+
+    /// tuxfs change: create and open an unnamed regular file in directory `parent`
+    /// (FUSE_TMPFILE, protocol 7.37, for `open(O_TMPFILE)`). Answered like `create`; the
+    /// default ENOSYS makes the kernel answer EOPNOTSUPP from then on.
+    fn tmpfile(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        warn!(
+            "[Not Implemented] tmpfile(parent: {parent:#x?}, mode: {mode:#o}, \
+            umask: {umask:#o}, flags: {flags:#x})"
         );
         reply.error(Errno::ENOSYS);
     }

@@ -4,7 +4,7 @@ use std::io::IoSlice;
 use std::os::unix::prelude::OsStrExt;
 use std::path::Path;
 use std::time::Duration;
-#[cfg(target_os = "macos")]
+// tuxfs change: used by the STATX reply on every platform.
 use std::time::SystemTime;
 
 use smallvec::SmallVec;
@@ -241,6 +241,51 @@ impl ResponseStruct<abi::fuse_poll_out> {
 impl ResponseStruct<abi::fuse_getxattr_out> {
     pub(crate) fn new_xattr_size(size: u32) -> Self {
         ResponseStruct(abi::fuse_getxattr_out { size, padding: 0 })
+    }
+}
+
+// tuxfs change: the STATX reply.
+impl ResponseStruct<abi::fuse_statx_out> {
+    pub(crate) fn new_statx(ttl: &Duration, attr: &crate::FileAttr) -> Self {
+        let sx = |t: &SystemTime| {
+            let (tv_sec, tv_nsec) = time_from_system_time(t);
+            abi::fuse_sx_time {
+                tv_sec,
+                tv_nsec,
+                reserved: 0,
+            }
+        };
+        // STATX_BASIC_STATS | STATX_BTIME.
+        const MASK: u32 = 0x7ff | 0x800;
+        ResponseStruct(abi::fuse_statx_out {
+            attr_valid: ttl.as_secs(),
+            attr_valid_nsec: ttl.subsec_nanos(),
+            flags: 0,
+            spare: [0; 2],
+            stat: abi::fuse_statx {
+                mask: MASK,
+                blksize: attr.blksize,
+                attributes: 0,
+                nlink: attr.nlink,
+                uid: attr.uid,
+                gid: attr.gid,
+                mode: mode_from_kind_and_perm(attr.kind, attr.perm) as u16,
+                spare0: 0,
+                ino: attr.ino.0,
+                size: attr.size,
+                blocks: attr.blocks,
+                attributes_mask: 0,
+                atime: sx(&attr.atime),
+                btime: sx(&attr.crtime),
+                ctime: sx(&attr.ctime),
+                mtime: sx(&attr.mtime),
+                rdev_major: libc::major(attr.rdev as libc::dev_t),
+                rdev_minor: libc::minor(attr.rdev as libc::dev_t),
+                dev_major: 0,
+                dev_minor: 0,
+                spare2: [0; 14],
+            },
+        })
     }
 }
 

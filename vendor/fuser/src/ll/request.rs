@@ -1557,6 +1557,50 @@ mod op {
         }
     }
 
+    /// tuxfs change: STATX, getattr with the statx mask (protocol 7.39).
+    #[derive(Debug)]
+    pub(crate) struct Statx<'a> {
+        #[expect(dead_code)]
+        header: &'a fuse_in_header,
+        arg: &'a fuse_statx_in,
+    }
+    impl Statx<'_> {
+        /// The file handle when the kernel asks through an open file.
+        pub(crate) fn file_handle(&self) -> Option<FileHandle> {
+            (self.arg.getattr_flags & crate::ll::flags::getattr_flags::GetattrFlags::FUSE_GETATTR_FH.bits() != 0)
+                .then_some(FileHandle(self.arg.fh))
+        }
+        /// `AT_STATX_*` flags of the caller.
+        pub(crate) fn flags(&self) -> u32 {
+            self.arg.sx_flags
+        }
+        /// `STATX_*` bits the caller asked for.
+        pub(crate) fn mask(&self) -> u32 {
+            self.arg.sx_mask
+        }
+    }
+
+    /// tuxfs change: TMPFILE, an unnamed file in a directory (protocol 7.37); the body is
+    /// a CREATE body whose name the kernel fills with "/".
+    #[derive(Debug)]
+    pub(crate) struct Tmpfile<'a> {
+        #[expect(dead_code)]
+        header: &'a fuse_in_header,
+        arg: &'a fuse_create_in,
+    }
+    impl Tmpfile<'_> {
+        pub(crate) fn mode(&self) -> u32 {
+            self.arg.mode
+        }
+        /// Flags as passed to `open(O_TMPFILE)`.
+        pub(crate) fn flags(&self) -> i32 {
+            self.arg.flags
+        }
+        pub(crate) fn umask(&self) -> u32 {
+            self.arg.umask
+        }
+    }
+
     /// Copy the specified range from the source inode to the destination inode
     #[derive(Debug, Clone, Copy)]
     pub(crate) struct CopyFileRangeFile {
@@ -1882,6 +1926,15 @@ mod op {
                 header,
                 arg: data.fetch()?,
             }),
+            // tuxfs change: STATX and TMPFILE.
+            fuse_opcode::FUSE_STATX => Operation::Statx(Statx {
+                header,
+                arg: data.fetch()?,
+            }),
+            fuse_opcode::FUSE_TMPFILE => Operation::Tmpfile(Tmpfile {
+                header,
+                arg: data.fetch()?,
+            }),
 
             #[cfg(target_os = "macos")]
             fuse_opcode::FUSE_SETVOLNAME => Operation::SetVolName(SetVolName {
@@ -1956,6 +2009,9 @@ pub(crate) enum Operation<'a> {
     Rename2(Rename2<'a>),
     Lseek(Lseek<'a>),
     CopyFileRange(CopyFileRange<'a>),
+    // tuxfs change: STATX and TMPFILE.
+    Statx(Statx<'a>),
+    Tmpfile(Tmpfile<'a>),
 
     #[cfg(target_os = "macos")]
     SetVolName(SetVolName<'a>),
@@ -2118,6 +2174,20 @@ impl fmt::Display for Operation<'_> {
                 x.file_handle(),
                 x.offset(),
                 x.whence()
+            ),
+            Operation::Statx(x) => write!(
+                f,
+                "STATX fh {:?}, flags {:#x}, mask {:#x}",
+                x.file_handle(),
+                x.flags(),
+                x.mask()
+            ),
+            Operation::Tmpfile(x) => write!(
+                f,
+                "TMPFILE mode {:#05o}, umask {:#05o}, flags {:#x}",
+                x.mode(),
+                x.umask(),
+                x.flags()
             ),
             Operation::CopyFileRange(x) => write!(
                 f,
