@@ -1050,6 +1050,15 @@ impl fuser::Filesystem for Adapter {
             libc::SEEK_HOLE => SeekWhence::Hole,
             _ => return reply.error(Errno::EINVAL),
         };
+        // The kernel sends FUSE_LSEEK without writing back its dirty pages (unlike punch,
+        // zero range and copy), and with the writeback cache those hold data the engine
+        // has not seen: invalidating the inode's pages makes the kernel write every dirty
+        // one back first (launder) before this answer is computed.
+        if self.writeback_cache
+            && let Some(n) = self.notifier.get()
+        {
+            let _ = n.inval_inode(ino, 0, 0);
+        }
         match self.fs.seek(ino.0, offset, whence) {
             Ok(at) => reply.offset(at as i64),
             Err(e) => reply.error(errno::to_fuser(&e)),

@@ -231,10 +231,37 @@ pub fn plans(root: &Path) -> Result<BTreeMap<String, Plan>, String> {
 /// the blocks of the data ranges the reference reports through SEEK_DATA/SEEK_HOLE
 /// (`data`, from [`data_sectors`]). The reference (ext4) also counts its extent-tree
 /// blocks (beyond the four extents its inode holds; the tree does not shrink when the
-/// file does), so its count may be higher by whole blocks. Equal counts always agree (the
-/// harness's self-test runs ext4 against ext4).
-pub fn blocks_agree(reference: i64, subject: i64, data: i64, block_size: i64) -> bool {
+/// file does) and an external xattr block (xattrs past its 256-byte inode), so its count
+/// may be higher by a few whole blocks. Preallocated (unwritten) blocks count on both sides
+/// but are holes to SEEK_DATA, so the subject may count more than `data`, never less.
+/// With `ea_inode` ext4 also counts the blocks of each large xattr value's inode
+/// (`xattr_blocks`); tuxfs's spill blocks are not in st_blocks (SEMANTICS.md, Extended
+/// attributes). Equal counts always agree (the harness's self-test runs ext4 against ext4).
+pub fn blocks_agree(
+    reference: i64,
+    subject: i64,
+    data: i64,
+    block_size: i64,
+    xattr_blocks: i64,
+) -> bool {
     let sectors = block_size / 512;
+    let extra = reference - subject;
     reference == subject
-        || (subject == data && reference >= data && (reference - data) % sectors == 0)
+        || (subject >= data
+            && extra > 0
+            && extra % sectors == 0
+            && extra / sectors <= EXT4_METADATA_BLOCKS_MAX + xattr_blocks)
 }
+
+/// Blocks the xattr values `xattrs` fill, each rounded up: an upper bound of what ext4's
+/// `ea_inode` value inodes add to st_blocks.
+pub fn xattr_blocks(xattrs: &[(Vec<u8>, Vec<u8>)], block_size: i64) -> i64 {
+    xattrs
+        .iter()
+        .map(|(_, v)| (v.len() as i64 + block_size - 1) / block_size)
+        .sum()
+}
+
+/// The most blocks ext4 counts in a file's st_blocks beyond its data in these runs: an
+/// external xattr block and the extent-tree blocks of a file of a few hundred extents.
+pub const EXT4_METADATA_BLOCKS_MAX: i64 = 4;
