@@ -707,7 +707,7 @@ impl Differential {
         }
         if timed
             && let Op::Rename { flags, .. } = &op
-            && flags & libc::RENAME_WHITEOUT as u32 != 0
+            && flags & libc::RENAME_WHITEOUT != 0
         {
             *self.summary.adjusted.entry(UNTIMED_WHITEOUT).or_default() += 1;
             timed = false;
