@@ -551,6 +551,7 @@ fn recover_inner(io: BlockIo, sb: Superblock, read_only: bool) -> Result<State> 
         opens: Default::default(),
         spills: Default::default(),
         linkable: BTreeSet::new(),
+        tombstones: Default::default(),
         stats: FsStats::default(),
         sb,
     };

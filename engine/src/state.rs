@@ -112,6 +112,8 @@ pub struct State {
     /// O_TMPFILE inodes not linked yet: the only inodes without links that `link` may
     /// give a name (engine::fs::tmpfile).
     pub linkable: BTreeSet<u64>,
+    /// Freed inodes' last attributes until the kernel forgets them (engine::fs::tombstone).
+    pub tombstones: crate::fs::Tombstones,
     pub stats: FsStats,
 }
 

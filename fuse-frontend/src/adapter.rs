@@ -479,8 +479,10 @@ impl fuser::Filesystem for Adapter {
         self.reply_entry(reply, result);
     }
 
-    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {
-        // The engine keeps no lookup counts: inodes live while linked or open.
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        // The engine keeps no lookup counts: inodes live while linked or open; what it
+        // keeps of a freed one for the kernel's last SETATTR goes now.
+        self.fs.forget(ino.0);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {

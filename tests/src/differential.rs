@@ -127,7 +127,7 @@ impl Pending {
 
 /// The pending switch: every feature listed here is OFF. Delete a line when its feature
 /// is merged, and the suite tests it from then on.
-pub const DIFF_OPS_PENDING: &[Pending] = &[Pending::Syncfs, Pending::Relatime];
+pub const DIFF_OPS_PENDING: &[Pending] = &[Pending::Relatime];
 
 /// What one run does.
 #[derive(Debug, Clone)]

@@ -281,3 +281,42 @@ fn space_freed_by_a_delete_is_usable_before_any_sync() {
     fs.unmount().expect("unmount");
     fsck_clean(dev.as_ref());
 }
+
+/// The kernel's last SETATTR of a freed inode (times it cached, written back after the
+/// last release) succeeds on the inode's tombstone; any other change is ENOENT, and so is
+/// everything after the kernel forgets the node.
+#[test]
+fn a_freed_inode_takes_the_kernels_last_time_update_until_forgotten() {
+    use tuxfs_engine::fs::TimeSet;
+    let dev = tuxfs_tests::fixture::mem_device(4096, 4096);
+    let fs = tuxfs_tests::fixture::mount(&dev, Default::default());
+    let ino = fs
+        .create(1, b"gone", 0o644, tuxfs_tests::fixture::USER)
+        .expect("create")
+        .ino;
+    fs.write(ino, 0, b"bytes", false).expect("write");
+    fs.release(ino).expect("release");
+    fs.unlink(1, b"gone").expect("unlink");
+    let times = SetAttr {
+        mtime: Some(TimeSet::At(Timestamp { sec: 7, nsec: 0 })),
+        ctime: Some(Timestamp { sec: 8, nsec: 0 }),
+        ..SetAttr::default()
+    };
+    let attr = fs
+        .setattr(ino, &times)
+        .expect("the kernel's time write-back");
+    assert_eq!((attr.nlink, attr.mtime.sec, attr.ctime.sec), (0, 7, 8));
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..SetAttr::default()
+    };
+    let e = fs.setattr(ino, &chmod).expect_err("chmod of a freed inode");
+    assert_eq!(e.errno(), Errno::NoEntry);
+    assert_eq!(
+        fs.getattr(ino).expect_err("getattr").errno(),
+        Errno::NoEntry
+    );
+    fs.forget(ino);
+    let e = fs.setattr(ino, &times).expect_err("after forget");
+    assert_eq!(e.errno(), Errno::NoEntry);
+}

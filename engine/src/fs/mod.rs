@@ -30,6 +30,8 @@ pub use space::{
 };
 mod setgid;
 mod tmpfile;
+mod tombstone;
+pub use tombstone::{TOMBSTONES_MAX, Tombstones};
 mod trim;
 mod whiteout;
 pub(crate) use trim::discard_released;
@@ -514,6 +516,15 @@ impl Filesystem {
             *st.opens.entry(ino).or_default() += 1;
             Ok(())
         })
+    }
+    /// The kernel forgot node `ino` (FUSE FORGET): the engine drops what it kept of it
+    /// after freeing it (engine::fs::tombstone).
+    pub fn forget(&self, ino: u64) {
+        self.with(|st| {
+            tombstone::forget(st, ino);
+            Ok(())
+        })
+        .ok();
     }
     /// Closes an inode; the last close of an unlinked file frees it.
     pub fn release(&self, ino: u64) -> Result<()> {

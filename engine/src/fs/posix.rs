@@ -293,7 +293,10 @@ fn destroy(st: &mut State, ino: u64) -> Result<()> {
     data::punch(st, ino, 0, u64::MAX)?;
     let i = inode::get(st, ino)?;
     crate::xattr::destroy(st, ino, &i);
-    inode::remove(st, ino)
+    let last = attr_of(st, ino, &i);
+    inode::remove(st, ino)?;
+    super::tombstone::bury(st, ino, last);
+    Ok(())
 }
 
 /// Recovery: frees every inode left on the orphan list by a crash.
@@ -545,7 +548,12 @@ fn touch_dirs(st: &mut State, dirs: &[u64], t: Timestamp) -> Result<()> {
 }
 
 pub(super) fn setattr(st: &mut State, ino: u64, set: &SetAttr) -> Result<Attr> {
-    let mut i = inode::get(st, ino)?;
+    let mut i = match inode::get(st, ino) {
+        Err(e) if e.errno() == Errno::NoEntry => {
+            return super::tombstone::setattr(st, ino, set).ok_or(e);
+        }
+        other => other?,
+    };
     super::flags::check_setattr(&i, set)?;
     let t = now();
     if let Some(mode) = set.mode {
