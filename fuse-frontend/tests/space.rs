@@ -37,8 +37,8 @@ sync
 
 /// What is compared: the hole map of every file (first: ext4 reports an unwritten extent
 /// as data once its zero pages are in the page cache, so nothing may read the files before),
-/// then size, st_blocks, du and a checksum. No file has more than four extents on ext4, whose
-/// st_blocks would then also count an extent-tree block tuxfs does not have.
+/// then size, st_blocks, du and a checksum (ext4 may count one extent-tree block more:
+/// `listings_agree`).
 const LISTING: &str = r#"
 for f in pre punched zeroed zeroed2 zeroed3 sparse copy punched.copy; do
   python3 - "$f" <<'PY'
@@ -82,8 +82,40 @@ fn fallocate_cp_du_and_seek_hole_agree_with_ext4() {
         "the host does not report holes (not ext4?):\n{theirs}"
     );
     let ours = sh(&m.dir, LISTING);
-    assert_eq!(ours, theirs, "tuxfs (left) and ext4 (right) differ");
+    assert!(
+        listings_agree(&ours, &theirs),
+        "tuxfs and ext4 differ:\n--- tuxfs\n{ours}\n--- ext4\n{theirs}"
+    );
     m.finish();
+}
+
+/// Line by line equal, except that ext4's `st_blocks` (and `du`) of a file may be one block
+/// higher: the host's ext4 is a busy filesystem, and when its writeback splits a file's
+/// allocation into more than four extents it also counts an extent-tree block, which
+/// tuxfs does not have (SEMANTICS.md, Deviations).
+fn listings_agree(tuxfs: &str, ext4: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (tuxfs.lines().collect(), ext4.lines().collect());
+    a.len() == b.len()
+        && a.iter().zip(&b).all(|(x, y)| {
+            if x == y {
+                return true;
+            }
+            let number = |line: &str, key: &str| -> Option<(String, i64)> {
+                let (head, n) = match key {
+                    "blocks=" => line.rsplit_once(key)?,
+                    _ => line.split_once('\t').map(|(n, name)| (name, n))?,
+                };
+                Some((head.to_string(), n.trim().parse().ok()?))
+            };
+            for (key, one_block) in [("blocks=", 8), ("du", 4)] {
+                if let (Some((hx, nx)), Some((hy, ny))) = (number(x, key), number(y, key))
+                    && hx == hy
+                {
+                    return ny - nx == one_block;
+                }
+            }
+            false
+        })
 }
 
 #[test]

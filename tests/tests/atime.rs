@@ -157,3 +157,29 @@ fn strictatime_noatime_nodiratime_and_reconfigure() {
     fs.unmount().expect("unmount");
     fsck_clean(dev.as_ref());
 }
+
+/// chattr +A (FS_NOATIME_FL) keeps a file's atime even under strictatime, as the kernel's
+/// S_NOATIME does on ext4.
+#[test]
+fn the_noatime_file_flag_keeps_atime() {
+    use tuxfs_engine::fs::flags::{FS_NOATIME_FL, FlagsCaller, FlagsChange};
+    let dev = mem_device(4096, 4096);
+    let fs = with(&dev, policy(AtimeMode::StrictAtime, false));
+    let f = fs.create(ROOT, b"f", 0o644, ME).expect("create");
+    fs.write(f.ino, 0, b"data", false).expect("write");
+    let change = FlagsChange {
+        flags: FS_NOATIME_FL,
+        mask: u32::MAX,
+        projid: None,
+    };
+    let root = FlagsCaller {
+        uid: 0,
+        fowner: true,
+        linux_immutable: true,
+    };
+    fs.set_file_flags(f.ino, change, root).expect("chattr +A");
+    let before = atime(&fs, f.ino);
+    pause();
+    fs.read(f.ino, 0, 4).expect("read");
+    assert_eq!(atime(&fs, f.ino), before, "a +A file's atime moved");
+}

@@ -94,6 +94,10 @@ pub(super) fn wants_update(st: &mut State, ino: u64, policy: AtimePolicy) -> Res
         return Ok(false);
     }
     let i = inode::get(st, ino)?;
+    // chattr +A (FS_NOATIME_FL): never, as the kernel's S_NOATIME.
+    if i.flags.contains(crate::format::inode::InodeFlags::NOATIME) {
+        return Ok(false);
+    }
     Ok(policy.wants_update(i.is_dir(), i.atime, i.mtime, i.ctime, super::now()))
 }
 
