@@ -556,6 +556,8 @@ const SKIP_CHOWN_NOOP_SETID: &str = "chown(-1, -1) of a set-id non-directory not
      no kill flag when no id changes; ext4 clears S_ISUID/S_ISGID; SEMANTICS.md, Deviations)";
 const UNTIMED_WHITEOUT: &str = "renameat2(RENAME_WHITEOUT) not timed (ext4 stamps the source \
      directory's mtime and ctime even when the rename then fails, e.g. ENOTEMPTY)";
+const RESTORED_WHITEOUT: &str = "source directory times put back on ext4 after a failed \
+     RENAME_WHITEOUT (ext4 stamps it even when the rename fails)";
 const SKIP_DIR_SEEK: &str =
     "lseek on a directory not run (a directory offset is each filesystem's own cookie)";
 
@@ -734,7 +736,29 @@ impl Differential {
             }
         }
         let clock = self.clock;
+        // ext4 stamps the source directory of a RENAME_WHITEOUT even when the rename then
+        // fails: its times are put back on the reference after a failure (a named rule).
+        let whiteout_source = match &op {
+            Op::Rename { from, flags, .. } if flags & libc::RENAME_WHITEOUT != 0 => {
+                let parent = from.rsplit_once('/').map_or("", |(a, _)| a).to_string();
+                sys::stat(&self.sides[0].p(&parent), true)
+                    .ok()
+                    .map(|st| (parent, st))
+            }
+            _ => None,
+        };
         let results: Vec<Outcome> = self.sides.iter_mut().map(|s| s.exec(&op, &clock)).collect();
+        if let (Some((parent, st)), Outcome::Err(_), Outcome::Err(_)) =
+            (&whiteout_source, &results[0], &results[1])
+        {
+            let times = [
+                (st.st_atime, st.st_atime_nsec),
+                (st.st_mtime, st.st_mtime_nsec),
+            ];
+            if sys::utimensat(&self.sides[0].p(parent), times, false).is_ok() {
+                *self.summary.adjusted.entry(RESTORED_WHITEOUT).or_default() += 1;
+            }
+        }
         if results[0] != results[1] {
             return Err(self.fail(
                 index,
