@@ -726,3 +726,34 @@ fn huge_ranges_over_holes_need_no_huge_reservation() {
     );
     finish(&dev, fs);
 }
+
+/// Found by the differential suite (seed 535012065762389656): `open(O_TRUNC)` of an empty
+/// file left the blocks preallocated past its end with KEEP_SIZE; ext4 drops them on any
+/// truncate, to the current size included.
+#[test]
+fn a_truncate_to_the_current_size_drops_preallocation_past_the_end() {
+    let (dev, fs) = setup(4096);
+    let f = new_file(&fs, "f");
+    fs.write(f, 0, b"kept", false).expect("write");
+    fs.fallocate(f, 1 << 20, 2 * BS, KEEP)
+        .expect("preallocate past the end");
+    assert_eq!(
+        sectors(&fs, f),
+        3 * BS / 512,
+        "one data block and two preallocated"
+    );
+    let same = tuxfs_engine::fs::SetAttr {
+        size: Some(4),
+        ..Default::default()
+    };
+    fs.setattr(f, &same).expect("truncate to the current size");
+    assert_eq!(size(&fs, f), 4);
+    assert_eq!(
+        sectors(&fs, f),
+        BS / 512,
+        "the preallocation is gone, the data stays"
+    );
+    assert_eq!(read_all(&fs, f), b"kept");
+    fs.release(f).expect("release");
+    finish(&dev, fs);
+}

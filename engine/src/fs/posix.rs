@@ -615,6 +615,12 @@ fn truncate(st: &mut State, ino: u64, i: &mut Inode, size: u64) -> Result<()> {
             let tail = (bs - size % bs) as usize;
             data::write(st, ino, size, &vec![0u8; tail])?;
         }
+    } else if size == i.size {
+        // A truncate to the current size still drops blocks preallocated past the end
+        // (fallocate KEEP_SIZE), as ext4 does.
+        let keep = size.div_ceil(u64::from(st.bs()));
+        let freed = data::punch(st, ino, keep, u64::MAX)?;
+        i.blocks = i.blocks.saturating_sub(freed);
     }
     i.size = size;
     Ok(())
