@@ -134,13 +134,13 @@ pub fn write(st: &mut State, inum: u64, offset: u64, data: &[u8]) -> Result<()> 
         // A block no extent backs is a delayed allocation: counted in st_blocks from now.
         // (A page being flushed already has its extent in the tree.)
         if newly_dirty {
-            let known = span.filter(|s| s.from <= fblock && fblock < s.to);
-            let here = match known {
-                Some(s) => s,
-                None => span_at(st, inum, fblock)?,
-            };
-            span = Some(here);
-            if !here.backed {
+            if !span
+                .as_ref()
+                .is_some_and(|s| s.from <= fblock && fblock < s.to)
+            {
+                span = Some(span_at(st, inum, fblock)?);
+            }
+            if span.as_ref().is_some_and(|s| s.ext.is_none()) {
                 st.delalloc.insert((inum, fblock));
             }
         }
@@ -149,22 +149,25 @@ pub fn write(st: &mut State, inum: u64, offset: u64, data: &[u8]) -> Result<()> 
     Ok(())
 }
 
-/// File blocks `[from, to)` of one inode that an extent backs, or that none does.
-#[derive(Debug, Clone, Copy)]
-struct Span {
-    from: u64,
-    to: u64,
-    backed: bool,
+/// The extent covering a file block, or the hole around it, as found by one tree lookup:
+/// file blocks `[from, to)`.
+#[derive(Debug)]
+pub(crate) struct Span {
+    pub from: u64,
+    pub to: u64,
+    /// First file block of the extent and the extent; None in a hole.
+    pub ext: Option<(u64, Extent)>,
 }
 
-/// The extent covering `fblock`, or the hole around it up to the next extent.
-fn span_at(st: &mut State, inum: u64, fblock: u64) -> Result<Span> {
+/// The extent covering `fblock`, or the hole around it up to the next extent (at least
+/// `fblock` itself, so a caller walking spans always moves on).
+pub(crate) fn span_at(st: &mut State, inum: u64, fblock: u64) -> Result<Span> {
     if let Some((start, ext)) = find_extent(st, inum, fblock)? {
         let to = extent_end(st, Key::new(inum, start), &ext)?;
         return Ok(Span {
             from: start,
             to,
-            backed: true,
+            ext: Some((start, ext)),
         });
     }
     let next = st
@@ -172,8 +175,8 @@ fn span_at(st: &mut State, inum: u64, fblock: u64) -> Result<Span> {
         .next(Key::new(inum, fblock), Key::new(inum, u64::MAX), &st.io)?;
     Ok(Span {
         from: fblock,
-        to: next.map_or(u64::MAX, |(k, _)| k.b),
-        backed: false,
+        to: next.map_or(u64::MAX, |(k, _)| k.b.max(fblock + 1)),
+        ext: None,
     })
 }
 
@@ -185,11 +188,8 @@ pub fn extent_or_hole(
     inum: u64,
     fblock: u64,
 ) -> Result<(u64, Option<(u64, Extent)>)> {
-    if let Some((start, ext)) = find_extent(st, inum, fblock)? {
-        let to = extent_end(st, Key::new(inum, start), &ext)?;
-        return Ok((to, Some((start, ext))));
-    }
-    Ok((span_at(st, inum, fblock)?.to, None))
+    let span = span_at(st, inum, fblock)?;
+    Ok((span.to, span.ext))
 }
 
 /// Blocks in `[offset, offset + len)` of `inum` not yet dirty: what a write must reserve.

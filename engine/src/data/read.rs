@@ -18,12 +18,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{extent_end, find_extent};
+use super::{Span, span_at};
 use crate::cache::{Page, PageCache};
 use crate::dev::{AlignedBuf, ReadRequest};
-use crate::format::btree::Key;
 use crate::format::data_crc;
-use crate::format::extent::{Extent, ExtentFlags};
+use crate::format::extent::ExtentFlags;
 use crate::io::BlockIo;
 use crate::state::State;
 use crate::{Error, Result};
@@ -190,34 +189,6 @@ impl ReadPlan {
 #[derive(Debug)]
 pub struct Loaded {
     pages: Vec<std::result::Result<Page, (u32, u32)>>,
-}
-
-/// The extent covering a file block, or the hole around it, as found by one tree lookup.
-#[derive(Debug)]
-struct Span {
-    from: u64,
-    to: u64,
-    /// First file block of the extent and the extent; None in a hole.
-    ext: Option<(u64, Extent)>,
-}
-
-fn span_at(st: &mut State, inum: u64, fblock: u64) -> Result<Span> {
-    if let Some((start, ext)) = find_extent(st, inum, fblock)? {
-        let to = extent_end(st, Key::new(inum, start), &ext)?;
-        return Ok(Span {
-            from: start,
-            to,
-            ext: Some((start, ext)),
-        });
-    }
-    let next = st
-        .extents
-        .next(Key::new(inum, fblock), Key::new(inum, u64::MAX), &st.io)?;
-    Ok(Span {
-        from: fblock,
-        to: next.map_or(u64::MAX, |(k, _)| k.b.max(fblock + 1)),
-        ext: None,
-    })
 }
 
 /// Where the committed bytes of `fblock` are: Some((block, crc)), or None for zeros.
