@@ -139,6 +139,13 @@ fn assert_opens_dir(mnt: &Path, h: &FileHandle, ino: u64, child: &str, when: &st
 }
 
 fn assert_stale(mnt: &Path, h: &FileHandle, when: &str) {
+    // FUSE RELEASE is asynchronous: until the kernel has evicted the unlinked inode it may
+    // still find it in its own cache and open it without asking the daemon. Wait (bounded)
+    // for that window to close; the answer must then be ESTALE.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline && open_handle(mnt, h, libc::O_RDONLY).is_ok() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     match open_handle(mnt, h, libc::O_RDONLY) {
         Ok(_) => panic!("a stale handle opened {when}"),
         Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{when}: {e}"),
