@@ -24,8 +24,8 @@
 //! epoch before and after its device read knows no change touched that inode meanwhile.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Mutex, MutexGuard};
 
 use crate::dev::AlignedBuf;
 

@@ -17,7 +17,7 @@
 //! flushes, and only then frees the blocks the old roots and the old log chain used.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use crate::sync::Arc;
 use std::time::Instant;
 
 use crate::btree::build_interior;

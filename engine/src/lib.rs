@@ -21,6 +21,7 @@ pub mod io;
 pub mod mkfs;
 pub mod recovery;
 pub mod state;
+pub mod sync;
 pub mod xattr;
 
 pub use error::{Errno, Error, Result};

@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use crate::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::mem::span;
 use super::record::SECTOR_BYTES;

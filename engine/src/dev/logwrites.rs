@@ -43,7 +43,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use crate::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::record::{encode_header, push_base_record, push_flush_record, push_write_record};
 use super::{AlignedBuf, BlockDevice, FailStop, ReadRequest, WriteRequest};

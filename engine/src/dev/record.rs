@@ -45,7 +45,7 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use crate::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::mem::span;
 use super::{BlockDevice, ReadRequest, WriteRequest, check_range};

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::os::unix::fs::FileExt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use crate::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::file::Backing;
 use super::{BlockDevice, FailStop, ReadRequest, WriteRequest};
