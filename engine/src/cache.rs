@@ -23,9 +23,9 @@
 //! invalidation bumps the epoch of the inode's slot first, so a reader that saw the same
 //! epoch before and after its device read knows no change touched that inode meanwhile.
 
-use std::collections::BTreeMap;
 use crate::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeMap;
 
 use crate::dev::AlignedBuf;
 

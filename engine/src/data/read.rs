@@ -15,8 +15,8 @@
 //!
 //! The reply is the file as of step 1 (the read is ordered at its plan).
 
-use std::collections::HashMap;
 use crate::sync::{Arc, Condvar, Mutex};
+use std::collections::HashMap;
 
 use super::{Span, span_at};
 use crate::cache::{Page, PageCache};

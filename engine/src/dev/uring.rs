@@ -13,9 +13,9 @@
 //! never more than the submission queue holds, so pushing an SQE for a free slot (or
 //! re-pushing one for a short transfer) cannot find the queue full.
 
+use crate::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::fmt;
 use std::io;
-use crate::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use io_uring::{IoUring, opcode, squeue, types};
 

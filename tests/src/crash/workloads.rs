@@ -491,6 +491,8 @@ impl Driver {
             Workload::Append => self.append(),
             Workload::Dirs => self.dirs(),
             Workload::Bigfile => self.bigfile(block_size),
+            // record() runs it on threads of crate::concurrent, never through the driver.
+            Workload::Concurrent => Err("the concurrent workload has no sequential steps".into()),
         }
     }
 
