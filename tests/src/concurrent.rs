@@ -101,7 +101,7 @@ impl History {
             return match acked {
                 None => Ok(0),
                 Some(k) => Err(format!(
-                    "LOST AN ACKNOWLEDGED FSYNC: thread {t}'s directory is gone, but {k} of its \
+                    "LOST AN ACKNOWLEDGED SYNC: thread {t}'s directory is gone, but {k} of its \
                      operations (and the setup) were acknowledged"
                 )),
             };
@@ -118,7 +118,7 @@ impl History {
              differences from the acknowledged state: {}",
             match older {
                 Some(k) =>
-                    format!("LOST AN ACKNOWLEDGED FSYNC: the subtree is that after {k} operations"),
+                    format!("LOST AN ACKNOWLEDGED SYNC: the subtree is that after {k} operations"),
                 None => "the subtree matches none of its states".into(),
             },
             diff(&self.states[oldest], got)
