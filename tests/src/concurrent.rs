@@ -31,7 +31,7 @@ use tuxfs_engine::fs::{
     RenameFlags, SetAttr, XattrFlags,
 };
 
-use crate::model::{Model, Node, Shown, Visible, apply_fallocate, diff};
+use crate::model::{Model, Node, Shown, Visible, apply_fallocate, diff, resolve};
 use crate::rng::Rng;
 
 const ME: Caller = Caller {
@@ -211,26 +211,15 @@ impl Worker {
     }
 
     fn ino(&self, path: &str) -> Result<u64, String> {
-        let mut ino = self.dir_ino;
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            ino = self
-                .fs
-                .lookup(ino, part.as_bytes())
-                .map_err(|e| format!("thread {}: lookup {path}: {e}", self.id))?
-                .ino;
-        }
-        Ok(ino)
+        resolve(&self.fs, self.dir_ino, path).map_err(|e| format!("thread {}: {e}", self.id))
     }
 
     fn file_id(&self, path: &str) -> Option<u64> {
-        match self.model.names.get(path) {
-            Some(Node::File(id)) => Some(*id),
-            _ => None,
-        }
+        self.model.file_id(path)
     }
 
     fn used_bytes(&self) -> u64 {
-        self.model.files.values().map(|d| d.len() as u64).sum()
+        self.model.used_bytes()
     }
 
     /// One random operation, recorded in the history.
@@ -444,18 +433,11 @@ impl Worker {
         let id = self.file_id(path).ok_or("no such file in the model")?;
         let name = *self.rng.pick(&["user.a", "user.checksum"]);
         let ino = self.ino(path)?;
-        let has = self
-            .model
-            .xattrs
-            .get(&id)
-            .is_some_and(|x| x.contains_key(name.as_bytes()));
-        if has && self.rng.chance(1, 3) {
+        if self.model.has_xattr(id, name) && self.rng.chance(1, 3) {
             self.fs
                 .removexattr(ino, name.as_bytes())
                 .map_err(|e| format!("thread {}: removexattr {path} {name}: {e}", self.id))?;
-            if let Some(x) = self.model.xattrs.get_mut(&id) {
-                x.remove(name.as_bytes());
-            }
+            self.model.set_xattr(id, name, None);
             return Ok(format!("removexattr {path} {name}"));
         }
         let n = self.rng.range(1, 200) as usize;
@@ -463,11 +445,7 @@ impl Worker {
         self.fs
             .setxattr(ino, name.as_bytes(), &value, XattrFlags::default())
             .map_err(|e| format!("thread {}: setxattr {path} {name}: {e}", self.id))?;
-        self.model
-            .xattrs
-            .entry(id)
-            .or_default()
-            .insert(name.as_bytes().to_vec(), value);
+        self.model.set_xattr(id, name, Some(value));
         Ok(format!("setxattr {path} {name} ({n} bytes)"))
     }
 

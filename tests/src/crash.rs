@@ -446,15 +446,7 @@ pub fn record(case: &Case) -> Result<Recording, Box<Failure>> {
     run.map_err(|what| fail(format!("workload: {what}")))?;
     let boundaries = std::mem::take(&mut d.boundaries);
     drop(d);
-    let shape = shape_of(&dev.events());
-    Ok(Recording {
-        case: *case,
-        params,
-        dev,
-        boundaries,
-        shape,
-        threads: Vec::new(),
-    })
+    Ok(Recording::new(case, params, dev, boundaries, Vec::new()))
 }
 
 /// Records the concurrent workload: 2 to 4 threads of `params.steps` operations each, all
@@ -513,15 +505,8 @@ fn record_concurrent(
             what: "an acknowledgement".into(),
         })
         .collect();
-    let shape = shape_of(&dev.events());
-    Ok(Recording {
-        case: *case,
-        params,
-        dev,
-        boundaries,
-        shape,
-        threads: workers.into_iter().map(|w| w.history).collect(),
-    })
+    let threads = workers.into_iter().map(|w| w.history).collect();
+    Ok(Recording::new(case, params, dev, boundaries, threads))
 }
 
 /// How a state recovered, when it passed.
@@ -557,6 +542,25 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Recording {
+    /// A finished recording (the event log's shape is taken now).
+    fn new(
+        case: &Case,
+        params: Params,
+        dev: Arc<RecordingDevice>,
+        boundaries: Vec<Boundary>,
+        threads: Vec<History>,
+    ) -> Recording {
+        let shape = shape_of(&dev.events());
+        Recording {
+            case: *case,
+            params,
+            dev,
+            boundaries,
+            shape,
+            threads,
+        }
+    }
+
     /// The crash states to check, in a fixed order derived from the seed: the base image and
     /// every flush point, then `extra` random states per flush interval plus two at every
     /// instant a call returned with writes unflushed.

@@ -410,6 +410,9 @@ fn main() {
         "no schedule rewrote the page while its delta was in flight ({replay})"
     );
     // The unguarded protocol must be caught: shuttle panics with the failing schedule.
+    println!(
+        "shuttle: the next check must fail: the panic and schedule printed below are expected"
+    );
     let caught = catch_unwind(AssertUnwindSafe(|| {
         check(
             "load outside the lock, unguarded insert (must fail)",
