@@ -37,8 +37,9 @@ const DEFAULT_OPS: u64 = 200;
 /// Operations per thread between quiescent points.
 const PHASE_OPS: u64 = 50;
 
-/// Crash states checked at the end (flush points first, then subsets of writes in flight).
-const CRASH_STATES: usize = 40;
+/// Crash states checked at the end at least (flush points first, then subsets of writes in
+/// flight); longer runs check one per five operations per thread.
+const CRASH_STATES_MIN: usize = 40;
 
 /// Commits happen on their own too: on age and past a small dirty limit.
 fn options() -> MountOptions {
@@ -176,11 +177,12 @@ fn threads_match_their_models_at_quiescent_points_and_after_crashes() {
     let end = dev.event_count();
     let flushes = dev.flush_points();
     let mut points: Vec<(usize, Vec<usize>)> = Vec::new();
-    let stride = flushes.len().div_ceil(CRASH_STATES / 2).max(1);
+    let crash_states = CRASH_STATES_MIN.max(ops as usize / 5);
+    let stride = flushes.len().div_ceil(crash_states / 2).max(1);
     points.extend(flushes.iter().step_by(stride).map(|&at| (at, Vec::new())));
     points.push((end, dev.writes_since_last_flush(end)));
     let mut crash_rng = Rng::stream(seed, 5);
-    while points.len() < CRASH_STATES {
+    while points.len() < crash_states {
         let at = crash_rng.range(setup_events as u64, end as u64 + 1) as usize;
         let landed: Vec<usize> = dev
             .writes_since_last_flush(at)
