@@ -86,15 +86,20 @@ pub struct History {
 }
 
 impl History {
-    /// Checks thread `t`'s recovered subtree (None: the directory is missing) after a crash
-    /// at event count `at`; returns the number of operations it showed.
-    pub fn check(&self, t: usize, got: Option<&Visible>, at: usize) -> Result<usize, String> {
-        let acked = self
-            .acks
+    /// Operations acknowledged by an fsync or sync that returned at or before event `at`
+    /// (None: not even the setup was).
+    pub fn acknowledged(&self, at: usize) -> Option<usize> {
+        self.acks
             .iter()
             .filter(|(e, _)| *e <= at)
             .map(|(_, k)| *k)
-            .max();
+            .max()
+    }
+
+    /// Checks thread `t`'s recovered subtree (None: the directory is missing) after a crash
+    /// at event count `at`; returns the number of operations it showed.
+    pub fn check(&self, t: usize, got: Option<&Visible>, at: usize) -> Result<usize, String> {
+        let acked = self.acknowledged(at);
         // Operation k+1 may have reached the image only if it began before event `at`.
         let newest = self.starts.iter().take_while(|&&s| s < at).count();
         let Some(got) = got else {
@@ -128,16 +133,20 @@ impl History {
 
 /// The crash verdict of a recovered tree (crash at event count `at`): every thread's
 /// subtree passes [`History::check`], and the shared directory holds only files with one
-/// link.
-pub fn concurrent_verdict(got: &Visible, threads: &[History], at: usize) -> Result<(), String> {
+/// link. Returns true when some thread shows more than it had acknowledged (a commit in
+/// flight at the crash reached the disk).
+pub fn concurrent_verdict(got: &Visible, threads: &[History], at: usize) -> Result<bool, String> {
+    let mut beyond = false;
     for (t, h) in threads.iter().enumerate() {
-        h.check(t, subtree(got, &thread_dir(t)).as_ref(), at)?;
+        let shown = h.check(t, subtree(got, &thread_dir(t)).as_ref(), at)?;
+        beyond |= shown > h.acknowledged(at).unwrap_or(0);
     }
     match subtree(got, SHARED) {
-        Some(shared) => check_shared_files(&shared, true),
-        None if threads.iter().all(|h| h.acks.iter().all(|(e, _)| *e > at)) => Ok(()),
-        None => Err("the shared directory is gone after an acknowledged setup".into()),
+        Some(shared) => check_shared_files(&shared, true)?,
+        None if threads.iter().all(|h| h.acknowledged(at).is_none()) => {}
+        None => return Err("the shared directory is gone after an acknowledged setup".into()),
     }
+    Ok(beyond)
 }
 
 /// One thread's driver: its subtree, its model, its part of the shared-name ledger.

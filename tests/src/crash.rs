@@ -784,7 +784,12 @@ impl Recording {
             return Err(format!("fsck after mount and unmount: {after:?}"));
         }
         if !self.threads.is_empty() {
-            return concurrent_verdict(&got, &self.threads, at).map(|()| Outcome::Acknowledged);
+            let beyond = concurrent_verdict(&got, &self.threads, at)?;
+            return Ok(if beyond {
+                Outcome::InFlight
+            } else {
+                Outcome::Acknowledged
+            });
         }
         let ack = self.acknowledged(at);
         let acked = &self.boundaries[ack];
