@@ -187,6 +187,8 @@ pub struct Adapter {
     idmap: bool,
     /// The session's notifier, once the session exists ([`Adapter::with_notifier`]).
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Where reads run, so a read waiting for the device parks no FUSE worker.
+    reads: crate::readpool::ReadPool,
 }
 
 impl Adapter {
@@ -201,6 +203,7 @@ impl Adapter {
             on_destroy: None,
             idmap: false,
             notifier: Arc::default(),
+            reads: crate::readpool::ReadPool::new(crate::readpool::READ_THREADS),
         }
     }
 
@@ -392,6 +395,8 @@ fn permission_bits(mode: u32) -> u32 {
 
 impl fuser::Filesystem for Adapter {
     fn destroy(&self) {
+        // Reads still running finish (and answer) before the engine is unmounted.
+        self.reads.stop();
         if let Some(hook) = &self.on_destroy {
             hook.run();
         }
@@ -712,16 +717,21 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // Answered from the read pool once the data is there; this worker goes on serving.
         // The request carries the file's flags: O_DIRECT reads follow ext4's alignment rule.
-        let result = if flags.0 & libc::O_DIRECT != 0 {
-            self.fs.read_direct(ino.0, offset, size)
-        } else {
-            self.fs.read(ino.0, offset, size)
-        };
-        match result {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno::to_fuser(&e)),
-        }
+        let fs = self.fs.clone();
+        let direct = flags.0 & libc::O_DIRECT != 0;
+        self.reads.run(Box::new(move || {
+            let result = if direct {
+                fs.read_direct(ino.0, offset, size)
+            } else {
+                fs.read(ino.0, offset, size)
+            };
+            match result {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno::to_fuser(&e)),
+            }
+        }));
     }
 
     fn write(

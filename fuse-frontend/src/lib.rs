@@ -29,4 +29,5 @@ pub mod idmap;
 pub mod ioctl;
 pub mod logging;
 pub mod options;
+pub mod readpool;
 pub mod remount;
