@@ -180,10 +180,5 @@ pub fn parallel_read(fs: &Arc<Filesystem>, names: &[&str]) -> Result<Figure, Box
         }));
     }
     barrier.wait();
-    let start = Instant::now();
-    let mut total = 0u64;
-    for t in threads {
-        total += t.join().map_err(|_| "reader panicked")??;
-    }
-    Ok(Figure::mb_per_s(total, start.elapsed().as_secs_f64()))
+    super::io::readers_figure(threads, Instant::now())
 }

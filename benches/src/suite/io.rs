@@ -310,10 +310,21 @@ pub fn files_parallel_read(paths: &[PathBuf]) -> Result<Figure, BoxErr> {
         })
         .collect();
     barrier.wait();
-    let start = Instant::now();
+    readers_figure(threads, Instant::now())
+}
+
+/// Joins reader threads that each return the bytes they read, started at `start`: the
+/// bytes of all of them over the wall time.
+pub fn readers_figure<E: Into<BoxErr>>(
+    threads: Vec<std::thread::JoinHandle<Result<u64, E>>>,
+    start: Instant,
+) -> Result<Figure, BoxErr> {
     let mut total = 0u64;
     for t in threads {
-        total += t.join().map_err(|_| "reader panicked")??;
+        total += t
+            .join()
+            .map_err(|_| "reader panicked")?
+            .map_err(Into::into)?;
     }
     Ok(Figure::mb_per_s(total, start.elapsed().as_secs_f64()))
 }
