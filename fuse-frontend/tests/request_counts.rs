@@ -177,7 +177,7 @@ fn with_entry_timeout_zero_a_missing_name_is_asked_for_every_time() {
 
 #[test]
 fn xattr_reads_and_plain_ioctls_do_not_read_the_callers_process_status() {
-    let Some(m) = Mount::new("procreads", 64 * MIB) else {
+    let Some((m, _out, stats)) = counted_mount("procreads", &[]) else {
         return;
     };
     let path = m.path("f");
@@ -185,11 +185,11 @@ fn xattr_reads_and_plain_ioctls_do_not_read_the_callers_process_status() {
     set_xattr(&path, b"user.k", b"v", 0).expect("set user.k");
     set_xattr(&path, b"trusted.k", b"t", 0).expect("set trusted.k");
     let file = File::open(&path).expect("open");
-    const N: u64 = 100;
+    let before = requests(&m, &stats);
     // Each request is one read(2) of /dev/fuse; resolving the caller (FUSE_ALLOW_IDMAP:
-    // these requests carry no ids) read /proc/PID/status, at least two more.
+    // these requests carry no ids) reads /proc/PID/status too, at least two more reads.
     let reads = m.requests_during(|| {
-        for _ in 0..N {
+        for _ in 0..100 {
             assert_eq!(get_xattr(&path, b"user.k").expect("user.k"), b"v");
             let err = get_xattr(&path, b"security.capability").expect_err("no capability");
             assert_eq!(err.raw_os_error(), Some(libc::ENODATA));
@@ -199,7 +199,11 @@ fn xattr_reads_and_plain_ioctls_do_not_read_the_callers_process_status() {
             assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
         }
     });
-    assert!(reads <= 3 * N + 20, "{reads} reads for {} requests", 3 * N);
+    let after = requests(&m, &stats);
+    let sent = delta(&before, &after, "requests");
+    assert!(delta(&before, &after, "getxattr") >= 200, "{after:?}");
+    assert!(delta(&before, &after, "ioctl") >= 100, "{after:?}");
+    assert!(reads <= sent + 10, "{reads} reads for {sent} requests");
     // A `trusted.` read still depends on who asks: root (this test) gets the value.
     assert_eq!(get_xattr(&path, b"trusted.k").expect("trusted.k"), b"t");
     drop(file);
