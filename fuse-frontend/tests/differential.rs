@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{Mount, have, skip, unmount_with};
-use tuxfs_tests::differential::{Config, Differential, Pending};
+use tuxfs_tests::differential::{Config, Data, Differential, Op, Pending, RESEEK_UNCACHED};
 
 /// A fresh ext4 filesystem on a loop device, mounted in a temporary directory.
 struct Ext4 {
@@ -163,4 +163,90 @@ fn times_before_1970_keep_their_nanoseconds() {
         );
     }
     m.finish();
+}
+
+/// Found by the long setting (seed 573339150864817569, op 77,088): ext4 answers SEEK_HOLE
+/// and SEEK_DATA over an unwritten extent from its page cache, so a read of the extent's
+/// zeros (the program's, or the tree comparison's) turns it into data there
+/// (`mapping_seek_hole_data`), while tuxfs, which cannot see the kernel's page cache,
+/// answers "hole" before and after. The suite asks ext4 again with its clean pages dropped
+/// (a named, counted rule); then both agree, and the file positions stay paired.
+#[test]
+fn seek_over_cached_unwritten_blocks_is_asked_of_ext4_again() {
+    let Some(mut ext4) = Ext4::new("noatime", false) else {
+        return;
+    };
+    let Some(m) = Mount::with_options("diff-seek-cached", 64 << 20, &["noatime"]) else {
+        return;
+    };
+    let cfg = Config {
+        seed: 0,
+        ops: 0,
+        enabled: Pending::ALL.to_vec(),
+        replay: "cargo test -p tuxfs-fuse --test differential seek_over_cached".into(),
+        names: ["ext4".into(), "tuxfs".into()],
+        compare_atime: true,
+    };
+    let mut d = Differential::new(&work_dir(&ext4.dir), &work_dir(&m.dir), cfg);
+    let data = |len| Data { len, seed: 1 };
+    let seek = |off, whence| Op::Lseek {
+        slot: 0,
+        off,
+        whence,
+    };
+    let ops = [
+        Op::Open {
+            slot: 0,
+            path: "f".into(),
+            flags: libc::O_RDWR | libc::O_CREAT,
+            mode: 0o644,
+        },
+        Op::Pwrite {
+            slot: 0,
+            off: 0,
+            data: data(4096),
+        },
+        // Blocks 1 and 2 unwritten; the size becomes 12,288.
+        Op::Fallocate {
+            slot: 0,
+            mode: 0,
+            off: 4096,
+            len: 8192,
+        },
+        Op::Fsync {
+            slot: 0,
+            data_only: false,
+        },
+        seek(0, libc::SEEK_HOLE),
+        // The zeros of blocks 1 and 2 into both kernels' page caches.
+        Op::Pread {
+            slot: 0,
+            off: 0,
+            len: 12288,
+        },
+        seek(0, libc::SEEK_HOLE),
+        Op::Pread {
+            slot: 0,
+            off: 4096,
+            len: 8192,
+        },
+        seek(4096, libc::SEEK_DATA),
+        // Both positions are where the SEEK_HOLE put them (4096).
+        Op::Read { slot: 0, len: 10 },
+    ];
+    for (i, op) in ops.into_iter().enumerate() {
+        if let Err(f) = d.apply(i, op) {
+            panic!("{f}");
+        }
+    }
+    // ext4 gave 12,288 and 4096 where tuxfs gave 4096 and ENXIO: two answers asked again.
+    assert_eq!(
+        d.summary.adjusted.get(RESEEK_UNCACHED),
+        Some(&2),
+        "{}",
+        d.report()
+    );
+    d.close_all();
+    m.finish();
+    ext4.unmount();
 }

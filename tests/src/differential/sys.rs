@@ -78,6 +78,16 @@ pub fn lseek(fd: &OwnedFd, off: i64, whence: i32) -> SysResult<i64> {
     if r < 0 { Err(errno()) } else { Ok(r) }
 }
 
+/// posix_fadvise(POSIX_FADV_DONTNEED) of the whole file: the kernel drops the file's clean
+/// cached pages (dirty ones are only queued for writeback and stay).
+pub fn drop_clean_pages(fd: &OwnedFd) -> SysResult<()> {
+    // SAFETY: plain integer arguments on a descriptor we own.
+    match unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) } {
+        0 => Ok(()),
+        e => Err(e),
+    }
+}
+
 /// ftruncate(2).
 pub fn ftruncate(fd: &OwnedFd, len: i64) -> SysResult<()> {
     // SAFETY: plain integer arguments on a descriptor we own.
