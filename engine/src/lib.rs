@@ -10,6 +10,7 @@ pub mod btree;
 pub mod cache;
 pub mod commit;
 pub mod data;
+pub mod delta;
 pub mod dev;
 pub mod dir;
 pub mod error;

@@ -91,9 +91,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Commits the open delta if it has changes; returns when it is durable. The flush runs
-    /// without the state lock, so the frontend goes on in the next delta meanwhile (writes
-    /// to pages being flushed fork them). A commit that will unify runs synchronously.
+    /// Commits the open delta if it has changes; returns when it is durable. Commit is a
+    /// freeze: the state lock is held only to close the delta (move its dirty set out,
+    /// allocate, open the next one; engine::commit::close) and, briefly, to finish it;
+    /// encoding, CRCs, submission, the flush and a unify planned with the delta run without
+    /// it, so the frontend goes on in the next delta meanwhile (writes to pages and leaves
+    /// being written fork them).
     pub(crate) fn commit_open(&self) -> Result<()> {
         let _backend = self.lock_backend();
         let mut st = self.lock();
@@ -104,22 +107,20 @@ impl Shared {
         if !st.has_changes() {
             return Ok(());
         }
-        if crate::commit::unify_due(&st) || self.opts.debug_wait_writeback {
+        if self.opts.debug_wait_writeback {
             let out = crate::commit::commit(&mut st);
             self.open_delta.store(st.delta, Ordering::Release);
             return out;
         }
-        let closed = match crate::commit::close(&mut st) {
+        let (frozen, unify) = match crate::commit::close(&mut st) {
             Ok(c) => c,
             Err(e) => return Err(crate::commit::fail_with(&mut st, e)),
         };
         self.open_delta.store(st.delta, Ordering::Release);
         let io = st.io.clone();
         drop(st);
-        let flushed = io.flush();
-        let mut st = self.lock();
-        crate::commit::finish(&mut st, closed, flushed)
-            .map_err(|e| crate::commit::fail_with(&mut st, e))
+        crate::commit::complete(&io, frozen, unify, &mut |step| step(&mut self.lock()))
+            .map_err(|e| crate::commit::fail_with(&mut self.lock(), e))
     }
 
     /// Takes the backend lock: one commit (or unify, remount, label change) at a time. It
