@@ -554,6 +554,39 @@ mod tests {
         }
     }
 
+    /// A leaf frozen by a commit is shared with the tree; a change after the freeze copies
+    /// it (a leaf fork), so the frozen leaf still encodes what the commit froze.
+    #[test]
+    fn frozen_leaves_fork_on_change() {
+        let io = io();
+        let mut tree = Tree::empty(TreeId::Inodes, 7);
+        for i in 0..10u64 {
+            tree.insert(Key::new(i, 0), vec![i as u8; 8], &io)
+                .expect("insert");
+        }
+        let mut next = 100u64;
+        let f = tree
+            .flush_dirty(512, 1, &mut || {
+                next += 1;
+                Ok(next)
+            })
+            .expect("flush");
+        assert_eq!(f.leaves.len(), 1);
+        let before = f.leaves[0].encode(512);
+        tree.insert(Key::new(3, 0), vec![0xee; 8], &io)
+            .expect("change");
+        tree.remove(Key::new(4, 0), &io).expect("remove");
+        tree.insert(Key::new(50, 0), vec![1; 8], &io).expect("add");
+        assert!(f.leaves[0].encode(512)[..] == before[..], "the frozen leaf changed");
+        let leaf = Leaf::decode(&before, 101, TreeId::Inodes, 7).expect("decode");
+        assert_eq!(leaf.entries.len(), 10);
+        assert_eq!(
+            tree.get(Key::new(3, 0), &io).expect("get"),
+            Some(vec![0xee; 8])
+        );
+        assert_eq!(tree.get(Key::new(4, 0), &io).expect("get"), None);
+    }
+
     /// Inserts and removes many keys, committing now and then, and compares with a model;
     /// then writes the tree out, reloads it from its interior nodes and compares again.
     #[test]

@@ -19,6 +19,7 @@ pub mod format;
 pub mod fs;
 pub mod inode;
 pub mod io;
+pub mod lockorder;
 pub mod mkfs;
 pub mod recovery;
 pub mod state;

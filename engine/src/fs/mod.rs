@@ -2,12 +2,13 @@
 //! use. POSIX semantics live here (link counts, timestamps, rename rules, sparse files,
 //! truncate, orphans), not in the FUSE adapter.
 //!
-//! **Concurrency (this version).** One lock guards the in-memory state; commits run under
-//! it, so a writer waits while a delta is written. The writeback scheduler thread commits
-//! on age; writers commit when dirty data passes the limit; fsync and sync callers that
-//! arrive while a commit runs share it (group commit: each returns once the delta that was
-//! open when it called is durable). Page forking, which lets the frontend go on during
-//! writeback, is the next step (docs/ARCHITECTURE.md).
+//! **Concurrency (this version).** One lock guards the in-memory state; a commit holds it
+//! only to close a delta (a freeze: engine::commit::close) and to finish it, so the
+//! frontend goes on in the next delta while a delta is encoded, written, flushed and
+//! unified. The writeback scheduler thread commits on age; writers commit when dirty data
+//! passes the limit; fsync and sync callers that arrive while a commit runs share it (group
+//! commit: each returns once the delta that was open when it called is durable). See
+//! docs/ARCHITECTURE.md, "Concurrency today".
 
 pub mod acl;
 mod export;
@@ -48,6 +49,7 @@ pub use types::*;
 use crate::dev::BlockDevice;
 use crate::format::superblock::STATE_MOUNTED;
 use crate::io::BlockIo;
+use crate::lockorder::{Rank, Ranked};
 pub use crate::state::FsStats;
 use crate::state::State;
 use crate::{Errno, Result};
@@ -125,16 +127,20 @@ impl Shared {
 
     /// Takes the backend lock: one commit (or unify, remount, label change) at a time. It
     /// guards no data, so a panic under it leaves nothing half-changed: poison is ignored.
-    pub(crate) fn lock_backend(&self) -> MutexGuard<'_, ()> {
-        self.backend
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub(crate) fn lock_backend(&self) -> Ranked<MutexGuard<'_, ()>> {
+        Ranked::take(Rank::Backend, || {
+            self.backend
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+    /// Takes the state lock (after `backend` when both are held; checked in debug builds,
+    /// engine::lockorder).
+    pub(crate) fn lock(&self) -> Ranked<MutexGuard<'_, State>> {
         // A panic while holding the lock leaves the state as it was at the panic; the
         // filesystem then refuses writes (failed) rather than propagating the poison.
-        match self.state.lock() {
+        Ranked::take(Rank::State, || match self.state.lock() {
             Ok(g) => g,
             Err(poisoned) => {
                 let mut g = poisoned.into_inner();
@@ -144,7 +150,7 @@ impl Shared {
                 }
                 g
             }
-        }
+        })
     }
 }
 
