@@ -89,9 +89,14 @@ pub fn complete(
     if let Some(plan) = unify {
         run_unify(io, &plan)?;
         let mut plan = Some(plan);
-        locked(&mut |st| match plan.take() {
-            Some(p) => finish_unify(st, p),
-            None => Err(Error::invalid("a unify finished twice")),
+        locked(&mut |st| {
+            let entered = Instant::now();
+            let p = plan
+                .take()
+                .ok_or_else(|| Error::invalid("a unify finished twice"))?;
+            finish_unify(st, p)?;
+            add_locked_us(st, entered.elapsed().as_micros() as u64, false);
+            Ok(())
         })?;
     }
     Ok(())
@@ -144,6 +149,7 @@ pub fn close(st: &mut State) -> Result<(Frozen, Option<UnifyPlan>)> {
         log_blocks: log.blocks.clone(),
         freed,
         started,
+        close_us: 0,
         blocks_written: 0,
         late: Vec::new(),
     };
@@ -152,6 +158,7 @@ pub fn close(st: &mut State) -> Result<(Frozen, Option<UnifyPlan>)> {
     } else {
         None
     };
+    closed.close_us = started.elapsed().as_micros() as u64;
     let frozen = Frozen {
         delta,
         block_size: st.bs(),
@@ -169,6 +176,7 @@ pub fn close(st: &mut State) -> Result<(Frozen, Option<UnifyPlan>)> {
 /// Finishes a closed delta once its flush returned: marks it durable, releases the blocks
 /// it freed and drops its in-flight pages. It never unifies (see [`complete`]).
 pub fn finish(st: &mut State, closed: Closed) -> Result<()> {
+    let entered = Instant::now();
     if !closed.late.is_empty() {
         st.io.write(closed.late)?;
     }
@@ -196,7 +204,19 @@ pub fn finish(st: &mut State, closed: Closed) -> Result<()> {
     let us = closed.started.elapsed().as_micros() as u64;
     st.stats.commit_latency_us_last = us;
     st.stats.commit_latency_us_max = st.stats.commit_latency_us_max.max(us);
+    add_locked_us(st, closed.close_us + entered.elapsed().as_micros() as u64, true);
     Ok(())
+}
+
+/// Counts time a commit held the state lock: `first` starts the commit's figure, later
+/// sections (a unify's finish) add to it.
+fn add_locked_us(st: &mut State, us: u64, first: bool) {
+    if first {
+        st.stats.commit_locked_us_last = us;
+    } else {
+        st.stats.commit_locked_us_last += us;
+    }
+    st.stats.commit_locked_us_max = st.stats.commit_locked_us_max.max(st.stats.commit_locked_us_last);
 }
 
 /// Bounded memory: when the loaded leaves pass `leaf_cache_bytes`, drop every clean one.

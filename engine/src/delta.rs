@@ -87,6 +87,8 @@ pub struct Closed {
     /// Blocks this delta freed: free once it is durable.
     pub freed: Vec<(u64, u64)>,
     pub started: std::time::Instant,
+    /// Microseconds `close` held the state lock.
+    pub close_us: u64,
     /// Blocks submitted (for the counters).
     pub blocks_written: u64,
     /// TEST ONLY: data and leaf writes to submit after the log's flush.

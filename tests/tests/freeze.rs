@@ -125,6 +125,9 @@ impl BlockDevice for Gate {
 
 const BS: usize = 4096;
 
+/// How long the test holds a commit after the frontend finished.
+const HELD_MS: u64 = 300;
+
 fn options(unify_log_blocks: u64) -> MountOptions {
     MountOptions {
         commit_interval: Duration::from_secs(3600),
@@ -197,12 +200,21 @@ fn frontend_goes_on(stop: Stop, unify_log_blocks: u64) {
         }
     }
     worker.join().expect("frontend");
+    // Held for at least HELD_MS: the commit's latency shows it, its time under the state
+    // lock must not.
+    std::thread::sleep(Duration::from_millis(HELD_MS));
     dev.release();
     committer.join().expect("committer").expect("commit");
+    let stats = fs.stats();
     if unify_log_blocks <= 1 {
+        assert!(stats.unifies > unifies_before, "the held commit was to unify");
+    } else {
         assert!(
-            fs.stats().unifies > unifies_before,
-            "the held commit was to unify"
+            stats.commit_latency_us_last >= HELD_MS * 1000
+                && stats.commit_locked_us_last < HELD_MS * 1000,
+            "a commit held {HELD_MS} ms: latency {} us, under the state lock {} us",
+            stats.commit_latency_us_last,
+            stats.commit_locked_us_last
         );
     }
 
