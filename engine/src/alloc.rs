@@ -140,7 +140,11 @@ impl Allocator {
         while b < end {
             let word = self.words.get((b / 64) as usize).copied().unwrap_or(0);
             let n = (end - b).min(64);
-            let word = if n < 64 { word & ((1u64 << n) - 1) } else { word };
+            let word = if n < 64 {
+                word & ((1u64 << n) - 1)
+            } else {
+                word
+            };
             let at = ((b - first) / 8) as usize;
             for (i, byte) in word.to_le_bytes().into_iter().enumerate() {
                 if let Some(slot) = bits.get_mut(at + i) {

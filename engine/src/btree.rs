@@ -183,8 +183,7 @@ impl Tree {
 
     /// The loaded entries of the leaf with lower bound `lo`.
     fn loaded(&mut self, lo: Key, io: &BlockIo) -> Result<&Entries> {
-        self.load_slot(lo, io)
-            .map(|slot| &**slot)
+        self.load_slot(lo, io).map(|slot| &**slot)
     }
 
     /// The entries of the leaf with lower bound `lo`, to change: copied first if a closed
@@ -413,8 +412,7 @@ impl Tree {
                         } else {
                             chunk.first().map_or(lo, |(k, _)| **k)
                         };
-                        let map: Entries =
-                            chunk.iter().map(|(k, v)| (**k, (*v).clone())).collect();
+                        let map: Entries = chunk.iter().map(|(k, v)| (**k, (*v).clone())).collect();
                         (chunk_lo, Arc::new(map))
                     })
                     .collect()
@@ -577,7 +575,10 @@ mod tests {
             .expect("change");
         tree.remove(Key::new(4, 0), &io).expect("remove");
         tree.insert(Key::new(50, 0), vec![1; 8], &io).expect("add");
-        assert!(f.leaves[0].encode(512)[..] == before[..], "the frozen leaf changed");
+        assert!(
+            f.leaves[0].encode(512)[..] == before[..],
+            "the frozen leaf changed"
+        );
         let leaf = Leaf::decode(&before, 101, TreeId::Inodes, 7).expect("decode");
         assert_eq!(leaf.entries.len(), 10);
         assert_eq!(

@@ -70,6 +70,12 @@ pub fn commit(st: &mut State) -> Result<()> {
     result.map_err(|e| fail(st, e))
 }
 
+/// A step of a commit that needs the state.
+pub type StateStep<'a> = dyn FnMut(&mut State) -> Result<()> + 'a;
+
+/// Runs a step under the state lock (taking it, or with it held already).
+pub type Locked<'a> = dyn FnMut(&mut StateStep<'_>) -> Result<()> + 'a;
+
 /// Runs a closed delta to durability: seals and submits it (engine::delta), flushes, then
 /// [`finish`]es it, and runs the unify planned with it. Only `finish` and `finish_unify`
 /// need the state: `locked` runs them under the lock (the caller may hold it already).
@@ -77,7 +83,7 @@ pub fn complete(
     io: &BlockIo,
     frozen: Frozen,
     unify: Option<UnifyPlan>,
-    locked: &mut dyn FnMut(&mut dyn FnMut(&mut State) -> Result<()>) -> Result<()>,
+    locked: &mut Locked<'_>,
 ) -> Result<()> {
     let closed = crate::delta::submit(io, frozen.seal()?)?;
     io.flush()?;
@@ -204,7 +210,11 @@ pub fn finish(st: &mut State, closed: Closed) -> Result<()> {
     let us = closed.started.elapsed().as_micros() as u64;
     st.stats.commit_latency_us_last = us;
     st.stats.commit_latency_us_max = st.stats.commit_latency_us_max.max(us);
-    add_locked_us(st, closed.close_us + entered.elapsed().as_micros() as u64, true);
+    add_locked_us(
+        st,
+        closed.close_us + entered.elapsed().as_micros() as u64,
+        true,
+    );
     Ok(())
 }
 
@@ -216,7 +226,10 @@ fn add_locked_us(st: &mut State, us: u64, first: bool) {
     } else {
         st.stats.commit_locked_us_last += us;
     }
-    st.stats.commit_locked_us_max = st.stats.commit_locked_us_max.max(st.stats.commit_locked_us_last);
+    st.stats.commit_locked_us_max = st
+        .stats
+        .commit_locked_us_max
+        .max(st.stats.commit_locked_us_last);
 }
 
 /// Bounded memory: when the loaded leaves pass `leaf_cache_bytes`, drop every clean one.

@@ -145,7 +145,9 @@ fn frontend_goes_on(stop: Stop, unify_log_blocks: u64) {
     )));
     let opts = options(unify_log_blocks);
     let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, opts.clone()).expect("mount");
-    let a = fs.create(1, b"a", 0o644, Caller::default()).expect("create");
+    let a = fs
+        .create(1, b"a", 0o644, Caller::default())
+        .expect("create");
     let old = vec![0xa5u8; 8 * BS];
     fs.write(a.ino, 0, &old, false).expect("write");
     let unifies_before = fs.stats().unifies;
@@ -169,7 +171,9 @@ fn frontend_goes_on(stop: Stop, unify_log_blocks: u64) {
             fs.write(a.ino, BS as u64, &[0x5au8; BS], false)
                 .expect("overwrite");
             step("write");
-            let b = fs.create(1, b"b", 0o644, Caller::default()).expect("create");
+            let b = fs
+                .create(1, b"b", 0o644, Caller::default())
+                .expect("create");
             fs.write(b.ino, 0, b"new", false).expect("write b");
             step("create");
             assert_eq!(fs.getattr(a.ino).expect("stat").size, (8 * BS) as u64);
@@ -207,7 +211,10 @@ fn frontend_goes_on(stop: Stop, unify_log_blocks: u64) {
     committer.join().expect("committer").expect("commit");
     let stats = fs.stats();
     if unify_log_blocks <= 1 {
-        assert!(stats.unifies > unifies_before, "the held commit was to unify");
+        assert!(
+            stats.unifies > unifies_before,
+            "the held commit was to unify"
+        );
     } else {
         assert!(
             stats.commit_latency_us_last >= HELD_MS * 1000
