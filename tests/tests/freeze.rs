@@ -9,11 +9,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use tuxfs_engine::Result;
+use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
-use tuxfs_engine::dev::{BlockDevice, ReadRequest, WriteRequest};
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
 use tuxfs_tests::fixture::{fsck_clean, mem_device};
+use tuxfs_tests::hooked::{Call, HookedDevice};
 
 /// Which device call the gate stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,23 +32,14 @@ struct GateState {
     released: bool,
 }
 
-/// An in-memory device that stops one chosen call until [`Gate::release`].
-#[derive(Debug)]
+/// Stops one chosen device call (the hook of a [`HookedDevice`]) until [`Gate::release`].
+#[derive(Debug, Default)]
 struct Gate {
-    inner: MemDevice,
     state: Mutex<GateState>,
     changed: Condvar,
 }
 
 impl Gate {
-    fn new(inner: MemDevice) -> Self {
-        Gate {
-            inner,
-            state: Mutex::new(GateState::default()),
-            changed: Condvar::new(),
-        }
-    }
-
     fn arm(&self, stop: Stop) {
         let mut g = self.state.lock().expect("gate");
         *g = GateState {
@@ -58,11 +49,11 @@ impl Gate {
     }
 
     /// Stops the caller here if this call is the armed one.
-    fn pass(&self, call: Stop) {
+    fn pass(&self, call: Call) {
         let mut g = self.state.lock().expect("gate");
         let hit = match (g.armed, call) {
-            (Some(Stop::Submit), Stop::Submit) => true,
-            (Some(Stop::Flush(n)), Stop::Flush(_)) => {
+            (Some(Stop::Submit), Call::Submit) => true,
+            (Some(Stop::Flush(n)), Call::Flush) => {
                 g.flushes += 1;
                 g.flushes == n
             }
@@ -100,29 +91,6 @@ impl Gate {
     }
 }
 
-impl BlockDevice for Gate {
-    fn size_bytes(&self) -> u64 {
-        self.inner.size_bytes()
-    }
-    fn alignment(&self) -> usize {
-        self.inner.alignment()
-    }
-    fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<()> {
-        self.inner.read_batch(reqs)
-    }
-    fn submit_writes(&self, reqs: Vec<WriteRequest>) -> Result<()> {
-        self.pass(Stop::Submit);
-        self.inner.submit_writes(reqs)
-    }
-    fn wait_writes(&self) -> Result<()> {
-        self.inner.wait_writes()
-    }
-    fn flush(&self) -> Result<()> {
-        self.pass(Stop::Flush(0));
-        self.inner.flush()
-    }
-}
-
 const BS: usize = 4096;
 
 /// How long the test holds a commit after the frontend finished.
@@ -140,9 +108,15 @@ fn options(unify_log_blocks: u64) -> MountOptions {
 /// 10 s), lets the commit go, then crashes and checks the image shows exactly the held
 /// delta.
 fn frontend_goes_on(stop: Stop, unify_log_blocks: u64) {
-    let dev = Arc::new(Gate::new(MemDevice::from_bytes(
-        mem_device(4096, 8192).snapshot(),
-    )));
+    let gate = Arc::new(Gate::default());
+    let hook = {
+        let gate = gate.clone();
+        Arc::new(move |call| gate.pass(call))
+    };
+    let dev = Arc::new(HookedDevice::new(
+        MemDevice::from_bytes(mem_device(4096, 8192).snapshot()),
+        hook,
+    ));
     let opts = options(unify_log_blocks);
     let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, opts.clone()).expect("mount");
     let a = fs
@@ -152,12 +126,12 @@ fn frontend_goes_on(stop: Stop, unify_log_blocks: u64) {
     fs.write(a.ino, 0, &old, false).expect("write");
     let unifies_before = fs.stats().unifies;
 
-    dev.arm(stop);
+    gate.arm(stop);
     let committer = {
         let fs = fs.clone();
         std::thread::spawn(move || fs.sync())
     };
-    dev.wait_holding();
+    gate.wait_holding();
 
     // The frontend, in the next delta, while the commit is held.
     let (tx, rx) = mpsc::channel();
@@ -196,7 +170,7 @@ fn frontend_goes_on(stop: Stop, unify_log_blocks: u64) {
         match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(step) => done.push(step),
             Err(_) => {
-                dev.release();
+                gate.release();
                 panic!(
                     "the frontend waited for a commit held at {stop:?}; it got through {done:?}"
                 );
@@ -207,7 +181,7 @@ fn frontend_goes_on(stop: Stop, unify_log_blocks: u64) {
     // Held for at least HELD_MS: the commit's latency shows it, its time under the state
     // lock must not.
     std::thread::sleep(Duration::from_millis(HELD_MS));
-    dev.release();
+    gate.release();
     committer.join().expect("committer").expect("commit");
     let stats = fs.stats();
     if unify_log_blocks <= 1 {
