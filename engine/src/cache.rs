@@ -23,9 +23,9 @@
 //! invalidation bumps the epoch of the inode's slot first, so a reader that saw the same
 //! epoch before and after its device read knows no change touched that inode meanwhile.
 
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Mutex, MutexGuard};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::dev::AlignedBuf;
 
@@ -224,13 +224,50 @@ impl PageCache {
     /// copy; `referenced` when a read asked for it (not read-ahead, not writeback). Evicts
     /// down to the shard's budget.
     pub fn insert(&self, inum: u64, fblock: u64, page: Page, referenced: bool) {
-        let len = page.len() as u64;
-        if len > self.shard_budget {
+        if page.len() as u64 > self.shard_budget {
             // Nothing fits: keep nothing (and no older copy either).
             self.remove_one(inum, fblock);
             return;
         }
-        let mut guard = self.shard_of(inum, fblock);
+        let guard = self.shard_of(inum, fblock);
+        self.insert_locked(guard, inum, fblock, page, referenced);
+    }
+
+    /// [`PageCache::insert`] for a reader that loaded `page` outside every lock that orders
+    /// it with invalidations: caches it only if the epoch of `inum` is still `epoch` (read
+    /// before the load), and returns whether it did. The check runs under the shard's lock,
+    /// so an invalidation that bumped the epoch first makes it fail, and one that bumps it
+    /// after the check removes the page when it takes the shard (tests/tests/shuttle.rs).
+    pub fn insert_if_epoch(
+        &self,
+        inum: u64,
+        fblock: u64,
+        page: Page,
+        referenced: bool,
+        epoch: u64,
+    ) -> bool {
+        if page.len() as u64 > self.shard_budget {
+            self.remove_one(inum, fblock);
+            return false;
+        }
+        let guard = self.shard_of(inum, fblock);
+        if self.epoch(inum) != epoch {
+            return false;
+        }
+        self.insert_locked(guard, inum, fblock, page, referenced);
+        true
+    }
+
+    /// The body of the inserts, under the shard's lock (released here before recycling).
+    fn insert_locked(
+        &self,
+        mut guard: MutexGuard<'_, Shard>,
+        inum: u64,
+        fblock: u64,
+        page: Page,
+        referenced: bool,
+    ) {
+        let len = page.len() as u64;
         let sh = &mut *guard;
         let mut dropped = Vec::new();
         if let Some(old) = sh.map.remove(&(inum, fblock)) {

@@ -16,8 +16,8 @@
 //! blocks, flushes, writes the older superblock slot pointing at them with a new log head,
 //! flushes, and only then frees the blocks the old roots and the old log chain used.
 
+use crate::sync::Arc;
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Instant;
 
 use crate::btree::{FrozenLeaf, build_interior};

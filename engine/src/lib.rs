@@ -23,6 +23,7 @@ pub mod lockorder;
 pub mod mkfs;
 pub mod recovery;
 pub mod state;
+pub mod sync;
 pub mod xattr;
 
 pub use error::{Errno, Error, Result};

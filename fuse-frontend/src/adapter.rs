@@ -29,7 +29,9 @@
 //! parents' attributes (nlink, mtime) are invalidated after every directory change, ctime
 //! after setxattr, atime after reads. An unlinked open file destroyed at its last release
 //! (an orphan) is no longer reachable by name, and its inode number, if reused, comes back
-//! with a new generation. Symlink targets never change. So the adapter sends one
+//! with a new generation. Symlink targets never change. Missing names are cached too
+//! (negative entries, [`Adapter::reply_negative_entry`]): a name appears only through this
+//! mount, and the kernel replaces the negative dentry itself when it makes one. So the adapter sends one
 //! invalidation notice only: the attributes of a file whose set-id bits a write cleared
 //! (the write's reply carries no attributes). Should the engine ever change something on
 //! its own (a background scrubber, an online resize), it must do the same
@@ -187,6 +189,8 @@ pub struct Adapter {
     idmap: bool,
     /// The session's notifier, once the session exists ([`Adapter::with_notifier`]).
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Where reads run, so a read waiting for the device parks no FUSE worker.
+    reads: crate::readpool::ReadPool,
 }
 
 impl Adapter {
@@ -201,6 +205,7 @@ impl Adapter {
             on_destroy: None,
             idmap: false,
             notifier: Arc::default(),
+            reads: crate::readpool::ReadPool::new(crate::readpool::READ_THREADS),
         }
     }
 
@@ -265,6 +270,35 @@ impl Adapter {
             ),
             Err(e) => reply.error(errno::to_fuser(&e)),
         }
+    }
+
+    /// Answers a lookup of a name that does not exist: node id 0 with the entry timeout,
+    /// which the kernel keeps as a negative dentry, so looking the name up again (a PATH
+    /// or include-path search, `stat` of a missing file, each `open(O_CREAT)` retried)
+    /// costs no request until it expires. It cannot go stale: names appear only through
+    /// this mount (the daemon is the image's only writer), and the kernel turns the
+    /// negative dentry positive itself when it creates, links or renames onto the name.
+    /// With `entry_timeout=0` this is a plain ENOENT, cached for no time, as before.
+    fn reply_negative_entry(&self, reply: ReplyEntry) {
+        // Only the node id and the entry timeout are read from a negative entry.
+        let none = fuser::FileAttr {
+            ino: INodeNo(0),
+            size: 0,
+            blocks: 0,
+            atime: SystemTime::UNIX_EPOCH,
+            mtime: SystemTime::UNIX_EPOCH,
+            ctime: SystemTime::UNIX_EPOCH,
+            crtime: SystemTime::UNIX_EPOCH,
+            kind: fuser::FileType::RegularFile,
+            perm: 0,
+            nlink: 0,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 0,
+            flags: 0,
+        };
+        reply.entry_with_ttls(&Duration::ZERO, &self.timeouts.entry, &none, Generation(0));
     }
 
     fn reply_attr(&self, reply: ReplyAttr, result: Result<Attr, Error>) {
@@ -336,6 +370,29 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
+/// The ids `req` carries, as they are: for requests whose answer does not depend on who
+/// sent them, which then cost no read of the process table (see [`caller`]).
+fn carried(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
+}
+
+/// Who reads xattr `name`: only a `trusted.` read depends on it (root only,
+/// engine::fs::xattr `permitted`), so only that one resolves the caller. The others are the
+/// common case: the kernel asks for `security.capability` before the first write to every
+/// file, and ACLs for permission checks, and with FUSE_ALLOW_IDMAP each would otherwise
+/// read `/proc/PID/status`.
+fn xattr_reader(req: &Request, name: &[u8]) -> Caller {
+    if name.starts_with(b"trusted.") {
+        caller(req)
+    } else {
+        carried(req)
+    }
+}
+
 fn reply_empty(reply: ReplyEmpty, result: Result<(), Error>) {
     match result {
         Ok(()) => reply.ok(),
@@ -392,9 +449,15 @@ fn permission_bits(mode: u32) -> u32 {
 
 impl fuser::Filesystem for Adapter {
     fn destroy(&self) {
+        // Reads still running finish (and answer) before the engine is unmounted.
+        self.reads.stop();
         if let Some(hook) = &self.on_destroy {
             hook.run();
         }
+    }
+
+    fn request_received(&self, opcode: u32) {
+        crate::requests::COUNTS.record(opcode);
     }
 
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
@@ -476,6 +539,13 @@ impl fuser::Filesystem for Adapter {
             b".." => self.fs.lookup_parent(parent.0),
             _ => self.fs.lookup(parent.0, name),
         };
+        if let Err(e) = &result
+            && name != b"."
+            && name != b".."
+            && errno::to_fuser(e) == Errno::ENOENT
+        {
+            return self.reply_negative_entry(reply);
+        }
         self.reply_entry(reply, result);
     }
 
@@ -712,16 +782,21 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // Answered from the read pool once the data is there; this worker goes on serving.
         // The request carries the file's flags: O_DIRECT reads follow ext4's alignment rule.
-        let result = if flags.0 & libc::O_DIRECT != 0 {
-            self.fs.read_direct(ino.0, offset, size)
-        } else {
-            self.fs.read(ino.0, offset, size)
-        };
-        match result {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno::to_fuser(&e)),
-        }
+        let fs = self.fs.clone();
+        let direct = flags.0 & libc::O_DIRECT != 0;
+        self.reads.run(Box::new(move || {
+            let result = if direct {
+                fs.read_direct(ino.0, offset, size)
+            } else {
+                fs.read(ino.0, offset, size)
+            };
+            match result {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(errno::to_fuser(&e)),
+            }
+        }));
     }
 
     fn write(
@@ -785,8 +860,12 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // close(2) promises nothing about durability; the writeback scheduler commits.
-        reply.ok();
+        // close(2) promises nothing about durability (the writeback scheduler commits),
+        // and before it would send FLUSH the kernel has written the file's dirty pages and
+        // times back itself; POSIX locks are the kernel's. So there is nothing to do here,
+        // and ENOSYS tells the kernel so: it stops sending FLUSH for the rest of the mount
+        // (one round trip less per close; close(2) still returns 0).
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(
@@ -946,7 +1025,8 @@ impl fuser::Filesystem for Adapter {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        match self.fs.getxattr_as(ino.0, name.as_bytes(), caller(req)) {
+        let who = xattr_reader(req, name.as_bytes());
+        match self.fs.getxattr_as(ino.0, name.as_bytes(), who) {
             Ok(value) => reply_xattr_bytes(reply, size, &value),
             Err(e) => reply.error(errno::to_fuser(&e)),
         }
@@ -1105,7 +1185,14 @@ impl fuser::Filesystem for Adapter {
         out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        match crate::ioctl::dispatch(&self.fs, caller(req), ino.0, cmd, in_data, out_size) {
+        // Most ioctls (a TCGETS from isatty(3) on every open of some runtimes) are
+        // answered the same for everyone: only those that change something resolve the caller.
+        let who = if crate::ioctl::needs_caller(cmd) {
+            caller(req)
+        } else {
+            carried(req)
+        };
+        match crate::ioctl::dispatch(&self.fs, who, ino.0, cmd, in_data, out_size) {
             Ok((result, out)) => reply.ioctl(result, &out),
             Err(e) => reply.error(e),
         }

@@ -39,6 +39,15 @@ const FSLABEL_BYTES: usize = 256;
 /// What an ioctl answers: the result value and the bytes copied out to the caller.
 pub type Answer = Result<(i32, Vec<u8>), fuser::Errno>;
 
+/// Whether [`dispatch`] of `cmd` depends on who asks (its uid and capabilities): the ioctls
+/// that change something. The others may be given the ids the request carries as they are.
+pub fn needs_caller(cmd: u32) -> bool {
+    matches!(
+        cmd,
+        fileattr::FS_IOC_SETFLAGS | fileattr::FS_IOC_FSSETXATTR | FITRIM | FS_IOC_SETFSLABEL
+    )
+}
+
 /// Runs ioctl `cmd` on inode `ino` for `who`.
 pub fn dispatch(
     fs: &Filesystem,
@@ -125,6 +134,27 @@ mod tests {
             FS_IOC_SETFSLABEL,
             (1u32 << 30) | (256 << 16) | (0x94 << 8) | 50
         );
+    }
+
+    #[test]
+    fn only_ioctls_that_change_something_need_the_caller() {
+        for cmd in [
+            fileattr::FS_IOC_SETFLAGS,
+            fileattr::FS_IOC_FSSETXATTR,
+            FITRIM,
+            FS_IOC_SETFSLABEL,
+        ] {
+            assert!(needs_caller(cmd), "{cmd:#x}");
+        }
+        let tcgets = 0x5401;
+        for cmd in [
+            fileattr::FS_IOC_GETFLAGS,
+            fileattr::FS_IOC_FSGETXATTR,
+            FS_IOC_GETFSLABEL,
+            tcgets,
+        ] {
+            assert!(!needs_caller(cmd), "{cmd:#x}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`daemon`] holds the process mechanics: the image lock, daemonising, signals;
 //! - [`closable`] wraps the image's device so DESTROY can close it;
 //! - [`blkdev`] attaches the loop device a `fuseblk` mount names, so `umount` waits for us;
+//! - [`requests`] counts the requests the kernel sends, per opcode (the `fuse_*` stats);
 //! - [`remount`] changes a running mount (`-o remount,...`): control socket and mount table;
 //! - [`logging`] sends the daemon's and the engine's messages to syslog and `log=FILE`.
 
@@ -29,4 +30,6 @@ pub mod idmap;
 pub mod ioctl;
 pub mod logging;
 pub mod options;
+pub mod readpool;
 pub mod remount;
+pub mod requests;

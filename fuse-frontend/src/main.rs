@@ -224,7 +224,7 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
 /// Writes the filesystem's figures to the stats file (atomically: a temporary file renamed
 /// over it) and, in the foreground, to stderr. Failures are reported, never fatal.
 fn report_stats(fs: &Filesystem, file: Option<&Path>, foreground: bool) {
-    let text = fs.stats().to_string();
+    let text = format!("{}{}", fs.stats(), tuxfs_fuse::requests::COUNTS);
     if foreground {
         eprint!("tuxfs-mount: figures:\n{text}");
     }

@@ -65,7 +65,8 @@ pub const THREADS_MAX: usize = 64;
                   loaded leaves are cut back to SIZE/4 after each commit.\n\
                   stats=FILE: on SIGUSR1 and at unmount, write the filesystem's figures \
                   (deltas committed, bytes written, pages forked, writer throttle time, unifies, \
-                  commit latency) to FILE as `name value` lines; with -f also to stderr.\n\
+                  commit latency, FUSE requests received per opcode as `fuse_NAME`) to FILE \
+                  as `name value` lines; with -f also to stderr.\n\
                   discard: discard (punch out of the image file) the blocks each commit frees, \
                   once the commit is durable; `fstrim MOUNTPOINT` does it for all free space.\n\
                   remount: change a running mount instead of mounting (what mount(8) passes \

@@ -47,9 +47,16 @@
 //! shape (every write's offset and length, every flush, in order) is deterministic, and the
 //! replay command carries its fingerprint and refuses to check against a different shape.
 //!
+//! **Concurrent writers.** The `concurrent` workload runs several threads at once, each in
+//! its own subtree (crate::concurrent). Its crash verdict is per thread: the recovered
+//! subtree must be the thread's model after some operation no older than its last
+//! acknowledged fsync or sync and not begun after the crash point; the shared directory
+//! must hold files with one link. Its interleaving is not reproducible from the seed: a
+//! failure's replay command re-records the case and checks all of its states.
+//!
 //! **Not covered.** Reordering across a flush (a device that lies about flush), corrupted or
-//! misdirected writes (the decoder fuzzer and fault device cover those), concurrent callers
-//! (group commit with several threads), the writeback thread's age and dirty-limit commits
+//! misdirected writes (the decoder fuzzer and fault device cover those), the writeback
+//! thread's age and dirty-limit commits
 //! (disabled here so that boundaries are explicit), xattrs on directories and symlinks.
 
 mod workloads;
@@ -68,6 +75,7 @@ use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
 use tuxfs_engine::mkfs::{MkfsParams, format_device};
 use tuxfs_fsck::{Finding, Mode, Options, check};
 
+use crate::concurrent::{self, History, Worker, concurrent_verdict};
 use crate::model::{Shown, Visible, diff, snapshot};
 use crate::rng::{Rng, splitmix64};
 use workloads::Driver;
@@ -84,14 +92,19 @@ pub enum Workload {
     Dirs,
     /// Large writes and truncates of one or two files.
     Bigfile,
+    /// Several threads at once, each writing, truncating, renaming and fsyncing in its own
+    /// subtree and racing on names in a shared directory (crate::concurrent): the crash
+    /// states cover interleaved commits and group commits of several fsyncs.
+    Concurrent,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Mixed,
         Workload::Append,
         Workload::Dirs,
         Workload::Bigfile,
+        Workload::Concurrent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -100,11 +113,19 @@ impl Workload {
             Workload::Append => "append",
             Workload::Dirs => "dirs",
             Workload::Bigfile => "bigfile",
+            Workload::Concurrent => "concurrent",
         }
     }
 
     pub fn parse(name: &str) -> Option<Workload> {
         Workload::ALL.into_iter().find(|w| w.name() == name)
+    }
+
+    /// True when the seed alone fixes the event log, so one crash state replays exactly.
+    /// The concurrent workload's interleaving is the scheduler's: its seed fixes each
+    /// thread's operations, and a replay re-records the case and checks all its states.
+    pub fn deterministic(self) -> bool {
+        self != Workload::Concurrent
     }
 }
 
@@ -141,6 +162,11 @@ impl Params {
             Workload::Bigfile => (
                 if block_size == 4096 { 2048 } else { 8192 },
                 rng.range(25, 50),
+            ),
+            // Steps per thread.
+            Workload::Concurrent => (
+                if block_size == 4096 { 2048 } else { 4096 },
+                rng.range(40, 90),
             ),
         };
         Params {
@@ -220,7 +246,9 @@ impl Failure {
             self.case.seed,
             self.case.workload.name()
         );
-        if let Some(state) = self.state {
+        if let Some(state) = self.state
+            && self.case.workload.deterministic()
+        {
             cmd += &format!(" --state {state} --shape {:#018x}", self.shape);
         }
         if self.case.debug_ack_before_data {
@@ -357,6 +385,9 @@ pub struct Recording {
     pub dev: Arc<RecordingDevice>,
     pub boundaries: Vec<Boundary>,
     pub shape: u64,
+    /// The concurrent workload: each thread's history (its subtree's verdict replaces the
+    /// whole tree's boundaries, which then mark only acknowledgement instants).
+    pub threads: Vec<History>,
 }
 
 /// Runs the case's workload on a fresh image and records it.
@@ -391,6 +422,9 @@ pub fn record(case: &Case) -> Result<Recording, Box<Failure>> {
     let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, opts)
         .map_err(|e| fail(format!("mount of the fresh image: {e}")))?;
     let budget = params.image_bytes() / 4;
+    if case.workload == Workload::Concurrent {
+        return record_concurrent(case, params, fs, dev, budget).map_err(fail);
+    }
     let mut d = Driver::new(fs, dev.clone(), Rng::stream(case.seed, 1), budget);
     // The fresh image (event 0) shows what the mount after it shows.
     d.boundaries.push(Boundary {
@@ -412,14 +446,67 @@ pub fn record(case: &Case) -> Result<Recording, Box<Failure>> {
     run.map_err(|what| fail(format!("workload: {what}")))?;
     let boundaries = std::mem::take(&mut d.boundaries);
     drop(d);
-    let shape = shape_of(&dev.events());
-    Ok(Recording {
-        case: *case,
-        params,
-        dev,
-        boundaries,
-        shape,
-    })
+    Ok(Recording::new(case, params, dev, boundaries, Vec::new()))
+}
+
+/// Records the concurrent workload: 2 to 4 threads of `params.steps` operations each, all
+/// at once; every fsync or sync a thread saw return is an acknowledgement instant.
+fn record_concurrent(
+    case: &Case,
+    params: Params,
+    fs: Arc<Filesystem>,
+    dev: Arc<RecordingDevice>,
+    budget: u64,
+) -> Result<Recording, String> {
+    let threads = Rng::stream(case.seed, 4).range(2, 5) as usize;
+    concurrent::setup(&fs, threads)?;
+    let setup_events = dev.event_count();
+    let mut workers = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let rng = Rng::stream(case.seed, 10 + t as u64);
+        let mut w = Worker::new(t, fs.clone(), dev.clone(), rng, budget / threads as u64)?;
+        w.acknowledge_setup(setup_events);
+        workers.push(w);
+    }
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let runs: Vec<_> = workers
+            .iter_mut()
+            .map(|w| {
+                s.spawn(move || {
+                    for _ in 0..params.steps {
+                        w.step()?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().unwrap_or_else(|p| Err(panic_text(p.as_ref()))))
+            .collect()
+    });
+    for (t, r) in results.into_iter().enumerate() {
+        r.map_err(|e| format!("thread {t}: {e}"))?;
+    }
+    fs.unmount().map_err(|e| format!("unmount: {e}"))?;
+    let end = dev.event_count();
+    drop(fs);
+    let mut instants: Vec<usize> = workers
+        .iter()
+        .flat_map(|w| w.history.acks.iter().map(|a| a.0))
+        .chain([0, setup_events, end])
+        .collect();
+    instants.sort_unstable();
+    instants.dedup();
+    let boundaries = instants
+        .into_iter()
+        .map(|events| Boundary {
+            events,
+            visible: Visible::new(),
+            what: "an acknowledgement".into(),
+        })
+        .collect();
+    let threads = workers.into_iter().map(|w| w.history).collect();
+    Ok(Recording::new(case, params, dev, boundaries, threads))
 }
 
 /// How a state recovered, when it passed.
@@ -455,6 +542,25 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Recording {
+    /// A finished recording (the event log's shape is taken now).
+    fn new(
+        case: &Case,
+        params: Params,
+        dev: Arc<RecordingDevice>,
+        boundaries: Vec<Boundary>,
+        threads: Vec<History>,
+    ) -> Recording {
+        let shape = shape_of(&dev.events());
+        Recording {
+            case: *case,
+            params,
+            dev,
+            boundaries,
+            shape,
+            threads,
+        }
+    }
+
     /// The crash states to check, in a fixed order derived from the seed: the base image and
     /// every flush point, then `extra` random states per flush interval plus two at every
     /// instant a call returned with writes unflushed.
@@ -676,6 +782,14 @@ impl Recording {
         let after = fsck(dev.as_ref()).map_err(|e| format!("after unmount: {e}"))?;
         if !after.is_empty() {
             return Err(format!("fsck after mount and unmount: {after:?}"));
+        }
+        if !self.threads.is_empty() {
+            let beyond = concurrent_verdict(&got, &self.threads, at)?;
+            return Ok(if beyond {
+                Outcome::InFlight
+            } else {
+                Outcome::Acknowledged
+            });
         }
         let ack = self.acknowledged(at);
         let acked = &self.boundaries[ack];

@@ -74,6 +74,18 @@ pub fn snapshot(fs: &Filesystem) -> Result<Visible> {
     Ok(out)
 }
 
+/// The inode of `path` ('/'-separated; "" is `dir` itself) below directory `dir`.
+pub fn resolve(fs: &Filesystem, dir: u64, path: &str) -> std::result::Result<u64, String> {
+    let mut ino = dir;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        ino = fs
+            .lookup(ino, part.as_bytes())
+            .map_err(|e| format!("lookup {path}: {e}"))?
+            .ino;
+    }
+    Ok(ino)
+}
+
 /// A node of the model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
@@ -106,6 +118,35 @@ impl Model {
         self.next_id += 1;
         self.files.insert(self.next_id, Vec::new());
         self.next_id
+    }
+
+    /// The file id `path` names, when it is a regular file.
+    pub fn file_id(&self, path: &str) -> Option<u64> {
+        match self.names.get(path) {
+            Some(Node::File(id)) => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// Bytes held by files (a lower bound of what the image stores).
+    pub fn used_bytes(&self) -> u64 {
+        self.files.values().map(|d| d.len() as u64).sum()
+    }
+
+    /// True when file `id` has the xattr `name`.
+    pub fn has_xattr(&self, id: u64, name: &str) -> bool {
+        self.xattrs
+            .get(&id)
+            .is_some_and(|x| x.contains_key(name.as_bytes()))
+    }
+
+    /// Sets (Some) or removes (None) the xattr `name` of file `id`.
+    pub fn set_xattr(&mut self, id: u64, name: &str, value: Option<Vec<u8>>) {
+        let x = self.xattrs.entry(id).or_default();
+        match value {
+            Some(v) => x.insert(name.as_bytes().to_vec(), v),
+            None => x.remove(name.as_bytes()),
+        };
     }
 
     /// Directories, including the root ("").

@@ -25,6 +25,9 @@ const ME: Caller = Caller {
     gid: 0,
     pid: 1,
 };
+/// Free space below which a step keeps a copy of the model (see
+/// `Harness::step_with_space_pressure`).
+const SPACE_PRESSURE_BYTES: u64 = 2 << 20;
 const NAMES: [&str; 6] = ["a", "b", "c", "dd", "long-name-for-hash-collisions", "x"];
 
 struct Harness {
@@ -170,6 +173,39 @@ impl Harness {
         drop(std::mem::replace(&mut self.fs, fresh));
         self.fsck();
         self.verify(if crash { "crash" } else { "remount" });
+    }
+
+    /// Runs one operation. An operation that meets ENOSPC while the open delta holds
+    /// changes commits that delta and retries (`Filesystem::change`): a commit nobody
+    /// synced, which a crash keeps. It happens before the operation changed anything, so the
+    /// durable model becomes the model as it was before the operation. Cloning the model
+    /// for every step would be slow; it is cloned only when the device is nearly full, and
+    /// a space-pressure commit with more room than that fails the test (the threshold is
+    /// then wrong, not the filesystem).
+    fn step_with_space_pressure(&mut self, rng: &mut Rng) {
+        let before = self.fs.stats().space_pressure_commits;
+        let s = self.fs.statfs().expect("statfs");
+        let near_full = s.bfree * u64::from(s.bsize) < SPACE_PRESSURE_BYTES;
+        let pre = near_full.then(|| self.model.clone());
+        let fs_before = Arc::as_ptr(&self.fs);
+        self.op(rng);
+        if !std::ptr::eq(fs_before, Arc::as_ptr(&self.fs)) {
+            return; // remounted: counters restarted, the durable model is already set
+        }
+        let after = self.fs.stats().space_pressure_commits;
+        if after != before {
+            self.note(format!(
+                "space-pressure commit ({} free bytes)",
+                s.bfree * u64::from(s.bsize)
+            ));
+            match pre {
+                Some(m) => self.durable = m,
+                None => self.fail(&format!(
+                    "a space-pressure commit with {} bytes free: raise SPACE_PRESSURE_BYTES",
+                    s.bfree * u64::from(s.bsize)
+                )),
+            }
+        }
     }
 
     fn op(&mut self, rng: &mut Rng) {
@@ -407,7 +443,7 @@ fn run(seed: u64, ops: u64, block_size: u32, unify: u64) {
     let mut rng = Rng::new(seed);
     for step in 0..ops {
         h.step = step;
-        h.op(&mut rng);
+        h.step_with_space_pressure(&mut rng);
     }
     println!(
         "leaf evictions since the last mount: {}",

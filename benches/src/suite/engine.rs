@@ -155,3 +155,30 @@ pub fn unlink(fs: &Filesystem, n: usize) -> Result<Figure, BoxErr> {
     }
     Ok(Figure::rate(n as f64, start.elapsed().as_secs_f64()))
 }
+
+/// One thread per named file, each reading the whole file in 1 MiB reads, started at once;
+/// the bytes of all of them over the wall time.
+pub fn parallel_read(fs: &Arc<Filesystem>, names: &[&str]) -> Result<Figure, BoxErr> {
+    let barrier = Arc::new(Barrier::new(names.len() + 1));
+    let mut threads = Vec::with_capacity(names.len());
+    for name in names {
+        let ino = fs.lookup(ROOT_INUM, name.as_bytes())?.ino;
+        let (fs, barrier) = (fs.clone(), barrier.clone());
+        threads.push(std::thread::spawn(move || -> Result<u64, String> {
+            barrier.wait();
+            let (mut off, mut total) = (0u64, 0u64);
+            loop {
+                let got = fs
+                    .read(ino, off, SEQ_BLOCK as u32)
+                    .map_err(|e| e.to_string())?;
+                if got.is_empty() {
+                    return Ok(total);
+                }
+                off += got.len() as u64;
+                total += got.len() as u64;
+            }
+        }));
+    }
+    barrier.wait();
+    super::io::readers_figure(threads, Instant::now())
+}

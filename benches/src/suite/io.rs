@@ -265,3 +265,148 @@ pub fn unlink_files(dir: &Path, n: usize) -> Result<Figure, BoxErr> {
     }
     Ok(Figure::rate(n as f64, start.elapsed().as_secs_f64()))
 }
+
+/// Random 4 KiB buffered pwrite(2)s inside the existing file for `secs`, then fsync
+/// (fio: rw=randwrite, bs=4k, ioengine=psync, direct=0, end_fsync=1). The fsync is timed.
+pub fn file_random_write(path: &Path, secs: f64) -> Result<Figure, BoxErr> {
+    use std::os::unix::fs::FileExt;
+    let f = FsOpen::new().write(true).open(path)?;
+    let blocks = (f.metadata()?.len() / SMALL_BLOCK as u64).max(1);
+    let data = pattern(SMALL_BLOCK, 5);
+    let mut rng = SplitMix64::new(0x6275_6666);
+    let (start, budget) = (Instant::now(), Duration::from_secs_f64(secs));
+    let mut ops = 0u64;
+    while start.elapsed() < budget {
+        f.write_all_at(&data, rng.below(blocks) * SMALL_BLOCK as u64)?;
+        ops += 1;
+    }
+    f.sync_all()?;
+    Ok(Figure::rate(ops as f64, start.elapsed().as_secs_f64()))
+}
+
+/// One thread per file, each reading its whole file in 1 MiB read(2) calls, all started
+/// at once; the figure is the bytes of all of them over the wall time.
+pub fn files_parallel_read(paths: &[PathBuf]) -> Result<Figure, BoxErr> {
+    let barrier = Arc::new(Barrier::new(paths.len() + 1));
+    let threads: Vec<_> = paths
+        .iter()
+        .cloned()
+        .map(|path| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || -> std::io::Result<u64> {
+                let opened = File::open(&path);
+                barrier.wait();
+                let mut f = opened?;
+                let mut buf = vec![0u8; SEQ_BLOCK];
+                let mut total = 0u64;
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(total);
+                    }
+                    total += n as u64;
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    readers_figure(threads, Instant::now())
+}
+
+/// Joins reader threads that each return the bytes they read, started at `start`: the
+/// bytes of all of them over the wall time.
+pub fn readers_figure<E: Into<BoxErr>>(
+    threads: Vec<std::thread::JoinHandle<Result<u64, E>>>,
+    start: Instant,
+) -> Result<Figure, BoxErr> {
+    let mut total = 0u64;
+    for t in threads {
+        total += t
+            .join()
+            .map_err(|_| "reader panicked")?
+            .map_err(Into::into)?;
+    }
+    Ok(Figure::mb_per_s(total, start.elapsed().as_secs_f64()))
+}
+
+/// Appends per writer in the scaling workload (the issue's "16 writers x 10").
+pub const SCALE_OPS: usize = 10;
+
+/// How append+fsync scales: the wall time of 16 writers each doing 10 x (4 KiB append +
+/// fdatasync) on its own file, over the wall time of one writer doing the same 10.
+/// `run(writers, ops)` runs one such batch and returns its figure (wall time in `secs`).
+pub fn fsync_scaling(
+    mut run: impl FnMut(usize, usize) -> Result<Figure, BoxErr>,
+) -> Result<Figure, BoxErr> {
+    let one = run(1, SCALE_OPS)?;
+    let many = run(16, SCALE_OPS)?;
+    Ok(Figure {
+        value: many.secs / one.secs.max(1e-9),
+        secs: one.secs + many.secs,
+        p50_us: many.p50_us,
+        p99_us: many.p99_us,
+    })
+}
+
+/// The real dbench (`dbench -D DIR -t SECS CLIENTS`, its default client.txt load) on the
+/// mounted target; its "Throughput N MB/sec" line is the figure.
+pub fn dbench(dir: &Path, clients: usize, secs: f64) -> Result<Figure, BoxErr> {
+    std::fs::create_dir_all(dir)?;
+    let start = Instant::now();
+    let out = std::process::Command::new("dbench")
+        .arg("-D")
+        .arg(dir)
+        .arg("-t")
+        .arg(format!("{}", secs.ceil() as u64))
+        .arg(clients.to_string())
+        .output()
+        .map_err(|e| format!("dbench: {e} (install it: scripts/deps --peers)"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("dbench exited with {}: {}", out.status, text.trim_end()).into());
+    }
+    let mb = dbench_throughput(&text).ok_or("dbench printed no \"Throughput N MB/sec\" line")?;
+    Ok(Figure {
+        value: mb,
+        secs: start.elapsed().as_secs_f64(),
+        p50_us: None,
+        p99_us: None,
+    })
+}
+
+/// The MB/s of dbench's final "Throughput 47.5 MB/sec  8 clients ..." line.
+pub fn dbench_throughput(text: &str) -> Option<f64> {
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with("Throughput "))?;
+    let mut words = line.split_whitespace().skip(1);
+    let value: f64 = words.next()?.parse().ok()?;
+    (words.next()? == "MB/sec").then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dbench_throughput_reads_the_summary_line() {
+        let out = "  8     12345    47.49 MB/sec  execute 10 sec  latency 3.1 ms\n\
+                   \nThroughput 47.5206 MB/sec  8 clients  8 procs  max_latency=40.123 ms\n";
+        assert_eq!(dbench_throughput(out), Some(47.5206));
+        assert_eq!(dbench_throughput("no summary\n"), None);
+        assert_eq!(dbench_throughput("Throughput fast MB/sec\n"), None);
+    }
+
+    #[test]
+    fn fsync_scaling_is_the_ratio_of_wall_times() {
+        let mut calls = Vec::new();
+        let f = fsync_scaling(|writers, ops| {
+            calls.push((writers, ops));
+            Ok(Figure::rate(1.0, if writers == 1 { 0.5 } else { 1.0 }))
+        })
+        .unwrap();
+        assert_eq!(calls, vec![(1, SCALE_OPS), (16, SCALE_OPS)]);
+        assert!((f.value - 2.0).abs() < 1e-9);
+    }
+}

@@ -218,6 +218,9 @@ pub fn applies(w: Workload, kind: Kind) -> bool {
             w,
             SeqWriteBuf
                 | SeqReadBuf
+                | Read2
+                | StatWarm
+                | FsyncScale
                 | RandWriteQd1
                 | RandReadQd1
                 | Fsync1
@@ -293,6 +296,21 @@ fn dispatch(
         (SeqReadBuf, Access::Engine(fs)) => engine::seq_read(&fs, "seq")?,
         (RandWriteQd1, Access::Engine(fs)) => engine::random(&fs, "seq", sizes.rand_secs, true)?,
         (RandReadQd1, Access::Engine(fs)) => engine::random(&fs, "seq", sizes.rand_secs, false)?,
+        (Read2, Access::Engine(_)) => {
+            // A second file like "seq", written untimed, then a cold mount as for "seq".
+            if let Access::Engine(fs) = s.access().clone() {
+                engine::seq_write(&fs, "seq2", sizes.file_bytes)?;
+            }
+            s.remount_cold()?;
+            let Access::Engine(fs) = s.access().clone() else {
+                return Err("the engine target lost its filesystem".into());
+            };
+            engine::parallel_read(&fs, &["seq", "seq2"])?
+        }
+        (StatWarm, Access::Engine(fs)) => engine::stat(&fs, sizes.files)?,
+        (FsyncScale, Access::Engine(fs)) => {
+            io::fsync_scaling(|writers, ops| engine::append_fsync(&fs, writers, ops))?
+        }
         (Create, Access::Engine(fs)) => engine::create(&fs, sizes.files)?,
         (Stat, Access::Engine(fs)) => engine::stat(&fs, sizes.files)?,
         (Readdir, Access::Engine(fs)) => engine::readdir(&fs)?,
@@ -329,7 +347,19 @@ fn dir_workload(w: Workload, dir: &Path, sizes: &Sizes, tree: &Tree) -> Result<F
             io::append_fsync(&d, writers, sizes.fsync_ops_per_writer(writers))?
         }
         Create => io::create_files(&meta, sizes.files)?,
-        Stat => io::stat_files(&meta, sizes.files)?,
+        Stat | StatWarm => io::stat_files(&meta, sizes.files)?,
+        RandWriteBuf => io::file_random_write(&buffered, sizes.rand_secs)?,
+        Read2 => io::files_parallel_read(&[buffered, direct])?,
+        FsyncScale => {
+            let mut batch = 0;
+            io::fsync_scaling(|writers, ops| {
+                batch += 1;
+                let d = dir.join(format!("fsync-scale-{batch}"));
+                std::fs::create_dir_all(&d)?;
+                io::append_fsync(&d, writers, ops)
+            })?
+        }
+        Dbench => io::dbench(&dir.join("dbench"), sizes.mixed_clients, sizes.mixed_secs)?,
         Readdir => io::list_dir(&meta)?,
         Unlink => io::unlink_files(&meta, sizes.files)?,
         TreeCopy => tree.copy_in(&copy)?,

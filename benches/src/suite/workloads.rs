@@ -13,17 +13,22 @@ pub enum Workload {
     RandWriteQd32,
     RandReadQd1,
     RandReadQd32,
+    RandWriteBuf,
+    Read2,
     Fsync1,
     Fsync16,
     Fsync256,
     Create,
     Stat,
+    StatWarm,
     Readdir,
     Unlink,
     TreeCopy,
     TreeDu,
     TreeRm,
     Mixed,
+    Dbench,
+    FsyncScale,
     DaemonMemory,
     CrashMount,
 }
@@ -31,7 +36,7 @@ pub enum Workload {
 impl Workload {
     /// Every workload, in the order a round runs them (later ones use what earlier ones
     /// left: the reads read the sequential files, stat reads the created files...).
-    pub const ALL: [Workload; 21] = [
+    pub const ALL: [Workload; 26] = [
         Workload::SeqWriteBuf,
         Workload::SeqWriteDirect,
         Workload::SeqReadBuf,
@@ -40,17 +45,22 @@ impl Workload {
         Workload::RandWriteQd32,
         Workload::RandReadQd1,
         Workload::RandReadQd32,
+        Workload::RandWriteBuf,
+        Workload::Read2,
         Workload::Fsync1,
         Workload::Fsync16,
         Workload::Fsync256,
         Workload::Create,
         Workload::Stat,
+        Workload::StatWarm,
         Workload::Readdir,
         Workload::Unlink,
         Workload::TreeCopy,
         Workload::TreeDu,
         Workload::TreeRm,
         Workload::Mixed,
+        Workload::Dbench,
+        Workload::FsyncScale,
         Workload::DaemonMemory,
         Workload::CrashMount,
     ];
@@ -65,17 +75,22 @@ impl Workload {
             Workload::RandWriteQd32 => "rand-write-4K-qd32",
             Workload::RandReadQd1 => "rand-read-4K-qd1",
             Workload::RandReadQd32 => "rand-read-4K-qd32",
+            Workload::RandWriteBuf => "rand-write-4K-buffered",
+            Workload::Read2 => "seq-read-2-files",
             Workload::Fsync1 => "append-fsync-1",
             Workload::Fsync16 => "append-fsync-16",
             Workload::Fsync256 => "append-fsync-256",
             Workload::Create => "create",
             Workload::Stat => "stat",
+            Workload::StatWarm => "stat-warm",
             Workload::Readdir => "readdir",
             Workload::Unlink => "unlink",
             Workload::TreeCopy => "tree-copy",
             Workload::TreeDu => "tree-du",
             Workload::TreeRm => "tree-rm-rf",
             Workload::Mixed => "mixed-small-files",
+            Workload::Dbench => "dbench",
+            Workload::FsyncScale => "fsync-16x10-vs-1x10",
             Workload::DaemonMemory => "daemon-peak-memory",
             Workload::CrashMount => "mount-after-crash",
         }
@@ -90,14 +105,18 @@ impl Workload {
             Workload::SeqWriteBuf
             | Workload::SeqWriteDirect
             | Workload::SeqReadBuf
-            | Workload::SeqReadDirect => "MB/s",
+            | Workload::SeqReadDirect
+            | Workload::Read2
+            | Workload::Dbench => "MB/s",
             Workload::RandWriteQd1
             | Workload::RandWriteQd32
             | Workload::RandReadQd1
-            | Workload::RandReadQd32 => "IOPS",
+            | Workload::RandReadQd32
+            | Workload::RandWriteBuf => "IOPS",
             Workload::Fsync1 | Workload::Fsync16 | Workload::Fsync256 => "fsyncs/s",
             Workload::Create
             | Workload::Stat
+            | Workload::StatWarm
             | Workload::Readdir
             | Workload::Unlink
             | Workload::TreeCopy
@@ -106,12 +125,16 @@ impl Workload {
             Workload::Mixed => "ops/s",
             Workload::DaemonMemory => "MiB",
             Workload::CrashMount => "ms",
+            Workload::FsyncScale => "×",
         }
     }
 
     /// Whether a bigger figure is better (false for memory and mount time).
     pub fn higher_is_better(self) -> bool {
-        !matches!(self, Workload::DaemonMemory | Workload::CrashMount)
+        !matches!(
+            self,
+            Workload::DaemonMemory | Workload::CrashMount | Workload::FsyncScale
+        )
     }
 
     /// Writers for the append+fsync workloads.
@@ -141,6 +164,7 @@ impl Workload {
             Workload::SeqReadBuf
                 | Workload::SeqReadDirect
                 | Workload::RandReadQd1
+                | Workload::Read2
                 | Workload::Stat
                 | Workload::TreeDu
         )

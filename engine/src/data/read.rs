@@ -15,8 +15,8 @@
 //!
 //! The reply is the file as of step 1 (the read is ordered at its plan).
 
+use crate::sync::{Arc, Condvar, Mutex};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use super::{Span, span_at};
 use crate::cache::{Page, PageCache};
@@ -56,8 +56,8 @@ pub struct Pending {
 /// Set once a read-ahead finished (loaded and cached, or given up).
 #[derive(Debug, Default)]
 pub struct Done {
-    finished: std::sync::Mutex<bool>,
-    cv: std::sync::Condvar,
+    finished: Mutex<bool>,
+    cv: Condvar,
 }
 
 impl Done {

@@ -10,9 +10,9 @@
 //! Write buffers are copied at submit and their `Arc`s dropped then, as a completed write's
 //! would be.
 
+use crate::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::mem::span;
 use super::record::SECTOR_BYTES;

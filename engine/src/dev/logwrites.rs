@@ -39,11 +39,11 @@
 //! Discards pass through and are not logged: after a discard the range's content is
 //! undefined, so the replayed image, which keeps the old bytes, is one allowed outcome.
 
+use crate::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::record::{encode_header, push_base_record, push_flush_record, push_write_record};
 use super::{AlignedBuf, BlockDevice, FailStop, ReadRequest, WriteRequest};

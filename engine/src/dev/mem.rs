@@ -1,6 +1,6 @@
 //! An in-memory block device, for tests: writes apply at once, flush does nothing.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use crate::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::{BlockDevice, ReadRequest, WriteRequest, check_range};
 use crate::Result;

@@ -40,7 +40,7 @@ pub mod sync;
 mod tests;
 pub mod uring;
 
-use std::sync::Arc;
+use crate::sync::Arc;
 
 use crate::Result;
 

@@ -42,10 +42,10 @@
 //! the first record that does not verify as the end of the log (see
 //! [`super::replay::scan_log`]).
 
+use crate::sync::{Mutex, MutexGuard, PoisonError};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::mem::span;
 use super::{BlockDevice, ReadRequest, WriteRequest, check_range};

@@ -5,9 +5,9 @@
 //! write stops the rest of its batch, is reported by the next `wait_writes` or `flush`, and
 //! makes the device refuse every later write and flush (fail-stop).
 
+use crate::sync::{Mutex, MutexGuard, PoisonError};
 use std::fmt;
 use std::os::unix::fs::FileExt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::file::Backing;
 use super::{BlockDevice, FailStop, ReadRequest, WriteRequest};

@@ -1,8 +1,21 @@
-//! The io_uring block device: many requests in flight, optional O_DIRECT.
+//! The io_uring block device: many requests in flight, from many threads, optional O_DIRECT.
 //!
-//! One ring and one table of in-flight operations live behind a mutex, so the device is
-//! `Send + Sync` and every caller sees the same queue. Each in-flight operation owns a slot
-//! of the table; the slot index is the SQE's `user_data`.
+//! One ring serves every caller. The table of in-flight operations lives behind a mutex, so
+//! the device is `Send + Sync` and every caller sees the same queue; each in-flight
+//! operation owns a slot of the table, and the slot index is the SQE's `user_data`.
+//!
+//! **Waiting without the lock.** A caller that needs completions (a read batch, a writer
+//! waiting for a free slot, a drain, a flush) does not sleep in the kernel holding the
+//! mutex. One caller at a time is the *kernel waiter*: it marks itself, drops the mutex,
+//! sleeps in `io_uring_enter` until a completion arrives, takes the mutex again, reaps
+//! every ready completion and wakes the others (a condition variable). The rest wait on
+//! the condition variable, so while one thread sleeps in the kernel the others keep
+//! submitting: reads of several threads, and reads beside a flush, are in flight together.
+//! Only the kernel waiter, or a thread holding the mutex while there is none, reaps:
+//! otherwise the waiter could sleep on a completion somebody else took. A thread enters
+//! the kernel only while some operation's completion is still to come (in flight, not
+//! reaped); completions already reaped for another read batch are that batch's to handle,
+//! and handling them frees slots and wakes the waiters again.
 //!
 //! **Invariant (buffer lifetime).** A write's `Arc<AlignedBuf>` stays in its slot until the
 //! CQE that finishes it is reaped, and is dropped right then: that drop is what frees a
@@ -13,9 +26,9 @@
 //! never more than the submission queue holds, so pushing an SQE for a free slot (or
 //! re-pushing one for a short transfer) cannot find the queue full.
 
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::fmt;
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use io_uring::{IoUring, opcode, squeue, types};
 
@@ -40,8 +53,9 @@ enum Op {
         done: usize,
         retries: u8,
     },
-    /// A read into request `index` of the current `read_batch`, `done` bytes so far.
+    /// A read into request `index` of `read_batch` call `batch`, `done` bytes so far.
     Read {
+        batch: u64,
         index: usize,
         done: usize,
         retries: u8,
@@ -50,15 +64,17 @@ enum Op {
     Fsync,
 }
 
-/// A read completion, handed back to `read_batch`, which alone knows the buffers.
+/// A read completion, handed back to the `read_batch` call that owns it (`batch`), which
+/// alone knows the buffers.
 struct ReadDone {
+    batch: u64,
     slot: usize,
     result: i32,
 }
 
-/// Everything behind the mutex.
+/// Everything behind the mutex. The ring's submission and completion queues are touched
+/// only with the mutex held (see `UringDevice::ring`).
 struct State {
-    ring: IoUring,
     fd: types::Fd,
     slots: Vec<Option<Op>>,
     free: Vec<usize>,
@@ -66,13 +82,24 @@ struct State {
     read_done: Vec<ReadDone>,
     fsync_result: Option<i32>,
     fail: FailStop,
+    /// A thread sleeps in `io_uring_enter` without the mutex (see the module doc).
+    kernel_waiter: bool,
+    /// The id the next `read_batch` call gets.
+    next_batch: u64,
 }
 
 /// A block device driven through io_uring.
 pub struct UringDevice {
     backing: Backing,
     queue_depth: u32,
+    /// The ring. Its submission and completion queues are used only under `state`'s mutex
+    /// (so at most one `SubmissionQueue` and one `CompletionQueue` exist at a time); the
+    /// kernel waiter calls `io_uring_enter` on it without the mutex, which touches neither
+    /// queue's head in user space.
+    ring: IoUring,
     state: Mutex<State>,
+    /// Signalled after every reap and whenever a read batch frees slots.
+    reaped: Condvar,
 }
 
 impl fmt::Debug for UringDevice {
@@ -100,18 +127,21 @@ impl UringDevice {
         let depth = queue_depth.max(1).min(ring.params().sq_entries()) as usize;
         let state = State {
             fd: types::Fd(backing.fd()),
-            ring,
             slots: (0..depth).map(|_| None).collect(),
             free: (0..depth).rev().collect(),
             writes_in_flight: 0,
             read_done: Vec::with_capacity(depth),
             fsync_result: None,
             fail: FailStop::default(),
+            kernel_waiter: false,
+            next_batch: 0,
         };
         Ok(UringDevice {
             backing,
             queue_depth: depth as u32,
+            ring,
             state: Mutex::new(state),
+            reaped: Condvar::new(),
         })
     }
 
@@ -129,6 +159,51 @@ impl UringDevice {
         // A panic elsewhere cannot leave the table inconsistent in a way that matters for
         // memory safety: slots only ever hold owned buffers. Keep going.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for progress once: as the kernel waiter (drop the mutex, sleep in the kernel
+    /// until a completion arrives, take it again, reap, wake the others) when there is none
+    /// and a completion is still to come, otherwise on the condition variable. The caller
+    /// re-checks what it waits for. An error is the ring's own (io_uring_enter failed).
+    fn wait_round<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+    ) -> (MutexGuard<'a, State>, io::Result<()>) {
+        let pending = st.in_flight() > st.read_done.len();
+        if st.kernel_waiter || !pending {
+            let st = self.reaped.wait(st).unwrap_or_else(PoisonError::into_inner);
+            return (st, Ok(()));
+        }
+        st.kernel_waiter = true;
+        drop(st);
+        let entered = loop {
+            match self.ring.submit_and_wait(1) {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // EBUSY: completions must be reaped before more can be submitted.
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => break Ok(()),
+                other => break other.map(drop),
+            }
+        };
+        let mut st = self.lock();
+        st.kernel_waiter = false;
+        st.reap(&self.ring);
+        self.reaped.notify_all();
+        (st, entered)
+    }
+
+    /// Waits until no write is in flight. An error here means the ring itself failed.
+    fn drain_writes<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+    ) -> (MutexGuard<'a, State>, io::Result<()>) {
+        while st.writes_in_flight > 0 {
+            let (next, waited) = self.wait_round(st);
+            st = next;
+            if waited.is_err() {
+                return (st, waited);
+            }
+        }
+        (st, Ok(()))
     }
 }
 
@@ -158,13 +233,15 @@ impl State {
         self.slots.len() - self.free.len()
     }
 
-    /// Pushes an SQE. The bounded-queue invariant makes a full queue a bug.
+    /// Pushes an SQE. The bounded-queue invariant makes a full queue a bug. Called with the
+    /// mutex held (`&mut self` is the locked state), which is what makes this the only
+    /// `SubmissionQueue` in existence.
     ///
     /// # Safety
     /// Every buffer `entry` points at must stay valid until its CQE is reaped.
-    unsafe fn push(&mut self, entry: &squeue::Entry) {
-        // SAFETY: forwarded from the caller's contract.
-        let pushed = unsafe { self.ring.submission().push(entry) };
+    unsafe fn push(&mut self, ring: &IoUring, entry: &squeue::Entry) {
+        // SAFETY: forwarded from the caller's contract; the mutex is held (see above).
+        let pushed = unsafe { ring.submission_shared().push(entry) };
         assert!(
             pushed.is_ok(),
             "io_uring submission queue full despite the slot limit"
@@ -172,7 +249,7 @@ impl State {
     }
 
     /// (Re)submits the remaining part of the write in `slot`.
-    fn push_write(&mut self, slot: usize) {
+    fn push_write(&mut self, ring: &IoUring, slot: usize) {
         let Some(Op::Write {
             offset, data, done, ..
         }) = &self.slots[slot]
@@ -188,58 +265,53 @@ impl State {
         // SAFETY: the Arc holding the buffer sits in `slots[slot]` and is removed only when
         // this SQE's completion is reaped (`on_write_done`) or the device is dropped after
         // draining, so the kernel never reads freed memory.
-        unsafe { self.push(&entry.user_data(slot as u64)) };
+        unsafe { self.push(ring, &entry.user_data(slot as u64)) };
     }
 
-    fn push_fsync(&mut self) -> usize {
+    fn push_fsync(&mut self, ring: &IoUring) -> usize {
         let slot = self.take_slot(Op::Fsync);
         let entry = opcode::Fsync::new(self.fd)
             .flags(types::FsyncFlags::DATASYNC)
             .build();
         // SAFETY: an fsync references no memory.
-        unsafe { self.push(&entry.user_data(slot as u64)) };
+        unsafe { self.push(ring, &entry.user_data(slot as u64)) };
         slot
     }
 
-    /// Hands queued SQEs to the kernel without waiting.
-    fn submit(&mut self) -> io::Result<()> {
+    /// Hands queued SQEs to the kernel without waiting. On EBUSY (completions must be
+    /// reaped first) they stay queued: the kernel waiter's next `io_uring_enter` submits
+    /// them, and every caller that queued one waits for its completion that way.
+    fn submit(&mut self, ring: &IoUring) -> io::Result<()> {
         loop {
-            match self.ring.submit() {
+            match ring.submit() {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return self.wait_one(),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Ok(()),
                 other => return other.map(drop),
             }
         }
     }
 
-    /// Submits queued SQEs, waits for at least one completion and reaps all that are ready.
-    fn wait_one(&mut self) -> io::Result<()> {
-        loop {
-            match self.ring.submit_and_wait(1) {
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                // EBUSY: completions must be reaped before more can be submitted.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => break,
-                Err(e) => return Err(e),
-                Ok(_) => break,
-            }
-        }
-        self.reap();
-        Ok(())
-    }
-
     /// Reaps every ready completion. Writes and fsyncs are finished here; reads are handed
-    /// to `read_batch` through `read_done`.
-    fn reap(&mut self) {
-        let ready: Vec<(u64, i32)> = self
-            .ring
-            .completion()
+    /// to their `read_batch` through `read_done`. Called with the mutex held, by the kernel
+    /// waiter or while there is none (module doc): the only `CompletionQueue` in existence.
+    fn reap(&mut self, ring: &IoUring) {
+        // SAFETY: the mutex is held (`&mut self` is the locked state): no other
+        // CompletionQueue exists.
+        let ready: Vec<(u64, i32)> = unsafe { ring.completion_shared() }
             .map(|c| (c.user_data(), c.result()))
             .collect();
         for (user_data, result) in ready {
             let slot = user_data as usize;
             match self.slots.get(slot) {
-                Some(Some(Op::Write { .. })) => self.on_write_done(slot, result),
-                Some(Some(Op::Read { .. })) => self.read_done.push(ReadDone { slot, result }),
+                Some(Some(Op::Write { .. })) => self.on_write_done(ring, slot, result),
+                Some(Some(Op::Read { batch, .. })) => {
+                    let batch = *batch;
+                    self.read_done.push(ReadDone {
+                        batch,
+                        slot,
+                        result,
+                    })
+                }
                 Some(Some(Op::Fsync)) => {
                     self.release(slot);
                     self.fsync_result = Some(result);
@@ -250,7 +322,7 @@ impl State {
     }
 
     /// Finishes, continues (short write, EINTR) or fails the write in `slot`.
-    fn on_write_done(&mut self, slot: usize, result: i32) {
+    fn on_write_done(&mut self, ring: &IoUring, slot: usize, result: i32) {
         let Some(Op::Write {
             offset,
             data,
@@ -275,7 +347,7 @@ impl State {
             }
         };
         match finished {
-            Ok(false) => self.push_write(slot),
+            Ok(false) => self.push_write(ring, slot),
             // Dropping the Arc here, at completion, is what releases a forked page.
             Ok(true) => drop(self.release(slot)),
             Err(err) => {
@@ -283,14 +355,6 @@ impl State {
                 self.fail.fail(err);
             }
         }
-    }
-
-    /// Waits until no write is in flight. An error here means the ring itself failed.
-    fn drain_writes(&mut self) -> io::Result<()> {
-        while self.writes_in_flight > 0 {
-            self.wait_one()?;
-        }
-        Ok(())
     }
 
     /// Records a failure of the ring itself (io_uring_enter) as a device failure.
@@ -328,6 +392,7 @@ fn progress(result: i32, retries: &mut u8) -> Progress {
 
 /// Reads of one `read_batch` call: which requests are sent and the first error.
 struct ReadBatch<'r, 'b> {
+    id: u64,
     reqs: &'r mut [ReadRequest<'b>],
     next: usize,
     reads_in_flight: usize,
@@ -339,22 +404,26 @@ impl ReadBatch<'_, '_> {
         self.reads_in_flight == 0 && (self.next == self.reqs.len() || self.error.is_some())
     }
 
-    /// Fills free slots with reads that have not been sent yet.
-    fn fill(&mut self, st: &mut State) {
+    /// Fills free slots with reads that have not been sent yet; true when it pushed any.
+    fn fill(&mut self, st: &mut State, ring: &IoUring) -> bool {
+        let mut pushed = false;
         while self.error.is_none() && self.next < self.reqs.len() && !st.free.is_empty() {
             let slot = st.take_slot(Op::Read {
+                batch: self.id,
                 index: self.next,
                 done: 0,
                 retries: 0,
             });
             self.next += 1;
             self.reads_in_flight += 1;
-            self.push_read(st, slot);
+            self.push_read(st, ring, slot);
+            pushed = true;
         }
+        pushed
     }
 
     /// (Re)submits the remaining part of the read in `slot`.
-    fn push_read(&mut self, st: &mut State, slot: usize) {
+    fn push_read(&mut self, st: &mut State, ring: &IoUring, slot: usize) {
         let Some(Op::Read { index, done, .. }) = st.slots[slot] else {
             return;
         };
@@ -368,16 +437,26 @@ impl ReadBatch<'_, '_> {
         // SAFETY: the buffer is borrowed mutably by `reqs` for the whole `read_batch` call,
         // and `read_batch` returns only when `reads_in_flight` is zero, i.e. after this SQE's
         // completion is reaped (or aborts the process if the ring itself dies).
-        unsafe { st.push(&entry.user_data(slot as u64)) };
+        unsafe { st.push(ring, &entry.user_data(slot as u64)) };
     }
 
-    /// Handles the read completions `reap` collected.
-    fn complete(&mut self, st: &mut State) {
-        for ReadDone { slot, result } in std::mem::take(&mut st.read_done) {
+    /// Handles this batch's completions among those reaped; returns (slots freed, reads
+    /// re-pushed).
+    fn complete(&mut self, st: &mut State, ring: &IoUring) -> (bool, bool) {
+        if !st.read_done.iter().any(|d| d.batch == self.id) {
+            return (false, false);
+        }
+        let (mine, others): (Vec<ReadDone>, Vec<ReadDone>) = std::mem::take(&mut st.read_done)
+            .into_iter()
+            .partition(|d| d.batch == self.id);
+        st.read_done = others;
+        let (mut freed, mut pushed) = (false, false);
+        for ReadDone { slot, result, .. } in mine {
             let Some(Op::Read {
                 index,
                 done,
                 retries,
+                ..
             }) = &mut st.slots[slot]
             else {
                 continue;
@@ -399,11 +478,24 @@ impl ReadBatch<'_, '_> {
             if finished {
                 st.release(slot);
                 self.reads_in_flight -= 1;
+                freed = true;
             } else {
-                self.push_read(st, slot);
+                self.push_read(st, ring, slot);
+                pushed = true;
             }
         }
+        (freed, pushed)
     }
+}
+
+/// The ring failed with reads in flight: the kernel may still write into buffers that would
+/// be handed back to the caller, so nothing safe is left to do.
+fn abort_with_reads_in_flight(e: &io::Error) -> ! {
+    crate::events::report(
+        crate::events::Level::Error,
+        &format!("io_uring_enter failed with reads in flight ({e}); aborting"),
+    );
+    std::process::abort();
 }
 
 impl BlockDevice for UringDevice {
@@ -419,7 +511,6 @@ impl BlockDevice for UringDevice {
         for r in reqs.iter() {
             self.backing.check_read(r.offset, r.buf.len())?;
         }
-        let mut st = self.lock();
         // Zero-length reads would complete with 0 and look like the end of the device.
         let mut nonempty: Vec<ReadRequest<'_>> = reqs
             .iter_mut()
@@ -429,27 +520,37 @@ impl BlockDevice for UringDevice {
                 buf: &mut *r.buf,
             })
             .collect();
+        let mut st = self.lock();
+        let id = st.next_batch;
+        st.next_batch += 1;
         let mut batch = ReadBatch {
+            id,
             reqs: &mut nonempty,
             next: 0,
             reads_in_flight: 0,
             error: None,
         };
         loop {
-            batch.fill(&mut st);
+            let (freed, repushed) = batch.complete(&mut st, &self.ring);
+            let pushed = batch.fill(&mut st, &self.ring);
+            if (repushed || pushed)
+                && let Err(e) = st.submit(&self.ring)
+            {
+                abort_with_reads_in_flight(&e);
+            }
+            if freed || repushed {
+                // Slots came free (a writer or another batch may be waiting for one), or a
+                // completion is to come again (a thread may wait for one to be pending).
+                self.reaped.notify_all();
+            }
             if batch.finished() {
                 break;
             }
-            if let Err(e) = st.wait_one() {
-                // The kernel may still write into borrowed buffers that we would hand back to
-                // the caller: nothing safe is left to do.
-                crate::events::report(
-                    crate::events::Level::Error,
-                    &format!("io_uring_enter failed with reads in flight ({e}); aborting"),
-                );
-                std::process::abort();
+            let (next, waited) = self.wait_round(st);
+            st = next;
+            if let Err(e) = waited {
+                abort_with_reads_in_flight(&e);
             }
-            batch.complete(&mut st);
         }
         batch.error.map_or(Ok(()), Err)
     }
@@ -462,12 +563,16 @@ impl BlockDevice for UringDevice {
         st.fail.check()?;
         for req in reqs.into_iter().filter(|r| !r.data.is_empty()) {
             while st.free.is_empty() {
-                st.wait_one().map_err(|e| st.ring_failed(e))?;
+                // Hand what is queued to the kernel before waiting for a slot.
+                st.submit(&self.ring).map_err(|e| st.ring_failed(e))?;
+                let (next, waited) = self.wait_round(st);
+                st = next;
+                waited.map_err(|e| st.ring_failed(e))?;
             }
             // A write that failed meanwhile stops the batch: nothing after a failed write may
             // reach the disk. The error is reported by wait_writes/flush.
             if st.fail.has_failed() {
-                return Ok(());
+                return st.submit(&self.ring).map_err(|e| st.ring_failed(e));
             }
             let slot = st.take_slot(Op::Write {
                 offset: req.offset,
@@ -475,28 +580,44 @@ impl BlockDevice for UringDevice {
                 done: 0,
                 retries: 0,
             });
-            st.push_write(slot);
+            st.push_write(&self.ring, slot);
         }
-        st.submit().map_err(|e| st.ring_failed(e))
+        st.submit(&self.ring).map_err(|e| st.ring_failed(e))
     }
 
     fn wait_writes(&self) -> Result<()> {
-        let mut st = self.lock();
-        st.drain_writes().map_err(|e| st.ring_failed(e))?;
+        let (mut st, drained) = self.drain_writes(self.lock());
+        drained.map_err(|e| st.ring_failed(e))?;
         st.fail.report()
     }
 
     fn flush(&self) -> Result<()> {
-        let mut st = self.lock();
         // Flush covers only reaped writes: an fsync is not ordered after writes in flight.
-        st.drain_writes().map_err(|e| st.ring_failed(e))?;
+        let (mut st, drained) = self.drain_writes(self.lock());
+        drained.map_err(|e| st.ring_failed(e))?;
         st.fail.report()?;
-        st.fsync_result = None;
-        st.push_fsync();
-        while st.fsync_result.is_none() {
-            st.wait_one().map_err(|e| st.ring_failed(e))?;
+        // One fsync at a time: `fsync_result` has room for one answer.
+        while st.fsync_result.is_some() || has_fsync(&st) {
+            let (next, waited) = self.wait_round(st);
+            st = next;
+            waited.map_err(|e| st.ring_failed(e))?;
         }
-        match st.fsync_result.take() {
+        while st.free.is_empty() {
+            let (next, waited) = self.wait_round(st);
+            st = next;
+            waited.map_err(|e| st.ring_failed(e))?;
+        }
+        st.push_fsync(&self.ring);
+        st.submit(&self.ring).map_err(|e| st.ring_failed(e))?;
+        while st.fsync_result.is_none() {
+            let (next, waited) = self.wait_round(st);
+            st = next;
+            waited.map_err(|e| st.ring_failed(e))?;
+        }
+        let answer = st.fsync_result.take();
+        // Another flush may be waiting for `fsync_result` to be free.
+        self.reaped.notify_all();
+        match answer {
             Some(r) if r < 0 => {
                 let e = Error::io(
                     format!("fdatasync {}", self.backing.path().display()),
@@ -510,24 +631,40 @@ impl BlockDevice for UringDevice {
     }
 
     fn discard(&self, offset: u64, len: u64) -> Result<()> {
-        let mut st = self.lock();
+        let st = self.lock();
         st.fail.check()?;
         // Writes in flight to the range must not land after the hole is punched.
-        st.drain_writes().map_err(|e| st.ring_failed(e))?;
+        let (mut st, drained) = self.drain_writes(st);
+        drained.map_err(|e| st.ring_failed(e))?;
         self.backing.discard(offset, len)
     }
+}
+
+/// True while an fsync is in flight.
+fn has_fsync(st: &State) -> bool {
+    st.slots.iter().any(|s| matches!(s, Some(Op::Fsync)))
 }
 
 impl Drop for UringDevice {
     fn drop(&mut self) {
         let st = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
         while st.in_flight() > 0 {
-            if st.wait_one().is_err() {
+            let waited = loop {
+                match self.ring.submit_and_wait(1) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => break Ok(()),
+                    other => break other.map(drop),
+                }
+            };
+            if waited.is_err() {
                 // The kernel may still read these buffers: leak them rather than free them.
                 std::mem::forget(std::mem::take(&mut st.slots));
                 return;
             }
-            st.read_done.clear();
+            st.reap(&self.ring);
+            for done in std::mem::take(&mut st.read_done) {
+                st.release(done.slot);
+            }
         }
     }
 }

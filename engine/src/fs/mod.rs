@@ -40,8 +40,8 @@ mod types;
 mod writeback;
 mod xattr;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Mutex, MutexGuard};
 
 pub use runtime::{Reconfigure, check_label};
 pub use types::*;

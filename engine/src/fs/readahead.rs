@@ -2,7 +2,7 @@
 //! state lock), caches it under the lock (when the inode did not change meanwhile), and
 //! wakes the readers that wait for it (engine::data::read).
 
-use std::sync::Arc;
+use crate::sync::{Arc, thread};
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
@@ -20,7 +20,7 @@ const THREADS: usize = 2;
 #[derive(Debug)]
 pub(crate) struct Handle {
     pub tx: Sender<Job>,
-    pub threads: Vec<std::thread::JoinHandle<()>>,
+    pub threads: Vec<thread::JoinHandle<()>>,
 }
 
 pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
@@ -29,7 +29,7 @@ pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
     for _ in 0..THREADS {
         let (shared, rx) = (shared.clone(), rx.clone());
         threads.push(
-            std::thread::Builder::new()
+            thread::Builder::new()
                 .name("tuxfs-readahead".into())
                 .spawn(move || run(&shared, &rx))?,
         );

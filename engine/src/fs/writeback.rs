@@ -7,8 +7,8 @@
 //! Every request already queued when a commit starts is answered by that one commit (group
 //! commit); a batch whose every request names a delta already durable commits nothing.
 
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use crate::sync::Arc;
+use crate::sync::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 
@@ -172,7 +172,7 @@ fn serve(shared: &Shared, first: Request, rx: &Receiver<Request>) -> bool {
 /// Starts the scheduler for `shared`.
 pub(crate) fn start(shared: Arc<Shared>) -> std::io::Result<Handle> {
     let (tx, rx) = bounded::<Request>(QUEUE_MAX);
-    let thread = std::thread::Builder::new()
+    let thread = thread::Builder::new()
         .name("tuxfs-writeback".into())
         .spawn(move || {
             loop {

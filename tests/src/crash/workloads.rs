@@ -17,7 +17,7 @@ use tuxfs_engine::fs::{
 };
 
 use super::{Boundary, Workload};
-use crate::model::{Model, Node};
+use crate::model::{Model, Node, resolve};
 use crate::rng::Rng;
 
 const ME: Caller = Caller {
@@ -91,27 +91,15 @@ impl Driver {
     }
 
     fn ino(&self, path: &str) -> Result<u64, String> {
-        let mut ino = 1;
-        for part in path.split('/').filter(|p| !p.is_empty()) {
-            ino = self
-                .fs
-                .lookup(ino, part.as_bytes())
-                .map_err(|e| format!("lookup {path}: {e}"))?
-                .ino;
-        }
-        Ok(ino)
+        resolve(&self.fs, 1, path)
     }
 
     fn file_id(&self, path: &str) -> Option<u64> {
-        match self.model.names.get(path) {
-            Some(Node::File(id)) => Some(*id),
-            _ => None,
-        }
+        self.model.file_id(path)
     }
 
-    /// Bytes held by files in the model (a lower bound of what the image stores).
     fn used_bytes(&self) -> u64 {
-        self.model.files.values().map(|d| d.len() as u64).sum()
+        self.model.used_bytes()
     }
 
     fn pick_file(&mut self) -> Option<String> {
@@ -444,18 +432,11 @@ impl Driver {
         };
         let name = *self.rng.pick(&XATTR_NAMES);
         let ino = self.ino(path)?;
-        let has = self
-            .model
-            .xattrs
-            .get(&id)
-            .is_some_and(|x| x.contains_key(name.as_bytes()));
-        if has && self.rng.chance(1, 3) {
+        if self.model.has_xattr(id, name) && self.rng.chance(1, 3) {
             self.fs
                 .removexattr(ino, name.as_bytes())
                 .map_err(|e| format!("removexattr {path} {name}: {e}"))?;
-            if let Some(x) = self.model.xattrs.get_mut(&id) {
-                x.remove(name.as_bytes());
-            }
+            self.model.set_xattr(id, name, None);
             return Ok(());
         }
         let len = self.rng.below_usize(40);
@@ -468,11 +449,7 @@ impl Driver {
             Err(e) if e.errno() == Errno::NoSpace => return Ok(()),
             Err(e) => return Err(format!("setxattr {path} {name}: {e}")),
         }
-        self.model
-            .xattrs
-            .entry(id)
-            .or_default()
-            .insert(name.as_bytes().to_vec(), value);
+        self.model.set_xattr(id, name, Some(value));
         Ok(())
     }
 
@@ -491,6 +468,8 @@ impl Driver {
             Workload::Append => self.append(),
             Workload::Dirs => self.dirs(),
             Workload::Bigfile => self.bigfile(block_size),
+            // record() runs it on threads of crate::concurrent, never through the driver.
+            Workload::Concurrent => Err("the concurrent workload has no sequential steps".into()),
         }
     }
 

@@ -414,6 +414,14 @@ pub trait Filesystem: Send + Sync + 'static {
     /// it while other workers still hold the filesystem.)
     fn destroy(&self) {}
 
+    /// Called with the raw opcode of every request the kernel sends after INIT, on the
+    /// worker that handles it, right before the request's own method (after the session's
+    /// `allow_root` / owner check). The default does nothing. (tuxfs change: the daemon
+    /// counts its requests per opcode.)
+    fn request_received(&self, opcode: u32) {
+        let _ = opcode;
+    }
+
     /// Look up a directory entry by name and get its attributes.
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         warn!("[Not Implemented] lookup(parent: {parent:#x?}, name {name:?})");

@@ -102,6 +102,8 @@ impl<'a> RequestWithSender<'a> {
             error!("bug: filesystem must be initialized in dispatch_req");
             return Err(Errno::EIO);
         };
+        // tuxfs change: the filesystem counts the requests it is sent, per opcode.
+        filesystem.request_received(self.request.opcode());
 
         match op {
             // Filesystem initialization - should not happen after handshake completed

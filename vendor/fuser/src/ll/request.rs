@@ -2232,6 +2232,11 @@ impl<'a> AnyRequest<'a> {
         RequestId(self.header.unique)
     }
 
+    /// Returns the raw opcode of this request (tuxfs change: per-opcode request counts).
+    pub(crate) fn opcode(&self) -> u32 {
+        self.header.opcode
+    }
+
     /// Returns the node id of the inode this request is targeted to.
     pub(crate) fn nodeid(&self) -> INodeNo {
         INodeNo(self.header.nodeid)
