@@ -14,9 +14,13 @@
 //!   that commit is durable (the allocator defers it). Nothing durable is overwritten.
 //! - Leaves may grow past a block in memory; commit splits them into as many blocks as
 //!   their entries need. Leaves emptied by deletes are dropped at commit.
+//! - A leaf's entries are shared (`Arc`) between the tree and a closed delta that still has
+//!   to encode them (engine::delta): a change in the next delta copies them first (a leaf
+//!   fork, as pages fork), so the closed delta always encodes exactly what it froze.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::format::btree::{Key, Leaf, Node, leaf_entry_cost, leaf_space};
 use crate::format::{BlockHeader, Kind, TREE_HEIGHT_MAX, TreeId, TreeRoot};
@@ -28,16 +32,42 @@ use crate::{Error, Result};
 struct LeafSlot {
     /// Where the leaf is on disk; 0 for a leaf never written.
     block: u64,
-    /// The entries, once loaded.
-    entries: Option<BTreeMap<Key, Vec<u8>>>,
+    /// The entries, once loaded; shared with a closed delta that has not encoded them yet.
+    entries: Option<Arc<Entries>>,
     dirty: bool,
 }
 
-/// What a commit did to one tree: the blocks to write and the log records to write.
+/// The entries of one leaf.
+pub type Entries = BTreeMap<Key, Vec<u8>>;
+
+/// One leaf a commit writes: its new block and header, and its entries as frozen when the
+/// delta closed. Encoding needs no lock ([`FrozenLeaf::encode`]).
+#[derive(Debug)]
+pub struct FrozenLeaf {
+    pub block: u64,
+    header: BlockHeader,
+    entries: Arc<Entries>,
+}
+
+impl FrozenLeaf {
+    /// The leaf block's bytes.
+    pub fn encode(&self, block_size: u32) -> crate::dev::AlignedBuf {
+        let mut buf = crate::dev::AlignedBuf::zeroed(block_size as usize);
+        let refs: Vec<(Key, &[u8])> = self
+            .entries
+            .iter()
+            .map(|(k, v)| (*k, v.as_slice()))
+            .collect();
+        Leaf::encode(&mut buf, &self.header, &refs);
+        buf
+    }
+}
+
+/// What a commit did to one tree: the leaves to write and the log records to write.
 #[derive(Debug, Default)]
 pub struct TreeFlush {
-    /// Encoded leaves with their new block numbers.
-    pub blocks: Vec<(u64, crate::dev::AlignedBuf)>,
+    /// Leaves to encode, with their new block numbers.
+    pub leaves: Vec<FrozenLeaf>,
     /// (lower bound, block) of each leaf written.
     pub set: Vec<(Key, u64)>,
     /// Lower bounds of leaves removed.
@@ -152,7 +182,17 @@ impl Tree {
     }
 
     /// The loaded entries of the leaf with lower bound `lo`.
-    fn loaded(&mut self, lo: Key, io: &BlockIo) -> Result<&mut BTreeMap<Key, Vec<u8>>> {
+    fn loaded(&mut self, lo: Key, io: &BlockIo) -> Result<&Entries> {
+        self.load_slot(lo, io).map(|slot| &**slot)
+    }
+
+    /// The entries of the leaf with lower bound `lo`, to change: copied first if a closed
+    /// delta still shares them (a leaf fork).
+    fn loaded_mut(&mut self, lo: Key, io: &BlockIo) -> Result<&mut Entries> {
+        self.load_slot(lo, io).map(Arc::make_mut)
+    }
+
+    fn load_slot(&mut self, lo: Key, io: &BlockIo) -> Result<&mut Arc<Entries>> {
         let (id, fs_id) = (self.id, self.fs_id);
         let slot = self
             .leaves
@@ -168,12 +208,12 @@ impl Tree {
                     format!("{} leaf holds a key below its lower bound", id.name()),
                 ));
             }
-            slot.entries = Some(
+            slot.entries = Some(Arc::new(
                 leaf.entries
                     .into_iter()
                     .map(|(k, v)| (k, v.to_vec()))
                     .collect(),
-            );
+            ));
         }
         slot.entries
             .as_mut()
@@ -197,14 +237,14 @@ impl Tree {
                     Key::MIN,
                     LeafSlot {
                         block: 0,
-                        entries: Some(BTreeMap::new()),
+                        entries: Some(Arc::new(BTreeMap::new())),
                         dirty: true,
                     },
                 );
                 Key::MIN
             }
         };
-        self.loaded(lo, io)?.insert(key, value);
+        self.loaded_mut(lo, io)?.insert(key, value);
         self.mark_dirty(lo);
         Ok(())
     }
@@ -214,7 +254,10 @@ impl Tree {
         let Some(lo) = self.covering(key) else {
             return Ok(None);
         };
-        let old = self.loaded(lo, io)?.remove(&key);
+        if !self.loaded(lo, io)?.contains_key(&key) {
+            return Ok(None);
+        }
+        let old = self.loaded_mut(lo, io)?.remove(&key);
         if old.is_some() {
             self.mark_dirty(lo);
         }
@@ -354,17 +397,28 @@ impl Tree {
                 out.deleted.push(lo);
                 continue;
             }
-            for (i, chunk) in split_for_leaves(&entries, block_size)
-                .into_iter()
-                .enumerate()
-            {
-                let chunk_lo = if i == 0 {
-                    lo
-                } else {
-                    chunk.first().map_or(lo, |(k, _)| **k)
-                };
+            let chunks = split_for_leaves(&entries, block_size);
+            // One block holds it (the common case): the tree and the closed delta share
+            // the entries; only a leaf that outgrew its block is copied into pieces.
+            let pieces: Vec<(Key, Arc<Entries>)> = if chunks.len() == 1 {
+                vec![(lo, Arc::clone(&entries))]
+            } else {
+                chunks
+                    .iter()
+                    .enumerate()
+                    .map(|(i, chunk)| {
+                        let chunk_lo = if i == 0 {
+                            lo
+                        } else {
+                            chunk.first().map_or(lo, |(k, _)| **k)
+                        };
+                        let map: Entries = chunk.iter().map(|(k, v)| (**k, (*v).clone())).collect();
+                        (chunk_lo, Arc::new(map))
+                    })
+                    .collect()
+            };
+            for (chunk_lo, piece) in pieces {
                 let block = alloc_block()?;
-                let mut buf = crate::dev::AlignedBuf::zeroed(block_size as usize);
                 let header = BlockHeader {
                     kind: Kind::BtreeLeaf,
                     level: 0,
@@ -373,18 +427,17 @@ impl Tree {
                     delta,
                     fs_id: self.fs_id,
                 };
-                let refs: Vec<(Key, &[u8])> =
-                    chunk.iter().map(|(k, v)| (**k, v.as_slice())).collect();
-                Leaf::encode(&mut buf, &header, &refs);
-                out.blocks.push((block, buf));
+                out.leaves.push(FrozenLeaf {
+                    block,
+                    header,
+                    entries: Arc::clone(&piece),
+                });
                 out.set.push((chunk_lo, block));
-                let map: BTreeMap<Key, Vec<u8>> =
-                    chunk.iter().map(|(k, v)| (**k, (*v).clone())).collect();
                 self.leaves.insert(
                     chunk_lo,
                     LeafSlot {
                         block,
-                        entries: Some(map),
+                        entries: Some(piece),
                         dirty: false,
                     },
                 );
@@ -499,6 +552,42 @@ mod tests {
         }
     }
 
+    /// A leaf frozen by a commit is shared with the tree; a change after the freeze copies
+    /// it (a leaf fork), so the frozen leaf still encodes what the commit froze.
+    #[test]
+    fn frozen_leaves_fork_on_change() {
+        let io = io();
+        let mut tree = Tree::empty(TreeId::Inodes, 7);
+        for i in 0..10u64 {
+            tree.insert(Key::new(i, 0), vec![i as u8; 8], &io)
+                .expect("insert");
+        }
+        let mut next = 100u64;
+        let f = tree
+            .flush_dirty(512, 1, &mut || {
+                next += 1;
+                Ok(next)
+            })
+            .expect("flush");
+        assert_eq!(f.leaves.len(), 1);
+        let before = f.leaves[0].encode(512);
+        tree.insert(Key::new(3, 0), vec![0xee; 8], &io)
+            .expect("change");
+        tree.remove(Key::new(4, 0), &io).expect("remove");
+        tree.insert(Key::new(50, 0), vec![1; 8], &io).expect("add");
+        assert!(
+            f.leaves[0].encode(512)[..] == before[..],
+            "the frozen leaf changed"
+        );
+        let leaf = Leaf::decode(&before, 101, TreeId::Inodes, 7).expect("decode");
+        assert_eq!(leaf.entries.len(), 10);
+        assert_eq!(
+            tree.get(Key::new(3, 0), &io).expect("get"),
+            Some(vec![0xee; 8])
+        );
+        assert_eq!(tree.get(Key::new(4, 0), &io).expect("get"), None);
+    }
+
     /// Inserts and removes many keys, committing now and then, and compares with a model;
     /// then writes the tree out, reloads it from its interior nodes and compares again.
     #[test]
@@ -530,9 +619,9 @@ mod tests {
             if step % 250 == 0 {
                 let f = tree.flush_dirty(512, 1, &mut alloc).expect("flush");
                 let bufs: Vec<_> = f
-                    .blocks
-                    .into_iter()
-                    .map(|(b, d)| (b, Arc::new(d)))
+                    .leaves
+                    .iter()
+                    .map(|l| (l.block, Arc::new(l.encode(512))))
                     .collect();
                 io.write(bufs).expect("write");
                 tree.evict_clean();
@@ -540,9 +629,9 @@ mod tests {
         }
         let f = tree.flush_dirty(512, 1, &mut alloc).expect("flush");
         io.write(
-            f.blocks
-                .into_iter()
-                .map(|(b, d)| (b, Arc::new(d)))
+            f.leaves
+                .iter()
+                .map(|l| (l.block, Arc::new(l.encode(512))))
                 .collect(),
         )
         .expect("write");

@@ -20,13 +20,14 @@ use crate::sync::Arc;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use crate::btree::build_interior;
+use crate::btree::{FrozenLeaf, build_interior};
+use crate::delta::{Closed, DeltaWrites, Frozen, LogPlan};
 use crate::dev::AlignedBuf;
 use crate::format::btree::{Key, Leaf, leaf_entry_cost, leaf_space};
-use crate::format::log::{
-    CommitInfo, LogBlock, LogFlags, LogRecord, blocks_record_max, log_capacity,
-};
-use crate::format::{BlockHeader, HEADER_SIZE, Kind, TreeId, TreeRoot, bitmap, data_crc};
+use crate::format::log::{CommitInfo, LogRecord, blocks_record_max, log_capacity};
+use crate::format::superblock::STATE_MOUNTED;
+use crate::format::{BlockHeader, HEADER_SIZE, Kind, Superblock, TreeId, TreeRoot, bitmap};
+use crate::io::BlockIo;
 use crate::state::State;
 use crate::{Error, Result};
 
@@ -54,64 +55,82 @@ fn fail(st: &mut State, e: Error) -> Error {
 }
 
 /// Commits the open delta if it has changes, synchronously: on return the delta is durable
-/// (and unified when the log is long). Mount, unmount and tests use this; the frontend's
-/// asynchronous path is [`close`], a flush outside the lock, then [`finish`].
+/// (and unified when the log is long). Mount, unmount and tests use this, holding the
+/// state lock throughout; the frontend's path is [`close`] under the lock and [`complete`]
+/// outside it.
 pub fn commit(st: &mut State) -> Result<()> {
     check_writable(st)?;
     if !st.has_changes() {
         return Ok(());
     }
-    let result = close(st).and_then(|closed| {
-        let flushed = st.io.flush();
-        finish(st, closed, flushed)
-    });
-    // Unify only here, where nothing of the next delta can have happened yet: on the
-    // asynchronous path the frontend goes on during the flush, and a unify after it would
-    // write the next delta's in-memory orphans and new leaves into the superblock.
-    let result = result.and_then(|()| {
-        if st.log.chain.len() as u64 >= st.unify_log_blocks {
-            unify_inner(st, crate::format::superblock::STATE_MOUNTED)
-        } else {
-            Ok(())
-        }
+    let result = close(st).and_then(|(frozen, unify)| {
+        let io = st.io.clone();
+        complete(&io, frozen, unify, &mut |step| step(st))
     });
     result.map_err(|e| fail(st, e))
 }
 
-/// A delta whose writes are submitted but not yet flushed.
-#[derive(Debug)]
-pub struct Closed {
-    pub delta: u64,
-    log_blocks: Vec<u64>,
-    /// Blocks this delta freed: free once it is durable.
-    freed: Vec<(u64, u64)>,
-    started: Instant,
-    /// TEST ONLY: data and leaf writes to submit after the log's flush.
-    late: Vec<(u64, Arc<AlignedBuf>)>,
+/// A step of a commit that needs the state.
+pub type StateStep<'a> = dyn FnMut(&mut State) -> Result<()> + 'a;
+
+/// Runs a step under the state lock (taking it, or with it held already).
+pub type Locked<'a> = dyn FnMut(&mut StateStep<'_>) -> Result<()> + 'a;
+
+/// Runs a closed delta to durability: seals and submits it (engine::delta), flushes, then
+/// [`finish`]es it, and runs the unify planned with it. Only `finish` and `finish_unify`
+/// need the state: `locked` runs them under the lock (the caller may hold it already).
+pub fn complete(
+    io: &BlockIo,
+    frozen: Frozen,
+    unify: Option<UnifyPlan>,
+    locked: &mut Locked<'_>,
+) -> Result<()> {
+    let closed = crate::delta::submit(io, frozen.seal()?)?;
+    io.flush()?;
+    let mut closed = Some(closed);
+    locked(&mut |st| match closed.take() {
+        Some(c) => finish(st, c),
+        None => Err(Error::invalid("a delta finished twice")),
+    })?;
+    if let Some(plan) = unify {
+        run_unify(io, &plan)?;
+        let mut plan = Some(plan);
+        locked(&mut |st| {
+            let entered = Instant::now();
+            let p = plan
+                .take()
+                .ok_or_else(|| Error::invalid("a unify finished twice"))?;
+            finish_unify(st, p)?;
+            add_locked_us(st, entered.elapsed().as_micros() as u64, false);
+            Ok(())
+        })?;
+    }
+    Ok(())
 }
 
-/// True when the next commit must run synchronously ([`commit`]) because it will unify:
-/// the log already holds `unify_log_blocks` log blocks, or will once this delta adds one.
-/// A delta that adds several log blocks can pass the threshold on the asynchronous path;
-/// the next commit then unifies, so the log stays within one delta of the bound.
-pub fn unify_due(st: &State) -> bool {
-    st.log.chain.len() as u64 + 1 >= st.unify_log_blocks
+/// True when the delta closing now must also unify: the log holds `unify_log_blocks` log
+/// blocks once its own are added.
+fn unify_due(st: &State, added: usize) -> bool {
+    (st.log.chain.len() + added) as u64 >= st.unify_log_blocks
 }
 
-/// Closes the open delta: allocates and encodes everything it changed, submits the writes,
-/// and opens the next delta. The delta's dirty pages stay readable in `st.inflight` until
-/// [`finish`]; a frontend write to one of them forks it (data.rs). Call only when
-/// `has_changes`.
-pub fn close(st: &mut State) -> Result<Closed> {
+/// Closes the open delta under the state lock: moves its dirty pages, spill chains, records
+/// and frees out of `State`, allocates its blocks, updates the leaf maps, plans its log,
+/// and opens the next delta; when the log is then long, plans a unify of exactly this state
+/// too. Encoding and I/O are left to [`complete`]. The delta's pages stay readable in
+/// `st.inflight` until [`finish`]; a frontend write to one of them forks it (data.rs), a
+/// change to one of its leaves forks the leaf (btree.rs). Call only when `has_changes`.
+pub fn close(st: &mut State) -> Result<(Frozen, Option<UnifyPlan>)> {
     let started = Instant::now();
     let delta = st.delta;
     st.alloc.unreserve(std::mem::take(&mut st.delta_reserved));
-    let mut writes: Vec<(u64, Arc<AlignedBuf>)> = Vec::new();
+    let mut writes = DeltaWrites::default();
+    let mut leaves: Vec<FrozenLeaf> = Vec::new();
     let mut records: Vec<LogRecord> = Vec::new();
     crate::data::flush_pages(st, &mut writes, &mut records)?;
     // Before the leaves: it points inode records at their new xattr spill chains.
     crate::xattr::flush(st, delta, &mut writes, &mut records)?;
-    flush_trees(st, delta, &mut writes, &mut records)?;
+    flush_trees(st, delta, &mut leaves, &mut records)?;
     let freed = st.alloc.take_deferred();
     // Blocks the frontend allocated in this delta (fallocate) are logged before its frees:
     // one preallocated and freed again within the delta must replay as free.
@@ -119,42 +138,57 @@ pub fn close(st: &mut State) -> Result<Closed> {
         .into_iter()
         .partition(|r| matches!(r, LogRecord::Alloc { .. }));
     records.extend(allocs);
-    st.records = rest;
     for &(start, count) in &freed {
         push_range(&mut records, start, count, false);
     }
-    records.append(&mut st.records);
-    list_blocks(&writes, st.bs(), &mut records);
-    let listed = writes.len() as u64;
-    let log_blocks = write_log(st, delta, records, listed, &mut writes)?;
-    let bytes = writes.len() as u64 * u64::from(st.bs());
-    let mut late = Vec::new();
-    if st.debug_ack_before_data {
-        // TEST ONLY (MountOptions::debug_ack_before_data): the log first and flushed, the
-        // data and leaves after it and not flushed (the next flush covers them). A crash
-        // before that flush loses an acknowledged delta: the crash harness must notice.
-        late = writes.drain(..listed as usize).collect();
-    }
-    st.io.write(writes)?;
-    st.stats.blocks_written += bytes / u64::from(st.bs());
-    st.stats.bytes_written += bytes;
+    records.extend(rest);
+    let mut listed: Vec<u64> = writes
+        .block_numbers()
+        .chain(leaves.iter().map(|l| l.block))
+        .collect();
+    listed.sort_unstable();
+    list_blocks(&listed, st.bs(), &mut records);
+    let log = plan_log(st, records, listed.len() as u64)?;
     st.delta = delta + 1;
-    Ok(Closed {
+    let mut closed = Closed {
         delta,
-        log_blocks,
+        log_blocks: log.blocks.clone(),
         freed,
         started,
-        late,
-    })
+        close_us: 0,
+        blocks_written: 0,
+        late: Vec::new(),
+    };
+    let unify = if unify_due(st, closed.log_blocks.len()) {
+        Some(plan_unify(st, STATE_MOUNTED, Some(&mut closed))?)
+    } else {
+        None
+    };
+    closed.close_us = started.elapsed().as_micros() as u64;
+    let frozen = Frozen {
+        delta,
+        block_size: st.bs(),
+        fs_id: st.fs_id,
+        writes,
+        leaves,
+        log,
+        listed,
+        ack_before_data: st.debug_ack_before_data,
+        closed,
+    };
+    Ok((frozen, unify))
 }
 
-/// Finishes a closed delta once its flush returned (`flushed`): marks it durable, releases
-/// the blocks it freed and drops its in-flight pages. It never unifies (see [`commit`]).
-pub fn finish(st: &mut State, closed: Closed, flushed: Result<()>) -> Result<()> {
-    flushed?;
+/// Finishes a closed delta once its flush returned: marks it durable, releases the blocks
+/// it freed and drops its in-flight pages. It never unifies (see [`complete`]).
+pub fn finish(st: &mut State, closed: Closed) -> Result<()> {
+    let entered = Instant::now();
     if !closed.late.is_empty() {
         st.io.write(closed.late)?;
     }
+    let bytes = closed.blocks_written * u64::from(st.bs());
+    st.stats.blocks_written += closed.blocks_written;
+    st.stats.bytes_written += bytes;
     st.stats.flushes += 1;
     st.stats.deltas_committed += 1;
     st.log.chain.extend(closed.log_blocks);
@@ -176,7 +210,26 @@ pub fn finish(st: &mut State, closed: Closed, flushed: Result<()>) -> Result<()>
     let us = closed.started.elapsed().as_micros() as u64;
     st.stats.commit_latency_us_last = us;
     st.stats.commit_latency_us_max = st.stats.commit_latency_us_max.max(us);
+    add_locked_us(
+        st,
+        closed.close_us + entered.elapsed().as_micros() as u64,
+        true,
+    );
     Ok(())
+}
+
+/// Counts time a commit held the state lock: `first` starts the commit's figure, later
+/// sections (a unify's finish) add to it.
+fn add_locked_us(st: &mut State, us: u64, first: bool) {
+    if first {
+        st.stats.commit_locked_us_last = us;
+    } else {
+        st.stats.commit_locked_us_last += us;
+    }
+    st.stats.commit_locked_us_max = st
+        .stats
+        .commit_locked_us_max
+        .max(st.stats.commit_locked_us_last);
 }
 
 /// Bounded memory: when the loaded leaves pass `leaf_cache_bytes`, drop every clean one.
@@ -217,10 +270,12 @@ fn push_range(records: &mut Vec<LogRecord>, start: u64, count: u64, alloc: bool)
     }
 }
 
+/// Allocates new blocks for every dirty leaf and freezes the leaves' entries (encoded
+/// later, without the lock, by engine::delta).
 fn flush_trees(
     st: &mut State,
     delta: u64,
-    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
+    leaves: &mut Vec<FrozenLeaf>,
     records: &mut Vec<LogRecord>,
 ) -> Result<()> {
     let bs = st.bs();
@@ -254,44 +309,37 @@ fn flush_trees(
                 block,
             });
         }
-        writes.extend(flushed.blocks.into_iter().map(|(b, d)| (b, Arc::new(d))));
+        leaves.extend(flushed.leaves);
     }
     Ok(())
 }
 
-/// `Blocks` records: every block the delta writes outside the log, with its CRC.
-fn list_blocks(writes: &[(u64, Arc<AlignedBuf>)], block_size: u32, records: &mut Vec<LogRecord>) {
-    let mut sorted: Vec<(u64, u32)> = writes.iter().map(|(b, d)| (*b, data_crc(d))).collect();
-    sorted.sort_unstable_by_key(|(b, _)| *b);
+/// `Blocks` records for every block the delta writes outside the log (`sorted` by block),
+/// with zero CRCs: [`Frozen::seal`] fills them once the blocks are encoded.
+fn list_blocks(sorted: &[u64], block_size: u32, records: &mut Vec<LogRecord>) {
     let max = blocks_record_max(block_size);
     let mut i = 0;
     while i < sorted.len() {
-        let start = sorted[i].0;
-        let mut crcs = vec![sorted[i].1];
-        while i + crcs.len() < sorted.len()
-            && crcs.len() < max
-            && sorted[i + crcs.len()].0 == start + crcs.len() as u64
-        {
-            crcs.push(sorted[i + crcs.len()].1);
+        let start = sorted[i];
+        let mut n = 1;
+        while i + n < sorted.len() && n < max && sorted[i + n] == start + n as u64 {
+            n += 1;
         }
-        i += crcs.len();
-        records.push(LogRecord::Blocks { start, crcs });
+        i += n;
+        records.push(LogRecord::Blocks {
+            start,
+            crcs: vec![0; n],
+        });
     }
 }
 
-/// Packs the records into log blocks chained from `st.log.ahead` to `st.log.ahead_next`
-/// (the next delta's first log block, allocated by the previous commit or unify), allocates
-/// the block for the first log block of the delta after the next one, names it in the
-/// commit record, and queues the encoded blocks. Returns the log blocks.
-fn write_log(
-    st: &mut State,
-    delta: u64,
-    mut records: Vec<LogRecord>,
-    listed: u64,
-    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
-) -> Result<Vec<u64>> {
-    let bs = st.bs();
-    let cap = log_capacity(bs);
+/// Plans the log: groups the records into log blocks chained from `st.log.ahead` to
+/// `st.log.ahead_next` (the next delta's first log block, allocated by the previous commit
+/// or unify), allocates the block for the first log block of the delta after the next one
+/// and names it in the commit record. The records' sizes are final (a `Blocks` record's
+/// CRCs are filled later without changing its size).
+fn plan_log(st: &mut State, mut records: Vec<LogRecord>, listed: u64) -> Result<LogPlan> {
+    let cap = log_capacity(st.bs());
     // The commit record goes last; reserve its room in the last block.
     let commit_len = LogRecord::Commit(CommitInfo::default()).encoded_len();
     let mut groups: Vec<Vec<LogRecord>> = vec![Vec::new()];
@@ -324,33 +372,14 @@ fn write_log(
         free_blocks: st.alloc.free_blocks(),
         after_next,
     };
-    let count = groups.len();
-    for (i, (mut group, &block)) in groups.into_iter().zip(blocks.iter()).enumerate() {
-        let last = i + 1 == count;
-        if last {
-            group.push(LogRecord::Commit(info));
-        }
-        let next = blocks.get(i + 1).copied().unwrap_or(ahead);
-        let header = BlockHeader {
-            kind: Kind::Log,
-            level: 0,
-            blocknr: block,
-            owner: 0,
-            delta,
-            fs_id: st.fs_id,
-        };
-        let mut buf = AlignedBuf::zeroed(bs as usize);
-        let flags = if last {
-            LogFlags::COMMIT
-        } else {
-            LogFlags::empty()
-        };
-        LogBlock::encode(&mut buf, &header, next, flags, i as u32, &group);
-        writes.push((block, Arc::new(buf)));
-    }
     st.log.ahead = ahead;
     st.log.ahead_next = after_next;
-    Ok(blocks)
+    Ok(LogPlan {
+        groups,
+        blocks,
+        next: ahead,
+        info,
+    })
 }
 
 /// Sizes of the trees unify rebuilds from scratch.
@@ -434,15 +463,64 @@ fn small_tree_blocks(entries: usize, value_len: usize, block_size: u32) -> usize
 
 /// Writes everything the log describes into the trees, then a new superblock.
 /// `state` is STATE_MOUNTED or STATE_CLEAN.
+/// Synchronous: the state lock is held throughout (mount, unmount, remount, label).
 pub fn unify(st: &mut State, state: u32) -> Result<()> {
     check_writable(st)?;
-    unify_inner(st, state).map_err(|e| fail(st, e))
+    let result = plan_unify(st, state, None).and_then(|plan| {
+        run_unify(&st.io, &plan)?;
+        finish_unify(st, plan)
+    });
+    result.map_err(|e| fail(st, e))
 }
 
-fn unify_inner(st: &mut State, state: u32) -> Result<()> {
+/// A unify planned under the state lock: every block it writes, encoded, and the
+/// superblock that makes them current.
+#[derive(Debug)]
+pub struct UnifyPlan {
+    out: Vec<(u64, Arc<AlignedBuf>)>,
+    sb: Superblock,
+    /// The superblock slot and its encoded block.
+    sb_write: (u64, Arc<AlignedBuf>),
+    /// Blocks free once the new superblock is durable (old roots, old log chain).
+    pending: BTreeSet<u64>,
+}
+
+/// Writes a planned unify: its blocks, a flush, the superblock, a flush. No lock held.
+fn run_unify(io: &BlockIo, plan: &UnifyPlan) -> Result<()> {
+    io.write(plan.out.clone())?;
+    io.flush()?;
+    io.write(vec![plan.sb_write.clone()])?;
+    io.flush()
+}
+
+/// After the new superblock is durable: it is the current one, and the blocks the old
+/// roots and log chain used are free.
+fn finish_unify(st: &mut State, plan: UnifyPlan) -> Result<()> {
+    st.sb = plan.sb;
+    for b in plan.pending {
+        st.alloc.mark_free(b, 1)?;
+    }
+    st.stats.flushes += 2;
+    st.stats.unifies += 1;
+    Ok(())
+}
+
+/// Plans a unify of the state as it is now. `closing` is the delta just closed when the
+/// unify runs right after it ([`close`]): its log blocks are behind the new log head, so
+/// they are freed with the old chain, and the blocks it frees are free in the bitmap the
+/// unify writes (the superblock is written only once that delta is durable, and its
+/// `Free` records lie before the new log head, never replayed again).
+fn plan_unify(st: &mut State, state: u32, closing: Option<&mut Closed>) -> Result<UnifyPlan> {
     let bs = st.bs();
     let delta = st.delta;
     let mut pending: BTreeSet<u64> = BTreeSet::new();
+    let mut released: BTreeSet<u64> = BTreeSet::new();
+    if let Some(closed) = closing {
+        pending.extend(std::mem::take(&mut closed.log_blocks));
+        for &(start, count) in &closed.freed {
+            released.extend(start..start + count);
+        }
+    }
     let mut out: Vec<(u64, Arc<AlignedBuf>)> = Vec::new();
     // Interior nodes of the three big trees, all new.
     let mut roots = st.sb.roots;
@@ -497,7 +575,7 @@ fn unify_inner(st: &mut State, state: u32) -> Result<()> {
     // The old log chain is free once the new superblock is durable; the block allocated
     // ahead becomes the new log head.
     pending.extend(st.log.chain.drain(..));
-    new_bitmap_blocks(st, &mut pending)?;
+    new_bitmap_blocks(st, &mut pending, &released)?;
     let orphan_entries: Vec<(Key, Vec<u8>)> = st
         .orphans
         .iter()
@@ -533,24 +611,29 @@ fn unify_inner(st: &mut State, state: u32) -> Result<()> {
             "unify allocated more tree blocks than it used",
         ));
     }
-    encode_bitmaps(st, &pending, &mut out)?;
-    st.io.write(out)?;
-    st.io.flush()?;
-    write_superblock(st, roots, state, &pending)?;
-    for b in pending {
-        st.alloc.mark_free(b, 1)?;
-    }
-    st.stats.unifies += 1;
-    Ok(())
+    let mut shown_free = released;
+    shown_free.extend(pending.iter().copied());
+    encode_bitmaps(st, &shown_free, &mut out)?;
+    let (sb, sb_write) = new_superblock(st, roots, state, shown_free.len() as u64)?;
+    Ok(UnifyPlan {
+        out,
+        sb,
+        sb_write,
+        pending,
+    })
 }
 
 /// Gives every chunk whose bits change a new bitmap block. Allocating those blocks changes
 /// more chunks, so this runs until no new chunk changes (it converges: allocations cluster).
-fn new_bitmap_blocks(st: &mut State, pending: &mut BTreeSet<u64>) -> Result<()> {
+fn new_bitmap_blocks(
+    st: &mut State,
+    pending: &mut BTreeSet<u64>,
+    released: &BTreeSet<u64>,
+) -> Result<()> {
     let per = bitmap::bits_per_chunk(st.bs());
     let mut done: BTreeSet<u64> = BTreeSet::new();
     let mut todo: BTreeSet<u64> = st.alloc.take_dirty_chunks();
-    todo.extend(pending.iter().map(|b| b / per));
+    todo.extend(pending.iter().chain(released).map(|b| b / per));
     while !todo.is_empty() {
         for chunk in std::mem::take(&mut todo) {
             if !done.insert(chunk) {
@@ -569,9 +652,10 @@ fn new_bitmap_blocks(st: &mut State, pending: &mut BTreeSet<u64>) -> Result<()> 
     Ok(())
 }
 
+/// Encodes the rewritten chunks' bitmap blocks, showing the `shown_free` blocks free.
 fn encode_bitmaps(
     st: &mut State,
-    pending: &BTreeSet<u64>,
+    shown_free: &BTreeSet<u64>,
     out: &mut Vec<(u64, Arc<AlignedBuf>)>,
 ) -> Result<()> {
     let bs = st.bs();
@@ -579,7 +663,7 @@ fn encode_bitmaps(
         let block = st.chunk_blocks[chunk as usize];
         let bits = st
             .alloc
-            .chunk_bits(chunk, bs as usize - HEADER_SIZE, pending);
+            .chunk_bits(chunk, bs as usize - HEADER_SIZE, shown_free);
         let header = BlockHeader {
             kind: Kind::Bitmap,
             level: 0,
@@ -595,12 +679,14 @@ fn encode_bitmaps(
     Ok(())
 }
 
-fn write_superblock(
-    st: &mut State,
+/// The superblock a unify writes (and its encoded slot block); `shown_free` blocks are
+/// still used in the allocator but free once it is durable.
+fn new_superblock(
+    st: &State,
     roots: [TreeRoot; 8],
     state: u32,
-    pending: &BTreeSet<u64>,
-) -> Result<()> {
+    shown_free: u64,
+) -> Result<(Superblock, (u64, Arc<AlignedBuf>))> {
     let mut sb = st.sb.clone();
     sb.roots = roots;
     sb.sequence += 1;
@@ -610,18 +696,14 @@ fn write_superblock(
     sb.log_delta = st.delta;
     sb.next_inum = st.next_inum;
     sb.inode_count = st.inode_count;
-    sb.free_blocks = st.alloc.free_blocks() + pending.len() as u64;
+    sb.free_blocks = st.alloc.free_blocks() + shown_free;
     sb.state = state;
     sb.last_write_sec = now_sec();
     sb.validate(0)?;
     let slot = sb.sequence % 2;
     let mut buf = AlignedBuf::zeroed(st.bs() as usize);
     sb.encode(&mut buf, slot);
-    st.io.write(vec![(slot, Arc::new(buf))])?;
-    st.io.flush()?;
-    st.stats.flushes += 2;
-    st.sb = sb;
-    Ok(())
+    Ok((sb, (slot, Arc::new(buf))))
 }
 
 /// Seconds since the epoch.

@@ -290,7 +290,7 @@ fn slice(ext: &Extent, a: u64, b: u64) -> Extent {
 /// replacing the extents they cover. Returns the writes and the allocations to log.
 pub fn flush_pages(
     st: &mut State,
-    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
+    writes: &mut crate::delta::DeltaWrites,
     records: &mut Vec<LogRecord>,
 ) -> Result<()> {
     let pages = std::mem::take(&mut st.pages);
@@ -322,7 +322,7 @@ fn write_run(
     inum: u64,
     first: u64,
     run: Vec<AlignedBuf>,
-    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
+    writes: &mut crate::delta::DeltaWrites,
     records: &mut Vec<LogRecord>,
 ) -> Result<()> {
     let mut inode = crate::inode::get(st, inum)?;
@@ -369,7 +369,7 @@ fn write_cow(
     inum: u64,
     first: u64,
     run: Vec<AlignedBuf>,
-    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
+    writes: &mut crate::delta::DeltaWrites,
     records: &mut Vec<LogRecord>,
     inode: &mut crate::format::inode::Inode,
 ) -> Result<()> {
@@ -392,12 +392,14 @@ fn write_cow(
         });
         let mut crcs = Vec::with_capacity(n as usize);
         for (i, page) in pages.by_ref().take(n as usize).enumerate() {
-            crcs.push(data_crc(&page));
+            // The one CRC of this block: the extent keeps it and the log lists it.
+            let crc = data_crc(&page);
+            crcs.push(crc);
             let page = Arc::new(page);
             // Readable (and forkable) until the flush completes; the write holds its own Arc.
             st.inflight
                 .insert((inum, first + done as u64 + i as u64), page.clone());
-            writes.push((phys + i as u64, page));
+            writes.data(phys + i as u64, page, crc);
         }
         let ext = Extent {
             phys,

@@ -32,6 +32,10 @@ pub struct FsStats {
     pub flushes: u64,
     pub commit_latency_us_last: u64,
     pub commit_latency_us_max: u64,
+    /// Time the last commit (and the largest one) held the state lock, in microseconds: its
+    /// close, its finish and a unify's finish (commit is a freeze; the rest runs without it).
+    pub commit_locked_us_last: u64,
+    pub commit_locked_us_max: u64,
     pub orphans_destroyed: u64,
     /// Frontend writes that copied a page of the delta being flushed instead of waiting.
     pub pages_forked: u64,
@@ -157,6 +161,8 @@ impl std::fmt::Display for FsStats {
             ("writer_throttle_us", self.writer_throttle_us),
             ("commit_latency_us_last", self.commit_latency_us_last),
             ("commit_latency_us_max", self.commit_latency_us_max),
+            ("commit_locked_us_last", self.commit_locked_us_last),
+            ("commit_locked_us_max", self.commit_locked_us_max),
             ("orphans_destroyed", self.orphans_destroyed),
             ("leaf_evictions", self.leaf_evictions),
             ("space_pressure_commits", self.space_pressure_commits),

@@ -134,7 +134,7 @@ pub fn destroy(st: &mut State, ino: u64, i: &Inode) {
 pub fn flush(
     st: &mut State,
     delta: u64,
-    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
+    writes: &mut crate::delta::DeltaWrites,
     records: &mut Vec<LogRecord>,
 ) -> Result<()> {
     for (ino, d) in std::mem::take(&mut st.spills.dirty) {
@@ -160,7 +160,7 @@ pub fn flush(
             for (&b, bytes) in blocks.iter().zip(encoded) {
                 let mut buf = AlignedBuf::zeroed(bytes.len());
                 buf.copy_from_slice(&bytes);
-                writes.push((b, Arc::new(buf)));
+                writes.block(b, Arc::new(buf));
             }
             i.xattr_block = blocks.first().copied().unwrap_or(0);
             st.spills

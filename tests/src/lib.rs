@@ -20,5 +20,6 @@ pub mod crash;
 pub mod decoder_fuzz;
 pub mod differential;
 pub mod fixture;
+pub mod hooked;
 pub mod model;
 pub mod rng;

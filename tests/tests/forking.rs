@@ -8,40 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tuxfs_engine::Result;
+use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
-use tuxfs_engine::dev::{BlockDevice, ReadRequest, WriteRequest};
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
 use tuxfs_tests::fixture::{fsck_clean, mem_device};
-
-/// An in-memory device whose flush takes a while, like a disk with a deep write cache.
-#[derive(Debug)]
-struct SlowFlush {
-    inner: MemDevice,
-    delay: Duration,
-}
-
-impl BlockDevice for SlowFlush {
-    fn size_bytes(&self) -> u64 {
-        self.inner.size_bytes()
-    }
-    fn alignment(&self) -> usize {
-        self.inner.alignment()
-    }
-    fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<()> {
-        self.inner.read_batch(reqs)
-    }
-    fn submit_writes(&self, reqs: Vec<WriteRequest>) -> Result<()> {
-        self.inner.submit_writes(reqs)
-    }
-    fn wait_writes(&self) -> Result<()> {
-        self.inner.wait_writes()
-    }
-    fn flush(&self) -> Result<()> {
-        std::thread::sleep(self.delay);
-        self.inner.flush()
-    }
-}
+use tuxfs_tests::hooked::{Call, HookedDevice};
 
 const PAGES: u64 = 16;
 const BS: u64 = 4096;
@@ -56,10 +27,15 @@ fn options() -> MountOptions {
 
 #[test]
 fn writers_fork_pages_under_commit_and_never_wait() {
-    let dev = Arc::new(SlowFlush {
-        inner: MemDevice::from_bytes(mem_device(4096, 8192).snapshot()),
-        delay: Duration::from_millis(15),
-    });
+    // A flush that takes a while, like a disk with a deep write cache.
+    let dev = Arc::new(HookedDevice::new(
+        MemDevice::from_bytes(mem_device(4096, 8192).snapshot()),
+        Arc::new(|call| {
+            if call == Call::Flush {
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        }),
+    ));
     let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, options()).expect("mount");
     let f = fs
         .create(1, b"hot", 0o644, Caller::default())

@@ -13,7 +13,8 @@
 //! - **page forking and the read path** over a real recovered `State` of the engine, behind
 //!   a shuttle mutex that stands for the state lock and taken exactly where the engine takes
 //!   it (engine::fs `Shared::commit_open`, `Filesystem::read`): a commit closes the delta,
-//!   flushes without the lock and finishes, while a writer rewrites a page of that delta, a
+//!   seals, submits and flushes it without the lock (engine::delta) and finishes, while a
+//!   writer rewrites a page of that delta, a
 //!   hole is punched into another, and a reader loads outside the lock. The flushed delta
 //!   holds the bytes of the close, the live file the new ones, no stale page stays cached.
 //!
@@ -302,16 +303,19 @@ fn forking_and_reads(fx: &Fixture) {
     let committer = {
         let (st, closed_with) = (st.clone(), closed_with.clone());
         thread::spawn(move || {
-            let (closed, io) = {
+            let ((frozen, unify), io) = {
                 let mut g = st.lock().expect("state");
                 let now = tuxfs_engine::data::read_block(&mut g, ino, 0).expect("block 0");
                 *closed_with.lock().expect("closed") = now.to_vec();
                 let closed = tuxfs_engine::commit::close(&mut g).expect("close");
                 (closed, g.io.clone())
             };
-            let flushed = io.flush();
-            let mut g = st.lock().expect("state");
-            tuxfs_engine::commit::finish(&mut g, closed, flushed).expect("finish");
+            // As Shared::commit_open: sealed, submitted and flushed without the lock, which
+            // only the finish takes again.
+            tuxfs_engine::commit::complete(&io, frozen, unify, &mut |step| {
+                step(&mut st.lock().expect("state"))
+            })
+            .expect("complete");
         })
     };
     let writer = {

@@ -127,7 +127,7 @@ pub(super) fn convert(
     pages: Vec<AlignedBuf>,
     start: u64,
     ext: &Extent,
-    writes: &mut Vec<(u64, Arc<AlignedBuf>)>,
+    writes: &mut crate::delta::DeltaWrites,
 ) -> Result<()> {
     let end = extent_end(st, Key::new(inum, start), ext)?;
     let n = pages.len() as u64;
@@ -140,11 +140,12 @@ pub(super) fn convert(
     let phys = ext.phys + a;
     let mut crcs = Vec::with_capacity(pages.len());
     for (i, page) in pages.into_iter().enumerate() {
-        crcs.push(data_crc(&page));
+        let crc = data_crc(&page);
+        crcs.push(crc);
         let page = Arc::new(page);
         // Readable (and forkable) until the flush completes, like any written page.
         st.inflight.insert((inum, fblock + i as u64), page.clone());
-        writes.push((phys + i as u64, page));
+        writes.data(phys + i as u64, page, crc);
     }
     st.extents.remove(Key::new(inum, start), &st.io)?;
     if a > 0 {

@@ -2,12 +2,13 @@
 //! use. POSIX semantics live here (link counts, timestamps, rename rules, sparse files,
 //! truncate, orphans), not in the FUSE adapter.
 //!
-//! **Concurrency (this version).** One lock guards the in-memory state; commits run under
-//! it, so a writer waits while a delta is written. The writeback scheduler thread commits
-//! on age; writers commit when dirty data passes the limit; fsync and sync callers that
-//! arrive while a commit runs share it (group commit: each returns once the delta that was
-//! open when it called is durable). Page forking, which lets the frontend go on during
-//! writeback, is the next step (docs/ARCHITECTURE.md).
+//! **Concurrency (this version).** One lock guards the in-memory state; a commit holds it
+//! only to close a delta (a freeze: engine::commit::close) and to finish it, so the
+//! frontend goes on in the next delta while a delta is encoded, written, flushed and
+//! unified. The writeback scheduler thread commits on age; writers commit when dirty data
+//! passes the limit; fsync and sync callers that arrive while a commit runs share it (group
+//! commit: each returns once the delta that was open when it called is durable). See
+//! docs/ARCHITECTURE.md, "Concurrency today".
 
 pub mod acl;
 mod export;
@@ -48,6 +49,7 @@ pub use types::*;
 use crate::dev::BlockDevice;
 use crate::format::superblock::STATE_MOUNTED;
 use crate::io::BlockIo;
+use crate::lockorder::{Rank, Ranked};
 pub use crate::state::FsStats;
 use crate::state::State;
 use crate::{Errno, Result};
@@ -91,9 +93,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Commits the open delta if it has changes; returns when it is durable. The flush runs
-    /// without the state lock, so the frontend goes on in the next delta meanwhile (writes
-    /// to pages being flushed fork them). A commit that will unify runs synchronously.
+    /// Commits the open delta if it has changes; returns when it is durable. Commit is a
+    /// freeze: the state lock is held only to close the delta (move its dirty set out,
+    /// allocate, open the next one; engine::commit::close) and, briefly, to finish it;
+    /// encoding, CRCs, submission, the flush and a unify planned with the delta run without
+    /// it, so the frontend goes on in the next delta meanwhile (writes to pages and leaves
+    /// being written fork them).
     pub(crate) fn commit_open(&self) -> Result<()> {
         let _backend = self.lock_backend();
         let mut st = self.lock();
@@ -104,36 +109,38 @@ impl Shared {
         if !st.has_changes() {
             return Ok(());
         }
-        if crate::commit::unify_due(&st) || self.opts.debug_wait_writeback {
+        if self.opts.debug_wait_writeback {
             let out = crate::commit::commit(&mut st);
             self.open_delta.store(st.delta, Ordering::Release);
             return out;
         }
-        let closed = match crate::commit::close(&mut st) {
+        let (frozen, unify) = match crate::commit::close(&mut st) {
             Ok(c) => c,
             Err(e) => return Err(crate::commit::fail_with(&mut st, e)),
         };
         self.open_delta.store(st.delta, Ordering::Release);
         let io = st.io.clone();
         drop(st);
-        let flushed = io.flush();
-        let mut st = self.lock();
-        crate::commit::finish(&mut st, closed, flushed)
-            .map_err(|e| crate::commit::fail_with(&mut st, e))
+        crate::commit::complete(&io, frozen, unify, &mut |step| step(&mut self.lock()))
+            .map_err(|e| crate::commit::fail_with(&mut self.lock(), e))
     }
 
     /// Takes the backend lock: one commit (or unify, remount, label change) at a time. It
     /// guards no data, so a panic under it leaves nothing half-changed: poison is ignored.
-    pub(crate) fn lock_backend(&self) -> MutexGuard<'_, ()> {
-        self.backend
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub(crate) fn lock_backend(&self) -> Ranked<MutexGuard<'_, ()>> {
+        Ranked::take(Rank::Backend, || {
+            self.backend
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+    /// Takes the state lock (after `backend` when both are held; checked in debug builds,
+    /// engine::lockorder).
+    pub(crate) fn lock(&self) -> Ranked<MutexGuard<'_, State>> {
         // A panic while holding the lock leaves the state as it was at the panic; the
         // filesystem then refuses writes (failed) rather than propagating the poison.
-        match self.state.lock() {
+        Ranked::take(Rank::State, || match self.state.lock() {
             Ok(g) => g,
             Err(poisoned) => {
                 let mut g = poisoned.into_inner();
@@ -143,7 +150,7 @@ impl Shared {
                 }
                 g
             }
-        }
+        })
     }
 }
 
