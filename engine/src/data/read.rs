@@ -506,7 +506,11 @@ pub fn complete_read(
                 if let Some((at, within, n)) = l.dest {
                     plan.out[at..at + n].copy_from_slice(&page[within..within + n]);
                 }
-                st.read.cache.insert(inum, l.fblock, page, l.dest.is_some());
+                // The epoch was checked above under the state lock; checking it again under
+                // the shard's lock keeps this right once loads complete without that lock.
+                st.read
+                    .cache
+                    .insert_if_epoch(inum, l.fblock, page, l.dest.is_some(), plan.epoch);
             }
             // A read-ahead block that fails is left alone: a read of it reports it.
             Err((want, got)) if l.dest.is_some() && bad.is_none() => {
