@@ -782,11 +782,12 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        // Answered from the read pool once the data is there; this worker goes on serving.
+        // Answered from the read pool once the data is there, so this worker goes on serving
+        // (one read at a time runs on its worker instead: readpool.rs).
         // The request carries the file's flags: O_DIRECT reads follow ext4's alignment rule.
         let fs = self.fs.clone();
         let direct = flags.0 & libc::O_DIRECT != 0;
-        self.reads.run(Box::new(move || {
+        self.reads.dispatch(Box::new(move || {
             let result = if direct {
                 fs.read_direct(ino.0, offset, size)
             } else {
