@@ -18,6 +18,7 @@
 //! - [`logging`] sends the daemon's and the engine's messages to syslog and `log=FILE`.
 
 pub mod adapter;
+pub mod bdi;
 pub mod blkdev;
 pub mod caps;
 pub mod closable;

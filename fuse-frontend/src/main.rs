@@ -363,6 +363,20 @@ fn serve(
         }
     };
 
+    // The kernel caps a FUSE mount's dirty pages at 1% of the budget (tuxfs_fuse::bdi).
+    if settings.dirty_ratio != 1 {
+        match tuxfs_fuse::bdi::set_dirty_ratio(mountpoint, settings.dirty_ratio) {
+            Ok(file) => log(
+                Level::Info,
+                &format!("{} set to {}", file.display(), settings.dirty_ratio),
+            ),
+            Err(why) => log(
+                Level::Warning,
+                &format!("dirty pages stay capped at the kernel's 1% for FUSE: {why}"),
+            ),
+        }
+    }
+
     // Remounts reach the daemon through these (see tuxfs_fuse::remount); without them the
     // mount still works, only `mount -o remount` does not reach the engine.
     let control = match remount::serve_control(Arc::clone(&fs), mountpoint) {

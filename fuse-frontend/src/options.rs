@@ -51,7 +51,9 @@ pub const THREADS_MAX: usize = 64;
                   default_permissions (always on), threads=N (default: one per CPU), \
                   attr_timeout=SECONDS, entry_timeout=SECONDS (default 60: the daemon is the \
                   image's only writer), nowriteback_cache, nokeep_cache, nocache_symlinks, \
-                  max_background=N (default 64), fsname=NAME, subtype=NAME, dev, nodev, suid, nosuid, \
+                  max_background=N (default 64), dirty_ratio=PERCENT (the mount's share of \
+                  the kernel's dirty-page budget, default 20; the kernel's own for FUSE is 1), \
+                  fsname=NAME, subtype=NAME, dev, nodev, suid, nosuid, \
                   exec, noexec, sync, async, dirsync (a root mount defaults to suid,dev); \
                   relatime (default), strictatime, noatime, atime, nodiratime, diratime: when reads \
                   and readdir reaching the daemon update atime (a remount can change them); \
@@ -143,6 +145,9 @@ pub struct Settings {
     pub cache_bytes: Option<u64>,
     /// `discard`: discard freed extents once their delta is durable.
     pub discard: bool,
+    /// `dirty_ratio=`: the mount's share, in percent, of the kernel's dirty-page budget
+    /// (crate::bdi; the kernel gives FUSE 1%).
+    pub dirty_ratio: u32,
     /// `noatime`, `atime`/`relatime`, `strictatime`: when reads update atime (None: the
     /// engine's default, relatime).
     pub atime_mode: Option<tuxfs_engine::fs::AtimeMode>,
@@ -185,6 +190,7 @@ impl Settings {
             timeouts: Timeouts::default(),
             caching: Caching::default(),
             fsname: None,
+            dirty_ratio: crate::bdi::DEFAULT_DIRTY_RATIO,
             subtype: "tuxfs".to_string(),
             kernel_flags: Vec::new(),
             log_writes: None,
@@ -290,6 +296,12 @@ impl Settings {
                 self.caching.max_background = match u16::try_from(n) {
                     Ok(n) if n > 0 => n,
                     _ => return Err(format!("max_background={v}: give 1 to {}", u16::MAX)),
+                };
+            }
+            ("dirty_ratio", Some(v)) => {
+                self.dirty_ratio = match parse_u64(key, v)? {
+                    n @ 1..=100 => n as u32,
+                    _ => return Err(format!("dirty_ratio={v}: give 1 to 100 (percent)")),
                 };
             }
             ("attr_timeout", Some(v)) => self.timeouts.attr = parse_seconds(key, v)?,
@@ -452,7 +464,7 @@ pub fn default_threads() -> usize {
 
 /// Options that only apply when mounting: a remount refuses them (the kernel's FUSE options
 /// that mount(8) repeats from /proc/self/mountinfo are let through, see `apply`).
-const FIXED_AT_MOUNT: [&str; 18] = [
+const FIXED_AT_MOUNT: [&str; 19] = [
     "threads",
     "attr_timeout",
     "entry_timeout",
@@ -471,6 +483,7 @@ const FIXED_AT_MOUNT: [&str; 18] = [
     "cache_symlinks",
     "nocache_symlinks",
     "max_background",
+    "dirty_ratio",
 ];
 
 /// Block size a `fuseblk` mount tells the kernel (`blksize=`): the page size.
