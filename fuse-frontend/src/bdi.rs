@@ -26,7 +26,7 @@ pub fn bdi_dir(mountinfo: &str, mountpoint: &Path) -> Option<PathBuf> {
         let (left, right) = line.split_once(" - ")?;
         let fields: Vec<&str> = left.split(' ').collect();
         let (dev, point) = (*fields.get(2)?, *fields.get(4)?);
-        if unescape(point) != want {
+        if tuxfs_engine::dev::lock::unescape(point) != want {
             return None;
         }
         let fstype = right.split(' ').next()?;
@@ -39,30 +39,6 @@ pub fn bdi_dir(mountinfo: &str, mountpoint: &Path) -> Option<PathBuf> {
         };
         Some(PathBuf::from(format!("/sys/class/bdi/{dev}{suffix}")))
     })
-}
-
-/// mountinfo escapes space, tab, newline and backslash as three octal digits (`\040`).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
-            .map(|d| d.iter().fold(0u32, |v, c| v * 8 + u32::from(c - b'0')));
-        match octal {
-            Some(v) if v <= 0xff => {
-                out.push(v as u8);
-                i += 4;
-            }
-            _ => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Sets the mount's share of the dirty-page budget to `ratio` percent; returns the sysfs

@@ -109,7 +109,7 @@ fn source_is(source: &str, image: &Path) -> bool {
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
-fn unescape(field: &str) -> String {
+pub fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
