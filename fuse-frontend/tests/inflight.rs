@@ -17,13 +17,13 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use fuser::MountOption;
-use tuxfs_engine::Result;
+use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
-use tuxfs_engine::dev::{BlockDevice, ReadRequest, WriteRequest};
 use tuxfs_engine::format::inode::Timestamp;
 use tuxfs_engine::fs::{Filesystem, MountOptions};
 use tuxfs_engine::mkfs::{MkfsParams, format_device};
 use tuxfs_fuse::adapter::{Adapter, Timeouts};
+use tuxfs_tests::hooked::{Call, HookedDevice};
 
 /// Stats the other thread makes while the fsync is parked.
 const STATS: usize = 50;
@@ -91,35 +91,6 @@ impl Drop for OpenOnDrop {
     }
 }
 
-/// A memory device whose flushes pass through a [`Gate`].
-#[derive(Debug)]
-struct GatedDevice {
-    inner: MemDevice,
-    gate: Arc<Gate>,
-}
-
-impl BlockDevice for GatedDevice {
-    fn size_bytes(&self) -> u64 {
-        self.inner.size_bytes()
-    }
-    fn alignment(&self) -> usize {
-        self.inner.alignment()
-    }
-    fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<()> {
-        self.inner.read_batch(reqs)
-    }
-    fn submit_writes(&self, reqs: Vec<WriteRequest>) -> Result<()> {
-        self.inner.submit_writes(reqs)
-    }
-    fn wait_writes(&self) -> Result<()> {
-        self.inner.wait_writes()
-    }
-    fn flush(&self) -> Result<()> {
-        self.gate.pass();
-        self.inner.flush()
-    }
-}
-
 fn fuse_usable() -> bool {
     let usable = std::fs::OpenOptions::new()
         .read(true)
@@ -154,10 +125,16 @@ fn engine(gate: &Arc<Gate>) -> Arc<Filesystem> {
         gid: 0,
     };
     format_device(&inner, &params, false).expect("mkfs");
-    let dev = GatedDevice {
+    // Flushes pass through the gate.
+    let gate = Arc::clone(gate);
+    let dev = HookedDevice::new(
         inner,
-        gate: Arc::clone(gate),
-    };
+        Arc::new(move |call| {
+            if call == Call::Flush {
+                gate.pass();
+            }
+        }),
+    );
     let opts = MountOptions {
         // Only the fsync commits during the test.
         commit_interval: Duration::from_secs(3600),

@@ -1,6 +1,7 @@
 //! An in-memory device that calls a test's hook before each write submission and flush, so
 //! a test can slow a commit down or stop it at a chosen point without writing a device of
-//! its own (`tests/forking.rs` slows flushes, `tests/freeze.rs` holds one call).
+//! its own (`tests/forking.rs` slows flushes, `tests/freeze.rs` holds one call,
+//! fuse-frontend/tests/inflight.rs stops a flush at a gate).
 
 use std::sync::Arc;
 
