@@ -1193,10 +1193,54 @@ impl fuser::Filesystem for Adapter {
         } else {
             carried(req)
         };
-        match crate::ioctl::dispatch(&self.fs, who, ino.0, cmd, in_data, out_size) {
-            Ok((result, out)) => reply.ioctl(result, &out),
-            Err(e) => reply.error(e),
+        // chattr +i or +a: pages written through a descriptor opened before are still
+        // dirty in the kernel's page cache (writeback cache), and the flag would refuse them
+        // at writeback, losing data ext4 keeps. So the kernel writes them back first: an
+        // inode invalidation launders every dirty page of the file (WRITEs, served by the
+        // other workers) before it returns. It runs on a thread of its own that then sets
+        // the flag and replies, so this worker goes back to serving those WRITEs (with one
+        // worker, waiting here would deadlock).
+        if crate::fileattr::sets_guard(&self.fs, ino.0, cmd, in_data)
+            && let Some(notifier) = self.notifier.get().cloned()
+        {
+            let fs = Arc::clone(&self.fs);
+            let in_data = in_data.to_vec();
+            let spawned = std::thread::Builder::new()
+                .name("tuxfs-chattr".into())
+                .spawn(move || {
+                    if let Err(e) = notifier.inval_inode(ino, 0, 0) {
+                        tuxfs_engine::events::report(
+                            tuxfs_engine::events::Level::Warning,
+                            &format!("writing back inode {} before chattr: {e}", ino.0),
+                        );
+                    }
+                    answer_ioctl(&fs, who, ino.0, cmd, &in_data, out_size, reply);
+                });
+            if let Err(e) = spawned {
+                tuxfs_engine::events::report(
+                    tuxfs_engine::events::Level::Error,
+                    &format!("chattr thread: {e}"),
+                );
+            }
+            return;
         }
+        answer_ioctl(&self.fs, who, ino.0, cmd, in_data, out_size, reply);
+    }
+}
+
+/// Runs an ioctl and replies with its answer.
+fn answer_ioctl(
+    fs: &Filesystem,
+    who: Caller,
+    ino: u64,
+    cmd: u32,
+    in_data: &[u8],
+    out_size: u32,
+    reply: fuser::ReplyIoctl,
+) {
+    match crate::ioctl::dispatch(fs, who, ino, cmd, in_data, out_size) {
+        Ok((result, out)) => reply.ioctl(result, &out),
+        Err(e) => reply.error(e),
     }
 }
 

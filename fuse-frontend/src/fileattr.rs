@@ -97,6 +97,24 @@ pub fn set_fsxattr(fs: &Filesystem, who: Caller, ino: u64, in_data: &[u8]) -> An
     Ok((0, Vec::new()))
 }
 
+/// Whether ioctl `cmd` with `in_data` would set immutable or append-only on `ino` where it
+/// is not set yet. The kernel's page cache may then still hold pages written through a
+/// descriptor opened before, which the flag would refuse at writeback: the adapter has the
+/// kernel write them back first (see `Adapter::ioctl`). Any doubt (a bad argument, an
+/// inode that is gone) is false: the change itself then reports it.
+pub fn sets_guard(fs: &Filesystem, ino: u64, cmd: u32, in_data: &[u8]) -> bool {
+    const GUARD: u32 = FS_IMMUTABLE_FL | FS_APPEND_FL;
+    let new = match cmd {
+        FS_IOC_SETFLAGS => int_value(in_data).map(|v| v as u32),
+        FS_IOC_FSSETXATTR => fsxattr_fields(in_data).and_then(|(x, _)| from_xflags(x)),
+        _ => return false,
+    };
+    match (new, fs.file_flags(ino)) {
+        (Ok(new), Ok(old)) => new & GUARD & !old.flags != 0,
+        _ => false,
+    }
+}
+
 fn engine(e: tuxfs_engine::Error) -> fuser::Errno {
     errno::to_fuser(&e)
 }

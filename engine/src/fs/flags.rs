@@ -157,12 +157,13 @@ pub(super) fn check_remove_entry(p: &Inode) -> Result<()> {
     refuse_if(p.flags.intersects(GUARDED))
 }
 
-/// setattr on `i`: nothing on an immutable inode; on an append-only one no size, mode or
-/// owner change and no explicit atime (the kernel's notify_change refuses those). An
-/// explicit mtime is let through for append-only files: with the writeback cache the
-/// kernel sends one after every append it wrote back.
+/// setattr on `i`: nothing on an immutable inode but the kernel writing back times it
+/// cached before the flag was set ([`is_earlier_times_writeback`]); on an append-only one
+/// no size, mode or owner change and no explicit atime (the kernel's notify_change refuses
+/// those). An explicit mtime is let through for append-only files: with the writeback
+/// cache the kernel sends one after every append it wrote back.
 pub(super) fn check_setattr(i: &Inode, set: &SetAttr) -> Result<()> {
-    refuse_if(i.flags.contains(InodeFlags::IMMUTABLE))?;
+    refuse_if(i.flags.contains(InodeFlags::IMMUTABLE) && !is_earlier_times_writeback(i, set))?;
     let explicit_atime = matches!(set.atime, Some(TimeSet::At(_)));
     refuse_if(
         i.flags.contains(InodeFlags::APPEND)
@@ -172,6 +173,23 @@ pub(super) fn check_setattr(i: &Inode, set: &SetAttr) -> Result<()> {
                 || set.gid.is_some()
                 || explicit_atime),
     )
+}
+
+/// Whether `set` only writes back an mtime and ctime no later than `i`'s ctime: with the
+/// writeback cache the kernel owns mtime and ctime of a file written through it and sends
+/// them at fsync or writeback (`fuse_flush_times`: FATTR_MTIME | FATTR_CTIME, nothing
+/// else). On a file made immutable after such writes (the flag change set its ctime), those
+/// times predate the flag: ext4 would have stored them at the write, so they are taken
+/// (the ctime never goes back; `posix::setattr`). Anything else, or a time after the flag,
+/// is a change the flag forbids.
+pub(super) fn is_earlier_times_writeback(i: &Inode, set: &SetAttr) -> bool {
+    set.mode.is_none()
+        && set.uid.is_none()
+        && set.gid.is_none()
+        && set.size.is_none()
+        && set.atime.is_none()
+        && matches!(set.mtime, Some(TimeSet::At(m)) if m <= i.ctime)
+        && set.ctime.is_some_and(|c| c <= i.ctime)
 }
 
 /// A write of `bytes` at `offset` to `i`: refused on an immutable file; on an append-only
@@ -508,5 +526,47 @@ mod tests {
         check_setattr(&a, &flush).expect("the writeback cache's mtime");
         let i = file(InodeFlags::IMMUTABLE);
         assert_eq!(check_setattr(&i, &flush).unwrap_err().errno(), Errno::Perm);
+    }
+
+    #[test]
+    fn immutable_takes_only_the_kernels_times_from_before_the_flag() {
+        use crate::format::inode::Timestamp;
+        let at = |sec| Timestamp { sec, nsec: 0 };
+        let mut i = file(InodeFlags::IMMUTABLE);
+        i.ctime = at(100);
+        let times = |m, c| SetAttr {
+            mtime: Some(TimeSet::At(at(m))),
+            ctime: Some(at(c)),
+            ..SetAttr::default()
+        };
+        check_setattr(&i, &times(90, 95)).expect("times cached before the flag");
+        check_setattr(&i, &times(100, 100)).expect("the flag's own instant");
+        for bad in [
+            times(101, 95),
+            times(90, 101),
+            SetAttr {
+                mtime: Some(TimeSet::At(at(90))),
+                ..SetAttr::default()
+            },
+            SetAttr {
+                mtime: Some(TimeSet::Now),
+                ctime: Some(at(90)),
+                ..SetAttr::default()
+            },
+            SetAttr {
+                atime: Some(TimeSet::At(at(90))),
+                ..times(90, 90)
+            },
+            SetAttr {
+                mode: Some(0o600),
+                ..times(90, 90)
+            },
+        ] {
+            assert_eq!(
+                check_setattr(&i, &bad).unwrap_err().errno(),
+                Errno::Perm,
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -586,7 +586,12 @@ pub(super) fn setattr(st: &mut State, ino: u64, set: &SetAttr) -> Result<Attr> {
     if let Some(m) = set.mtime {
         i.mtime = pick(m);
     }
-    i.ctime = set.ctime.unwrap_or(t);
+    i.ctime = match set.ctime {
+        // The kernel writing back times that predate the immutable flag: the flag's own
+        // ctime stays (flags::is_earlier_times_writeback).
+        Some(c) if i.flags.contains(InodeFlags::IMMUTABLE) => i.ctime.max(c),
+        other => other.unwrap_or(t),
+    };
     inode::put(st, ino, &i)?;
     Ok(attr_of(st, ino, &i))
 }
