@@ -989,6 +989,15 @@ impl fuser::Filesystem for Adapter {
             .fsync_then(ino.0, datasync, move |outcome| reply_empty(reply, outcome));
     }
 
+    // sync(2) and syncfs(2) (FUSE_SYNCFS, sent by Linux 6.18 to a fuseblk mount and to a
+    // plain one alike): the kernel has written back every dirty page of the mount first, so
+    // making the open delta durable makes everything durable. Answered from the writeback
+    // thread, like fsync.
+    fn syncfs(&self, _req: &Request, ino: INodeNo, reply: ReplyEmpty) {
+        self.fs
+            .fsync_then(ino.0, false, move |outcome| reply_empty(reply, outcome));
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.fs.statfs() {
             Ok(s) => reply.statfs(

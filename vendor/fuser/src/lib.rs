@@ -1008,6 +1008,14 @@ pub trait Filesystem: Send + Sync + 'static {
         reply.error(Errno::ENOSYS);
     }
 
+    /// tuxfs change: make the whole filesystem durable (FUSE_SYNCFS, protocol 7.34), sent
+    /// for syncfs(2) and sync(2) after the kernel wrote back every dirty page of the mount.
+    /// The default answers ENOSYS, after which the kernel never sends it again.
+    fn syncfs(&self, _req: &Request, ino: INodeNo, reply: ReplyEmpty) {
+        warn!("[Not Implemented] syncfs(ino: {ino:#x?})");
+        reply.error(Errno::ENOSYS);
+    }
+
     /// tuxfs change: getattr with the statx mask (FUSE_STATX, protocol 7.39): the kernel
     /// asks when a caller wants more than the basic stats (the birth time). `fh` is set
     /// when it asks through an open file. The default answers ENOSYS, after which the

@@ -521,6 +521,10 @@ impl<'a> RequestWithSender<'a> {
                     self.reply(),
                 );
             }
+            // tuxfs change: SYNCFS.
+            ll::Operation::SyncFs(_) => {
+                filesystem.syncfs(self.request_header(), self.request.nodeid(), self.reply());
+            }
             // tuxfs change: STATX and TMPFILE.
             ll::Operation::Statx(x) => {
                 filesystem.statx(

@@ -165,6 +165,8 @@ pub(crate) enum fuse_opcode {
     FUSE_RENAME2 = 45,
     FUSE_LSEEK = 46,
     FUSE_COPY_FILE_RANGE = 47,
+    // tuxfs change: FUSE_SYNCFS (7.34).
+    FUSE_SYNCFS = 50,
     // tuxfs change: FUSE_TMPFILE (7.37) and FUSE_STATX (7.39).
     FUSE_TMPFILE = 51,
     FUSE_STATX = 52,
@@ -842,3 +844,10 @@ pub(crate) struct fuse_statx_out {
 const _: () = assert!(std::mem::size_of::<fuse_statx_in>() == 24);
 const _: () = assert!(std::mem::size_of::<fuse_statx>() == 256);
 const _: () = assert!(std::mem::size_of::<fuse_statx_out>() == 288);
+
+/// tuxfs change: the body of FUSE_SYNCFS (protocol 7.34), padding only.
+#[repr(C)]
+#[derive(Debug, FromBytes, KnownLayout, Immutable)]
+pub(crate) struct fuse_syncfs_in {
+    pub(crate) padding: u64,
+}

@@ -1557,6 +1557,15 @@ mod op {
         }
     }
 
+    /// tuxfs change: SYNCFS, syncfs(2) and sync(2) on the mount (protocol 7.34).
+    #[derive(Debug)]
+    pub(crate) struct SyncFs<'a> {
+        #[expect(dead_code)]
+        header: &'a fuse_in_header,
+        #[expect(dead_code)]
+        arg: &'a fuse_syncfs_in,
+    }
+
     /// tuxfs change: STATX, getattr with the statx mask (protocol 7.39).
     #[derive(Debug)]
     pub(crate) struct Statx<'a> {
@@ -1926,6 +1935,11 @@ mod op {
                 header,
                 arg: data.fetch()?,
             }),
+            // tuxfs change: SYNCFS.
+            fuse_opcode::FUSE_SYNCFS => Operation::SyncFs(SyncFs {
+                header,
+                arg: data.fetch()?,
+            }),
             // tuxfs change: STATX and TMPFILE.
             fuse_opcode::FUSE_STATX => Operation::Statx(Statx {
                 header,
@@ -2009,6 +2023,8 @@ pub(crate) enum Operation<'a> {
     Rename2(Rename2<'a>),
     Lseek(Lseek<'a>),
     CopyFileRange(CopyFileRange<'a>),
+    // tuxfs change: SYNCFS.
+    SyncFs(SyncFs<'a>),
     // tuxfs change: STATX and TMPFILE.
     Statx(Statx<'a>),
     Tmpfile(Tmpfile<'a>),
@@ -2175,6 +2191,7 @@ impl fmt::Display for Operation<'_> {
                 x.offset(),
                 x.whence()
             ),
+            Operation::SyncFs(_) => write!(f, "SYNCFS"),
             Operation::Statx(x) => write!(
                 f,
                 "STATX fh {:?}, flags {:#x}, mask {:#x}",
