@@ -25,14 +25,26 @@ fn workers_default_to_one_per_cpu() {
         return;
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = std::fs::read_dir(format!("/proc/{}/task", m.pid()))
-        .expect("tasks")
-        .filter_map(Result::ok)
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("fuser-"))
-        })
-        .count();
-    assert_eq!(workers, cpus.min(tuxfs_fuse::options::THREADS_MAX));
+    let want = cpus.min(tuxfs_fuse::options::THREADS_MAX);
+    let count = || {
+        std::fs::read_dir(format!("/proc/{}/task", m.pid()))
+            .expect("tasks")
+            .filter_map(Result::ok)
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.starts_with("fuser-"))
+            })
+            .count()
+    };
+    // The workers start once the mount is up: on a loaded machine the last may still be
+    // starting when the mountpoint appears.
+    let started = std::time::Instant::now();
+    let mut workers = count();
+    while workers < want && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+        workers = count();
+    }
+    assert_eq!(workers, want);
     m.finish();
 }
 
