@@ -74,6 +74,28 @@ fn whole_block_writes_copy_nothing_under_the_lock() {
 }
 
 #[test]
+fn direct_writes_build_their_pages_before_the_lock_too() {
+    let dev = mem_device(BS as u32, 8192);
+    let fs = mount(&dev, options());
+    let f = fs
+        .create(1, b"direct", 0o644, Caller::default())
+        .expect("create");
+    let data = pattern(2 * MIB, 0x77);
+    let before = fs.stats();
+    for (i, chunk) in data.chunks(MIB).enumerate() {
+        fs.write_direct(f.ino, (i * MIB) as u64, chunk, false)
+            .expect("direct write");
+    }
+    fs.sync().expect("commit");
+    assert_eq!(locked_work(&before, &fs.stats()), (0, 0));
+    drop(fs);
+    let fs = mount(&dev, options());
+    assert_eq!(fs.read(f.ino, 0, data.len() as u32).expect("read"), data);
+    fs.unmount().expect("unmount");
+    fsck_clean(dev.as_ref());
+}
+
+#[test]
 fn partial_blocks_and_appends_are_filled_under_the_lock_and_stay_right() {
     let dev = mem_device(BS as u32, 8192);
     let fs = mount(&dev, options());
