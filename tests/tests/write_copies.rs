@@ -41,6 +41,15 @@ fn locked_work(before: &FsStats, after: &FsStats) -> (u64, u64) {
     )
 }
 
+/// Drops `fs` (a crash), mounts `dev` again: file `ino` reads `want`; then fsck clean.
+fn crash_and_check(fs: Arc<Filesystem>, dev: &Arc<MemDevice>, ino: u64, want: &[u8]) {
+    drop(fs);
+    let fs = mount(dev, options());
+    assert_eq!(fs.read(ino, 0, want.len() as u32).expect("read"), want);
+    fs.unmount().expect("unmount");
+    fsck_clean(dev.as_ref());
+}
+
 #[test]
 fn whole_block_writes_copy_nothing_under_the_lock() {
     let dev = mem_device(BS as u32, 8192);
@@ -66,11 +75,7 @@ fn whole_block_writes_copy_nothing_under_the_lock() {
         "the commit computed data CRCs under the state lock"
     );
     assert_eq!(fs.read(f.ino, 0, data.len() as u32).expect("read"), data);
-    drop(fs);
-    let fs = mount(&dev, options());
-    assert_eq!(fs.read(f.ino, 0, data.len() as u32).expect("read"), data);
-    fs.unmount().expect("unmount");
-    fsck_clean(dev.as_ref());
+    crash_and_check(fs, &dev, f.ino, &data);
 }
 
 #[test]
@@ -88,11 +93,7 @@ fn direct_writes_build_their_pages_before_the_lock_too() {
     }
     fs.sync().expect("commit");
     assert_eq!(locked_work(&before, &fs.stats()), (0, 0));
-    drop(fs);
-    let fs = mount(&dev, options());
-    assert_eq!(fs.read(f.ino, 0, data.len() as u32).expect("read"), data);
-    fs.unmount().expect("unmount");
-    fsck_clean(dev.as_ref());
+    crash_and_check(fs, &dev, f.ino, &data);
 }
 
 #[test]
@@ -134,11 +135,7 @@ fn partial_blocks_and_appends_are_filled_under_the_lock_and_stay_right() {
     );
     fs.sync().expect("commit");
     assert_eq!(fs.read(f.ino, 0, model.len() as u32).expect("read"), model);
-    drop(fs);
-    let fs = mount(&dev, options());
-    assert_eq!(fs.read(f.ino, 0, model.len() as u32).expect("read"), model);
-    fs.unmount().expect("unmount");
-    fsck_clean(dev.as_ref());
+    crash_and_check(fs, &dev, f.ino, &model);
 }
 
 /// Holds the first write submission after [`Gate::arm`] until [`Gate::release`].
