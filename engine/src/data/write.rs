@@ -26,7 +26,7 @@ use crate::format::data_crc;
 use crate::state::State;
 
 /// A dirty block of the open delta: its bytes and, when already known, their CRC.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DirtyPage {
     buf: Arc<AlignedBuf>,
     crc: Option<u32>,
