@@ -1,8 +1,6 @@
 //! File data: dirty blocks of the open delta, extents on disk with per-block checksums,
 //! holes, truncation, and (at commit) delayed allocation of contiguous runs.
 
-use std::sync::Arc;
-
 use crate::dev::AlignedBuf;
 use crate::format::btree::Key;
 use crate::format::data_crc;
@@ -12,12 +10,14 @@ use crate::state::State;
 
 mod prealloc;
 mod read;
+mod write;
 use crate::{Errno, Error, Result};
 pub use prealloc::{clean_unwritten_blocks, count_blocks, preallocate, shift_blocks, split_at};
 pub use read::{
     Done, Loaded, MAX_READAHEAD_BYTES, MAX_REQUEST_BYTES, ReadMode, ReadPlan, ReadState,
     ReadStream, complete_read, end_readahead, load, plan_read, read,
 };
+pub use write::{DirtyPage, Prepared, PreparedCell, prepare, write, write_prepared};
 
 /// The extent covering file block `fblock` of `inum`: (first file block, extent).
 pub fn find_extent(st: &mut State, inum: u64, fblock: u64) -> Result<Option<(u64, Extent)>> {
@@ -60,7 +60,7 @@ fn extent_end(st: &State, key: Key, ext: &Extent) -> Result<u64> {
 /// logged with the inode, offset and block, and counted.
 pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> {
     if let Some(page) = st.pages.get(&(inum, fblock)) {
-        return Ok(page.clone());
+        return Ok(AlignedBuf::from_slice(page));
     }
     // Written by the delta being flushed: its bytes are here, and the device may not have
     // them yet (a read must not race the write).
@@ -99,54 +99,6 @@ fn checksum_error(st: &mut State, inum: u64, fblock: u64, phys: u64, want: u32, 
         ),
     );
     Errno::Io.into()
-}
-
-/// Copies `data` into the file at `offset`, through dirty blocks. The caller reserved
-/// space for blocks that were not dirty yet ([`new_dirty_blocks`]).
-pub fn write(st: &mut State, inum: u64, offset: u64, data: &[u8]) -> Result<()> {
-    let bs = u64::from(st.bs());
-    if !data.is_empty() {
-        // The dirty pages replace the clean copies (a commit caches them again).
-        let last = (offset + data.len() as u64 - 1) / bs;
-        st.read.cache.invalidate(inum, offset / bs, last + 1);
-    }
-    let mut done = 0usize;
-    // The extent (or hole) the last newly dirtied block fell in: one tree lookup per run,
-    // not per block.
-    let mut span: Option<Span> = None;
-    while done < data.len() {
-        let pos = offset + done as u64;
-        let fblock = pos / bs;
-        let within = (pos % bs) as usize;
-        let n = (bs as usize - within).min(data.len() - done);
-        if !st.pages.contains_key(&(inum, fblock)) && st.inflight.contains_key(&(inum, fblock)) {
-            // Page forking: the frontend changes a copy; the flush keeps writing the old bytes.
-            st.stats.pages_forked += 1;
-        }
-        let mut page = if within == 0 && n == bs as usize && !st.pages.contains_key(&(inum, fblock))
-        {
-            AlignedBuf::zeroed(bs as usize)
-        } else {
-            read_block(st, inum, fblock)?
-        };
-        page[within..within + n].copy_from_slice(&data[done..done + n]);
-        let newly_dirty = st.pages.insert((inum, fblock), page).is_none();
-        // A block no extent backs is a delayed allocation: counted in st_blocks from now.
-        // (A page being flushed already has its extent in the tree.)
-        if newly_dirty {
-            if !span
-                .as_ref()
-                .is_some_and(|s| s.from <= fblock && fblock < s.to)
-            {
-                span = Some(span_at(st, inum, fblock)?);
-            }
-            if span.as_ref().is_some_and(|s| s.ext.is_none()) {
-                st.delalloc.insert((inum, fblock));
-            }
-        }
-        done += n;
-    }
-    Ok(())
 }
 
 /// The extent covering a file block, or the hole around it, as found by one tree lookup:
@@ -321,14 +273,14 @@ fn write_run(
     st: &mut State,
     inum: u64,
     first: u64,
-    run: Vec<AlignedBuf>,
+    run: Vec<DirtyPage>,
     writes: &mut crate::delta::DeltaWrites,
     records: &mut Vec<LogRecord>,
 ) -> Result<()> {
     let mut inode = crate::inode::get(st, inum)?;
     let end = first + run.len() as u64;
     let mut pages = run.into_iter();
-    let mut cow: Vec<AlignedBuf> = Vec::new();
+    let mut cow: Vec<DirtyPage> = Vec::new();
     let mut cow_first = first;
     let mut at = first;
     while at < end {
@@ -348,7 +300,7 @@ fn write_run(
                         &mut inode,
                     )?;
                 }
-                let chunk: Vec<AlignedBuf> = pages.by_ref().take(n).collect();
+                let chunk: Vec<DirtyPage> = pages.by_ref().take(n).collect();
                 prealloc::convert(st, inum, at, chunk, start, &ext, writes)?;
                 cow_first = to;
             }
@@ -368,7 +320,7 @@ fn write_cow(
     st: &mut State,
     inum: u64,
     first: u64,
-    run: Vec<AlignedBuf>,
+    run: Vec<DirtyPage>,
     writes: &mut crate::delta::DeltaWrites,
     records: &mut Vec<LogRecord>,
     inode: &mut crate::format::inode::Inode,
@@ -392,10 +344,11 @@ fn write_cow(
         });
         let mut crcs = Vec::with_capacity(n as usize);
         for (i, page) in pages.by_ref().take(n as usize).enumerate() {
-            // The one CRC of this block: the extent keeps it and the log lists it.
-            let crc = data_crc(&page);
+            // The one CRC of this block (computed when the page was built, unless a partial
+            // write changed it under the lock): the extent keeps it and the log lists it.
+            // The buffer is the page itself: the device writes it without another copy.
+            let (page, crc) = page.into_write(st);
             crcs.push(crc);
-            let page = Arc::new(page);
             // Readable (and forkable) until the flush completes; the write holds its own Arc.
             st.inflight
                 .insert((inum, first + done as u64 + i as u64), page.clone());

@@ -12,8 +12,10 @@
 //!
 //! **Invariants.**
 //! - Every block D writes outside its log is listed once in D's `Blocks` records with the
-//!   CRC of exactly the bytes submitted (computed once, here or when the data page was
-//!   allocated, and checked against the planned list before the log is encoded).
+//!   CRC of exactly the bytes submitted (computed once: here, or for a data page when a
+//!   whole-block write built it before the state lock or when its delta closed
+//!   (engine::data::write); checked against the planned list before the log is encoded).
+//!   A data block's buffer is the dirty page itself, never a copy.
 //! - Nothing D+1 does reaches D's blocks: D's pages are immutable `Arc`s (a write forks),
 //!   D's leaves are immutable `Arc`s (a change forks), D's log records are owned here.
 

@@ -39,6 +39,12 @@ pub struct FsStats {
     pub orphans_destroyed: u64,
     /// Frontend writes that copied a page of the delta being flushed instead of waiting.
     pub pages_forked: u64,
+    /// Blocks a write filled under the state lock (a block written in part, or a write
+    /// whose pages were not built before the lock); whole blocks are built outside it.
+    pub write_blocks_locked: u64,
+    /// Data CRCs a commit computed under the state lock (pages a partial write left
+    /// without one); the others are computed when the page is built.
+    pub data_crcs_locked: u64,
     /// Time writers spent throttled at the dirty limit, in microseconds.
     pub writer_throttle_us: u64,
     /// Times the leaf cache passed its limit and clean leaves were dropped.
@@ -82,7 +88,7 @@ pub struct State {
     /// Logical records of the open delta that are not derived at commit (orphans).
     pub records: Vec<LogRecord>,
     /// Dirty file data of the open delta: (inode, file block) → block contents.
-    pub pages: BTreeMap<(u64, u64), AlignedBuf>,
+    pub pages: BTreeMap<(u64, u64), crate::data::DirtyPage>,
     /// Dirty pages of the delta being flushed, readable until its flush completes; the
     /// device holds its own references until each write completes.
     pub inflight: BTreeMap<(u64, u64), std::sync::Arc<AlignedBuf>>,
@@ -158,6 +164,8 @@ impl std::fmt::Display for FsStats {
             ("flushes", self.flushes),
             ("unifies", self.unifies),
             ("pages_forked", self.pages_forked),
+            ("write_blocks_locked", self.write_blocks_locked),
+            ("data_crcs_locked", self.data_crcs_locked),
             ("writer_throttle_us", self.writer_throttle_us),
             ("commit_latency_us_last", self.commit_latency_us_last),
             ("commit_latency_us_max", self.commit_latency_us_max),

@@ -11,12 +11,8 @@
 //! the extent is durable, every durable tree still reads the block as zeros (or does not
 //! reference it at all). Stale contents of a reused block are never visible.
 
-use std::sync::Arc;
-
 use super::{decode_extent, extent_end, extent_or_hole, find_extent, slice};
-use crate::dev::AlignedBuf;
 use crate::format::btree::Key;
-use crate::format::data_crc;
 use crate::format::extent::{Extent, ExtentFlags, max_extent_blocks};
 use crate::format::log::LogRecord;
 use crate::state::State;
@@ -124,7 +120,7 @@ pub(super) fn convert(
     st: &mut State,
     inum: u64,
     fblock: u64,
-    pages: Vec<AlignedBuf>,
+    pages: Vec<super::DirtyPage>,
     start: u64,
     ext: &Extent,
     writes: &mut crate::delta::DeltaWrites,
@@ -140,9 +136,9 @@ pub(super) fn convert(
     let phys = ext.phys + a;
     let mut crcs = Vec::with_capacity(pages.len());
     for (i, page) in pages.into_iter().enumerate() {
-        let crc = data_crc(&page);
+        // The page's own buffer and CRC (engine::data::write), written in place.
+        let (page, crc) = page.into_write(st);
         crcs.push(crc);
-        let page = Arc::new(page);
         // Readable (and forkable) until the flush completes, like any written page.
         st.inflight.insert((inum, fblock + i as u64), page.clone());
         writes.data(phys + i as u64, page, crc);

@@ -66,6 +66,10 @@ impl Filesystem {
     /// length is misaligned, checked under the same lock as the write itself; otherwise
     /// [`Filesystem::write`].
     pub fn write_direct(&self, ino: u64, offset: u64, data: &[u8], append: bool) -> Result<u32> {
+        // Aligned, so every block is whole: built before the lock as in `write`.
+        let prepared = crate::data::PreparedCell::new(
+            (!append).then(|| crate::data::prepare(self.block_size, offset, data)),
+        );
         self.change(|st| {
             let at = if append {
                 crate::inode::get(st, ino)?.size
@@ -73,7 +77,7 @@ impl Filesystem {
                 offset
             };
             check_aligned(ino, at, data.len() as u64)?;
-            super::posix::write(st, ino, offset, data, append)
+            super::posix::write_prepared(st, ino, offset, data, append, prepared.take())
         })
     }
 

@@ -166,6 +166,8 @@ pub struct Filesystem {
     mounted_read_only: bool,
     /// The read-ahead threads (engine::fs::readahead); None once stopped.
     readahead: Mutex<Option<readahead::Handle>>,
+    /// The block size, fixed at mount: a write builds its pages before taking any lock.
+    block_size: u32,
 }
 
 impl Filesystem {
@@ -192,6 +194,7 @@ impl Filesystem {
                 dev.size_bytes()
             )));
         }
+        let sb_block_size = sb.block_size;
         let io = BlockIo {
             dev,
             block_size: sb.block_size,
@@ -242,6 +245,7 @@ impl Filesystem {
             commits,
             mounted_read_only: opts.read_only,
             readahead: Mutex::new(Some(ahead)),
+            block_size: sb_block_size,
         }))
     }
 
@@ -605,7 +609,13 @@ impl Filesystem {
     }
     /// Writes `data` at `offset` (at the end of the file when `append`); returns bytes written.
     pub fn write(&self, ino: u64, offset: u64, data: &[u8], append: bool) -> Result<u32> {
-        let written = self.change(|st| posix::write(st, ino, offset, data, append))?;
+        // Whole blocks are built (one copy, their CRCs) before the lock; under it they are
+        // only moved in. An append learns its offset under the lock: it copies there.
+        let prepared = crate::data::PreparedCell::new(
+            (!append).then(|| crate::data::prepare(self.block_size, offset, data)),
+        );
+        let written = self
+            .change(|st| posix::write_prepared(st, ino, offset, data, append, prepared.take()))?;
         self.sync_if_flagged(ino)?;
         Ok(written)
     }

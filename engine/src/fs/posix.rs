@@ -669,6 +669,19 @@ pub(super) fn write(
     bytes: &[u8],
     append: bool,
 ) -> Result<u32> {
+    write_prepared(st, ino, offset, bytes, append, None)
+}
+
+/// [`write`], with the whole blocks of `bytes` at `offset` built before the lock
+/// ([`data::prepare`]); unused when the write lands elsewhere (an append).
+pub(super) fn write_prepared(
+    st: &mut State,
+    ino: u64,
+    offset: u64,
+    bytes: &[u8],
+    append: bool,
+    prepared: Option<data::Prepared>,
+) -> Result<u32> {
     let mut i = inode::get(st, ino)?;
     if i.is_dir() {
         return Err(Errno::IsDir.into());
@@ -695,7 +708,7 @@ pub(super) fn write(
     let need = new + new.div_ceil(16);
     st.alloc.reserve(need)?;
     st.delta_reserved += need;
-    data::write(st, ino, offset, bytes)?;
+    data::write_prepared(st, ino, offset, bytes, prepared)?;
     let t = now();
     i.size = i.size.max(end);
     (i.mtime, i.ctime) = (t, t);
