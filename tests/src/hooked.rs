@@ -1,7 +1,9 @@
 //! An in-memory device that calls a test's hook before each write submission and flush, so
 //! a test can slow a commit down or stop it at a chosen point without writing a device of
 //! its own (`tests/forking.rs` slows flushes, `tests/freeze.rs` holds one call,
-//! fuse-frontend/tests/inflight.rs stops a flush at a gate).
+//! fuse-frontend/tests/inflight.rs stops a flush at a gate). A read hook
+//! ([`HookedDevice::with_read_hook`]) sees each read batch's block offsets the same way
+//! (`tests/shared_reads.rs` holds a leaf load under the shared state lock).
 
 use std::sync::Arc;
 
@@ -21,10 +23,16 @@ pub enum Call {
 /// The hook: runs on the calling thread, before the call; it may block.
 pub type Hook = Arc<dyn Fn(Call) + Send + Sync>;
 
-/// A [`MemDevice`] whose submissions and flushes pass through a [`Hook`] first.
+/// The read hook: runs on the calling thread before each read batch, with the byte
+/// offsets it reads; it may block.
+pub type ReadHook = Arc<dyn Fn(&[u64]) + Send + Sync>;
+
+/// A [`MemDevice`] whose submissions and flushes (and reads, with a read hook) pass
+/// through a hook first.
 pub struct HookedDevice {
     pub inner: MemDevice,
     hook: Hook,
+    reads: Option<ReadHook>,
 }
 
 impl std::fmt::Debug for HookedDevice {
@@ -37,7 +45,20 @@ impl std::fmt::Debug for HookedDevice {
 
 impl HookedDevice {
     pub fn new(inner: MemDevice, hook: Hook) -> Self {
-        HookedDevice { inner, hook }
+        HookedDevice {
+            inner,
+            hook,
+            reads: None,
+        }
+    }
+
+    /// As [`HookedDevice::new`], and every read batch passes through `reads` first.
+    pub fn with_read_hook(inner: MemDevice, hook: Hook, reads: ReadHook) -> Self {
+        HookedDevice {
+            inner,
+            hook,
+            reads: Some(reads),
+        }
     }
 }
 
@@ -49,6 +70,10 @@ impl BlockDevice for HookedDevice {
         self.inner.alignment()
     }
     fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<()> {
+        if let Some(reads) = &self.reads {
+            let offsets: Vec<u64> = reqs.iter().map(|r| r.offset).collect();
+            reads(&offsets);
+        }
         self.inner.read_batch(reqs)
     }
     fn submit_writes(&self, reqs: Vec<WriteRequest>) -> Result<()> {
