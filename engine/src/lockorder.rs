@@ -124,6 +124,22 @@ mod tests {
         let _backend = acquire(Rank::Backend);
     }
 
+    #[test]
+    fn read_tables_under_state_pass() {
+        let state = acquire(Rank::State);
+        let tables = acquire(Rank::ReadTables);
+        drop(tables);
+        drop(state);
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "lock order broken: taking State while holding ReadTables")]
+    fn state_under_read_tables_panics() {
+        let _tables = acquire(Rank::ReadTables);
+        let _state = acquire(Rank::State);
+    }
+
     #[cfg(debug_assertions)]
     #[test]
     #[should_panic(expected = "lock order broken: taking State while holding State")]

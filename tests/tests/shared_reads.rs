@@ -178,17 +178,18 @@ where
 fn metadata_reads_pass_a_reader_loading_a_leaf() {
     let (fs, gate, inos) = setup();
     let far = inos[FILES - 1];
+    let (first, second) = (inos[0], inos[1]);
     let (attr, (near, looked, listed, same, data)) = while_held(
         &fs,
         &gate,
         move |fs| fs.getattr(far).expect("held getattr"),
         move |fs| {
-            let near = fs.getattr(inos[0]).expect("getattr");
+            let near = fs.getattr(first).expect("getattr");
             let looked = fs.lookup(1, &name(FILES / 2)).expect("lookup");
             let listed = fs.readdir(1, 0, 10).expect("readdir").len();
             fs.statfs().expect("statfs");
             let same = fs.getattr(far).expect("getattr of the held file");
-            let data = fs.read(inos[1], 0, (2 * BS) as u32).expect("read");
+            let data = fs.read(second, 0, (2 * BS) as u32).expect("read");
             (near, looked, listed, same, data)
         },
     );
