@@ -271,24 +271,16 @@ fn read_unlocked(st: &Mutex<State>, ino: u64, fblock: u64) -> Vec<u8> {
     use tuxfs_engine::data::{ReadMode, complete_read, load, plan_read};
     for _ in 0..16 {
         let plan = {
-            let mut g = st.lock().expect("state");
+            let g = st.lock().expect("state");
             let off = fblock * BS as u64;
-            plan_read(
-                &mut g,
-                ino,
-                off,
-                BS as u32,
-                3 * BS as u64,
-                ReadMode::Unlocked,
-            )
-            .expect("plan")
+            plan_read(&g, ino, off, BS as u32, 3 * BS as u64, ReadMode::Unlocked).expect("plan")
         };
         if plan.is_complete() {
             return plan.into_bytes();
         }
         let loaded = load(&plan);
-        let mut g = st.lock().expect("state");
-        if let Some(out) = complete_read(&mut g, plan, loaded).expect("complete") {
+        let g = st.lock().expect("state");
+        if let Some(out) = complete_read(&g, plan, loaded).expect("complete") {
             return out;
         }
     }
@@ -400,7 +392,7 @@ fn forking_and_reads(fx: &Fixture) {
         thread::spawn(move || {
             let ((frozen, unify), io) = {
                 let mut g = st.lock().expect("state");
-                let now = tuxfs_engine::data::read_block(&mut g, ino, 0).expect("block 0");
+                let now = tuxfs_engine::data::read_block(&g, ino, 0).expect("block 0");
                 *closed_with.lock().expect("closed") = now.to_vec();
                 let closed = tuxfs_engine::commit::close(&mut g).expect("close");
                 (closed, g.io.clone())
@@ -450,9 +442,9 @@ fn forking_and_reads(fx: &Fixture) {
     for t in [committer, writer, puncher] {
         t.join().expect("thread");
     }
-    let mut g = st.lock().expect("state");
+    let g = st.lock().expect("state");
     // The live file: the last write, the hole; no stale copy in the clean cache.
-    let live = tuxfs_engine::data::read_block(&mut g, ino, 0).expect("block 0");
+    let live = tuxfs_engine::data::read_block(&g, ino, 0).expect("block 0");
     assert!(
         live.iter().all(|&x| x == 0xB2),
         "the live file lost the rewrite"
@@ -473,8 +465,8 @@ fn forking_and_reads(fx: &Fixture) {
     // The delta on the device: exactly the bytes block 0 had when it closed (a crash now
     // recovers them), whether the rewrite forked the page or came first.
     let want = closed_with.lock().expect("closed").clone();
-    let mut durable = recover(Arc::new(MemDevice::from_bytes(dev.snapshot())), false);
-    let got = tuxfs_engine::data::read_block(&mut durable, ino, 0).expect("durable block 0");
+    let durable = recover(Arc::new(MemDevice::from_bytes(dev.snapshot())), false);
+    let got = tuxfs_engine::data::read_block(&durable, ino, 0).expect("durable block 0");
     assert!(
         got[..] == want[..],
         "the flushed delta holds block 0 as {:#x}, it was {:#x} when the delta closed",
