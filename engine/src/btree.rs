@@ -573,6 +573,27 @@ mod tests {
         }
     }
 
+    /// Writes `tree`'s dirty leaves to `io` (blocks from `alloc`); returns how many.
+    fn write_dirty(tree: &mut Tree, io: &BlockIo, alloc: &mut dyn FnMut() -> Result<u64>) -> usize {
+        let f = tree.flush_dirty(512, 1, alloc).expect("flush");
+        let bufs: Vec<_> = f
+            .leaves
+            .iter()
+            .map(|l| (l.block, Arc::new(l.encode(512))))
+            .collect();
+        io.write(bufs).expect("write");
+        f.leaves.len()
+    }
+
+    /// Writes `tree`'s interior nodes and loads it again from them (no leaf in memory).
+    fn reload(tree: &Tree, io: &BlockIo, alloc: &mut dyn FnMut() -> Result<u64>) -> Tree {
+        let (root, nodes) =
+            build_interior(tree.id, &tree.leaf_blocks(), 512, 1, 7, alloc).expect("build");
+        io.write(nodes.into_iter().map(|(b, d)| (b, Arc::new(d))).collect())
+            .expect("write");
+        Tree::load(tree.id, root, io, 7).expect("load")
+    }
+
     /// A leaf frozen by a commit is shared with the tree; a change after the freeze copies
     /// it (a leaf fork), so the frozen leaf still encodes what the commit froze.
     #[test]
@@ -638,24 +659,11 @@ mod tests {
                 model.insert(key, v);
             }
             if step % 250 == 0 {
-                let f = tree.flush_dirty(512, 1, &mut alloc).expect("flush");
-                let bufs: Vec<_> = f
-                    .leaves
-                    .iter()
-                    .map(|l| (l.block, Arc::new(l.encode(512))))
-                    .collect();
-                io.write(bufs).expect("write");
+                write_dirty(&mut tree, &io, &mut alloc);
                 tree.evict_clean();
             }
         }
-        let f = tree.flush_dirty(512, 1, &mut alloc).expect("flush");
-        io.write(
-            f.leaves
-                .iter()
-                .map(|l| (l.block, Arc::new(l.encode(512))))
-                .collect(),
-        )
-        .expect("write");
+        write_dirty(&mut tree, &io, &mut alloc);
         let all = tree
             .range(Key::MIN, Key::new(u64::MAX, u64::MAX), usize::MAX, &io)
             .expect("range");
@@ -666,12 +674,7 @@ mod tests {
                 .map(|(k, v)| (*k, v.clone()))
                 .collect::<Vec<_>>()
         );
-        let (root, nodes) =
-            build_interior(TreeId::Dirs, &tree.leaf_blocks(), 512, 1, 7, &mut alloc)
-                .expect("build");
-        io.write(nodes.into_iter().map(|(b, d)| (b, Arc::new(d))).collect())
-            .expect("write");
-        let again = Tree::load(TreeId::Dirs, root, &io, 7).expect("load");
+        let again = reload(&tree, &io, &mut alloc);
         let all2 = again
             .range(Key::MIN, Key::new(u64::MAX, u64::MAX), usize::MAX, &io)
             .expect("range");
@@ -703,21 +706,9 @@ mod tests {
             tree.insert(Key::new(i, 0), vec![i as u8; 40], &io)
                 .expect("insert");
         }
-        let f = tree.flush_dirty(512, 1, &mut alloc).expect("flush");
-        assert!(f.leaves.len() > 4, "{} leaves", f.leaves.len());
-        io.write(
-            f.leaves
-                .iter()
-                .map(|l| (l.block, Arc::new(l.encode(512))))
-                .collect(),
-        )
-        .expect("write");
-        let (root, nodes) =
-            build_interior(TreeId::Inodes, &tree.leaf_blocks(), 512, 1, 7, &mut alloc)
-                .expect("build");
-        io.write(nodes.into_iter().map(|(b, d)| (b, Arc::new(d))).collect())
-            .expect("write");
-        let tree = Tree::load(TreeId::Inodes, root, &io, 7).expect("load");
+        let leaves = write_dirty(&mut tree, &io, &mut alloc);
+        assert!(leaves > 4, "{leaves} leaves");
+        let tree = reload(&tree, &io, &mut alloc);
         assert_eq!(tree.loaded_leaves(), 0);
         std::thread::scope(|s| {
             for t in 0..4u64 {
@@ -738,6 +729,6 @@ mod tests {
                 });
             }
         });
-        assert_eq!(tree.loaded_leaves(), f.leaves.len());
+        assert_eq!(tree.loaded_leaves(), leaves);
     }
 }

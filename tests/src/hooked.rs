@@ -88,3 +88,92 @@ impl BlockDevice for HookedDevice {
         self.inner.flush()
     }
 }
+
+#[derive(Debug)]
+struct GateState<T> {
+    armed: Option<T>,
+    /// Calls the hit test counted since arming (its own use: freeze.rs counts flushes).
+    count: u32,
+    holding: bool,
+    released: bool,
+}
+
+/// Stops one chosen call of a hook (the caller decides which: [`Gate::pass`]) until
+/// [`Gate::release`], so a test can act while a thread is held at a known point
+/// (`tests/freeze.rs` holds a commit's submission or flush, `tests/shared_reads.rs` a
+/// reader's leaf load).
+#[derive(Debug)]
+pub struct Gate<T> {
+    state: std::sync::Mutex<GateState<T>>,
+    changed: std::sync::Condvar,
+}
+
+impl<T: Copy> Default for Gate<T> {
+    fn default() -> Self {
+        Gate {
+            state: std::sync::Mutex::new(GateState {
+                armed: None,
+                count: 0,
+                holding: false,
+                released: false,
+            }),
+            changed: std::sync::Condvar::new(),
+        }
+    }
+}
+
+impl<T: Copy> Gate<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState<T>> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Arms the gate for `what`: the next call for which [`Gate::pass`]'s test holds stops.
+    pub fn arm(&self, what: T) {
+        *self.lock() = GateState {
+            armed: Some(what),
+            count: 0,
+            holding: false,
+            released: false,
+        };
+    }
+
+    /// Stops the caller here until released when the gate is armed and `hit(armed, count)`
+    /// says this is the call (then the gate disarms).
+    pub fn pass(&self, hit: impl FnOnce(T, &mut u32) -> bool) {
+        let mut g = self.lock();
+        let Some(what) = g.armed else {
+            return;
+        };
+        if !hit(what, &mut g.count) {
+            return;
+        }
+        g.armed = None;
+        g.holding = true;
+        self.changed.notify_all();
+        while !g.released {
+            g = self
+                .changed
+                .wait(g)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        g.holding = false;
+    }
+
+    /// True once a call is held; false when none was within `timeout`.
+    pub fn wait_holding(&self, timeout: std::time::Duration) -> bool {
+        let g = self.lock();
+        let (g, _) = self
+            .changed
+            .wait_timeout_while(g, timeout, |g| !g.holding)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.holding
+    }
+
+    /// Lets the held call go on.
+    pub fn release(&self) {
+        self.lock().released = true;
+        self.changed.notify_all();
+    }
+}

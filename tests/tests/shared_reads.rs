@@ -7,8 +7,8 @@
 //! copy is the one kept). Before the lock was shared, every such operation waited behind the
 //! held reader: the watchdog (10 s) fails the test instead of letting it hang.
 
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use tuxfs_engine::dev::BlockDevice;
@@ -23,57 +23,12 @@ const FILES: usize = 300;
 const HELD: &str = "held-reader";
 const WATCHDOG: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Default)]
-struct GateState {
-    armed: bool,
-    holding: bool,
-    released: bool,
-}
-
 /// Stops the first read batch of the thread named [`HELD`] after arming, until released.
-#[derive(Debug, Default)]
-struct Gate {
-    state: Mutex<GateState>,
-    changed: Condvar,
-}
+type Gate = tuxfs_tests::hooked::Gate<()>;
 
-impl Gate {
-    fn pass(&self) {
-        if std::thread::current().name() != Some(HELD) {
-            return;
-        }
-        let mut g = self.state.lock().expect("gate");
-        if !g.armed {
-            return;
-        }
-        g.armed = false;
-        g.holding = true;
-        self.changed.notify_all();
-        while !g.released {
-            g = self.changed.wait(g).expect("gate");
-        }
-    }
-
-    fn arm(&self) {
-        *self.state.lock().expect("gate") = GateState {
-            armed: true,
-            ..GateState::default()
-        };
-    }
-
-    /// True once the held thread is stopped in its read (false after the watchdog).
-    fn wait_holding(&self) -> bool {
-        let g = self.state.lock().expect("gate");
-        let (g, _) = self
-            .changed
-            .wait_timeout_while(g, WATCHDOG, |g| !g.holding)
-            .expect("gate");
-        g.holding
-    }
-
-    fn release(&self) {
-        self.state.lock().expect("gate").released = true;
-        self.changed.notify_all();
+fn pass(gate: &Gate) {
+    if std::thread::current().name() == Some(HELD) {
+        gate.pass(|(), _| true);
     }
 }
 
@@ -93,7 +48,7 @@ fn setup() -> (Arc<Filesystem>, Arc<Gate>, Vec<u64>) {
     let gate = Arc::new(Gate::default());
     let reads = {
         let gate = gate.clone();
-        Arc::new(move |_: &[u64]| gate.pass())
+        Arc::new(move |_: &[u64]| pass(&gate))
     };
     let dev = Arc::new(HookedDevice::with_read_hook(
         MemDevice::from_bytes(mem_device(4096, 8192).snapshot()),
@@ -140,7 +95,7 @@ where
     H: Send + 'static,
     O: Send + 'static,
 {
-    gate.arm();
+    gate.arm(());
     let reader = {
         let fs = fs.clone();
         std::thread::Builder::new()
@@ -148,7 +103,7 @@ where
             .spawn(move || held(&fs))
             .expect("spawn")
     };
-    if !gate.wait_holding() {
+    if !gate.wait_holding(WATCHDOG) {
         gate.release();
         panic!("the held reader never read the device: nothing was tested");
     }

@@ -265,13 +265,18 @@ fn recover(dev: Arc<MemDevice>, writable: bool) -> State {
     st
 }
 
-/// Reads block `fblock` as `Filesystem::read` does: plan under the lock, load without it,
-/// complete under it, again when the inode changed meanwhile.
-fn read_unlocked(st: &Mutex<State>, ino: u64, fblock: u64) -> Vec<u8> {
+/// Reads block `fblock` as `Filesystem::read` does: plan under the state lock (`lock`
+/// takes it: the mutex, or the reader-writer lock shared), load without it, complete under
+/// it, again when the inode changed meanwhile.
+fn read_at<G: std::ops::Deref<Target = State>>(
+    lock: impl Fn() -> G,
+    ino: u64,
+    fblock: u64,
+) -> Vec<u8> {
     use tuxfs_engine::data::{ReadMode, complete_read, load, plan_read};
     for _ in 0..16 {
         let plan = {
-            let g = st.lock().expect("state");
+            let g = lock();
             let off = fblock * BS as u64;
             plan_read(&g, ino, off, BS as u32, 3 * BS as u64, ReadMode::Unlocked).expect("plan")
         };
@@ -279,7 +284,7 @@ fn read_unlocked(st: &Mutex<State>, ino: u64, fblock: u64) -> Vec<u8> {
             return plan.into_bytes();
         }
         let loaded = load(&plan);
-        let g = st.lock().expect("state");
+        let g = lock();
         if let Some(out) = complete_read(&g, plan, loaded).expect("complete") {
             return out;
         }
@@ -287,26 +292,14 @@ fn read_unlocked(st: &Mutex<State>, ino: u64, fblock: u64) -> Vec<u8> {
     panic!("a read lost the race 16 times in a row")
 }
 
-/// Reads block `fblock` as `Filesystem::read` does since reads share the state lock: plan
-/// and complete under it held shared, load without it.
+/// [`read_at`] under the state mutex.
+fn read_unlocked(st: &Mutex<State>, ino: u64, fblock: u64) -> Vec<u8> {
+    read_at(|| st.lock().expect("state"), ino, fblock)
+}
+
+/// [`read_at`] under the reader-writer state lock held shared, as engine::fs reads now.
 fn read_shared(st: &RwLock<State>, ino: u64, fblock: u64) -> Vec<u8> {
-    use tuxfs_engine::data::{ReadMode, complete_read, load, plan_read};
-    for _ in 0..16 {
-        let plan = {
-            let g = st.read().expect("state");
-            let off = fblock * BS as u64;
-            plan_read(&g, ino, off, BS as u32, 3 * BS as u64, ReadMode::Unlocked).expect("plan")
-        };
-        if plan.is_complete() {
-            return plan.into_bytes();
-        }
-        let loaded = load(&plan);
-        let g = st.read().expect("state");
-        if let Some(out) = complete_read(&g, plan, loaded).expect("complete") {
-            return out;
-        }
-    }
-    panic!("a read lost the race 16 times in a row")
+    read_at(|| st.read().expect("state"), ino, fblock)
 }
 
 /// Two readers under the shared lock racing a writer and a commit (module documentation).
