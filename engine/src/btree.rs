@@ -17,10 +17,17 @@
 //! - A leaf's entries are shared (`Arc`) between the tree and a closed delta that still has
 //!   to encode them (engine::delta): a change in the next delta copies them first (a leaf
 //!   fork, as pages fork), so the closed delta always encodes exactly what it froze.
+//!
+//! **Lookups through `&self`.** [`Tree::get`], [`Tree::next`], [`Tree::prev`] and
+//! [`Tree::range`] take `&self`, so readers holding the state lock shared (engine::fs)
+//! look up in parallel. A leaf not loaded yet is loaded through its slot's `OnceLock`:
+//! the block is read and decoded outside it, then set; a reader that lost the race drops
+//! its copy and uses the one set first (both decoded the same block). Changes (insert,
+//! remove, flush, eviction) take `&mut self`, so they never meet a reader.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::format::btree::{Key, Leaf, Node, leaf_entry_cost, leaf_space};
 use crate::format::{BlockHeader, Kind, TREE_HEIGHT_MAX, TreeId, TreeRoot};
@@ -33,8 +40,29 @@ struct LeafSlot {
     /// Where the leaf is on disk; 0 for a leaf never written.
     block: u64,
     /// The entries, once loaded; shared with a closed delta that has not encoded them yet.
-    entries: Option<Arc<Entries>>,
+    /// Filled through `&self` by the first lookup that needs them ([`Tree::loaded`]).
+    entries: OnceLock<Arc<Entries>>,
     dirty: bool,
+}
+
+impl LeafSlot {
+    /// A slot whose entries are read from `block` on first use.
+    fn on_disk(block: u64) -> Self {
+        LeafSlot {
+            block,
+            entries: OnceLock::new(),
+            dirty: false,
+        }
+    }
+
+    /// A slot holding `entries` already.
+    fn with_entries(block: u64, entries: Arc<Entries>, dirty: bool) -> Self {
+        LeafSlot {
+            block,
+            entries: OnceLock::from(entries),
+            dirty,
+        }
+    }
 }
 
 /// The entries of one leaf.
@@ -129,28 +157,14 @@ impl Tree {
             level = next;
         }
         for (lo, block) in level {
-            tree.leaves.insert(
-                lo,
-                LeafSlot {
-                    block,
-                    entries: None,
-                    dirty: false,
-                },
-            );
+            tree.leaves.insert(lo, LeafSlot::on_disk(block));
         }
         Ok(tree)
     }
 
     /// Applies a logged leaf move (recovery).
     pub fn replay_set(&mut self, key: Key, block: u64) {
-        self.leaves.insert(
-            key,
-            LeafSlot {
-                block,
-                entries: None,
-                dirty: false,
-            },
-        );
+        self.leaves.insert(key, LeafSlot::on_disk(block));
     }
 
     /// Applies a logged leaf removal (recovery).
@@ -181,47 +195,61 @@ impl Tree {
         self.leaves.range(..=key).next_back().map(|(k, _)| *k)
     }
 
-    /// The loaded entries of the leaf with lower bound `lo`.
-    fn loaded(&mut self, lo: Key, io: &BlockIo) -> Result<&Entries> {
-        self.load_slot(lo, io).map(|slot| &**slot)
+    /// The loaded entries of the leaf with lower bound `lo`, loading them through `&self`
+    /// when needed: read and decoded outside the slot, then set (a racing loader's copy
+    /// is dropped).
+    fn loaded(&self, lo: Key, io: &BlockIo) -> Result<&Entries> {
+        let slot = self
+            .leaves
+            .get(&lo)
+            .ok_or_else(|| Error::invalid("leaf vanished"))?;
+        if let Some(entries) = slot.entries.get() {
+            return Ok(entries);
+        }
+        let entries = Arc::new(self.read_leaf(lo, slot.block, io)?);
+        // Set, or keep what a racing loader set first: both decoded the same block.
+        let _ = slot.entries.set(entries);
+        slot.entries
+            .get()
+            .map(|e| &**e)
+            .ok_or_else(|| Error::invalid("leaf not loaded"))
     }
 
     /// The entries of the leaf with lower bound `lo`, to change: copied first if a closed
     /// delta still shares them (a leaf fork).
     fn loaded_mut(&mut self, lo: Key, io: &BlockIo) -> Result<&mut Entries> {
-        self.load_slot(lo, io).map(Arc::make_mut)
-    }
-
-    fn load_slot(&mut self, lo: Key, io: &BlockIo) -> Result<&mut Arc<Entries>> {
-        let (id, fs_id) = (self.id, self.fs_id);
+        self.loaded(lo, io)?;
         let slot = self
             .leaves
             .get_mut(&lo)
             .ok_or_else(|| Error::invalid("leaf vanished"))?;
-        if slot.entries.is_none() {
-            let buf = io.read(slot.block)?;
-            let leaf = Leaf::decode(&buf, slot.block, id, fs_id)?;
-            let hi_ok = leaf.entries.iter().all(|(k, _)| *k >= lo);
-            if !hi_ok {
-                return Err(Error::corrupt(
-                    slot.block,
-                    format!("{} leaf holds a key below its lower bound", id.name()),
-                ));
-            }
-            slot.entries = Some(Arc::new(
-                leaf.entries
-                    .into_iter()
-                    .map(|(k, v)| (k, v.to_vec()))
-                    .collect(),
-            ));
-        }
         slot.entries
-            .as_mut()
+            .get_mut()
+            .map(Arc::make_mut)
             .ok_or_else(|| Error::invalid("leaf not loaded"))
     }
 
+    /// Reads and decodes the leaf at `block` with lower bound `lo`.
+    fn read_leaf(&self, lo: Key, block: u64, io: &BlockIo) -> Result<Entries> {
+        let (id, fs_id) = (self.id, self.fs_id);
+        let buf = io.read(block)?;
+        let leaf = Leaf::decode(&buf, block, id, fs_id)?;
+        let hi_ok = leaf.entries.iter().all(|(k, _)| *k >= lo);
+        if !hi_ok {
+            return Err(Error::corrupt(
+                block,
+                format!("{} leaf holds a key below its lower bound", id.name()),
+            ));
+        }
+        Ok(leaf
+            .entries
+            .into_iter()
+            .map(|(k, v)| (k, v.to_vec()))
+            .collect())
+    }
+
     /// The value stored at `key`.
-    pub fn get(&mut self, key: Key, io: &BlockIo) -> Result<Option<Vec<u8>>> {
+    pub fn get(&self, key: Key, io: &BlockIo) -> Result<Option<Vec<u8>>> {
         let Some(lo) = self.covering(key) else {
             return Ok(None);
         };
@@ -235,11 +263,7 @@ impl Tree {
             None => {
                 self.leaves.insert(
                     Key::MIN,
-                    LeafSlot {
-                        block: 0,
-                        entries: Some(Arc::new(BTreeMap::new())),
-                        dirty: true,
-                    },
+                    LeafSlot::with_entries(0, Arc::new(BTreeMap::new()), true),
                 );
                 Key::MIN
             }
@@ -271,7 +295,7 @@ impl Tree {
     }
 
     /// The first entry with key `>= from` and `< to`.
-    pub fn next(&mut self, from: Key, to: Key, io: &BlockIo) -> Result<Option<(Key, Vec<u8>)>> {
+    pub fn next(&self, from: Key, to: Key, io: &BlockIo) -> Result<Option<(Key, Vec<u8>)>> {
         if from >= to {
             return Ok(None);
         }
@@ -306,7 +330,7 @@ impl Tree {
     }
 
     /// The last entry with key `<= at` and `>= floor`.
-    pub fn prev(&mut self, at: Key, floor: Key, io: &BlockIo) -> Result<Option<(Key, Vec<u8>)>> {
+    pub fn prev(&self, at: Key, floor: Key, io: &BlockIo) -> Result<Option<(Key, Vec<u8>)>> {
         let Some(mut lo) = self.covering(at) else {
             return Ok(None);
         };
@@ -331,7 +355,7 @@ impl Tree {
 
     /// Up to `max` entries with keys in `[from, to)`, in order.
     pub fn range(
-        &mut self,
+        &self,
         from: Key,
         to: Key,
         max: usize,
@@ -357,7 +381,10 @@ impl Tree {
 
     /// Leaves whose entries are in memory.
     pub fn loaded_leaves(&self) -> usize {
-        self.leaves.values().filter(|s| s.entries.is_some()).count()
+        self.leaves
+            .values()
+            .filter(|s| s.entries.get().is_some())
+            .count()
     }
 
     /// Drops the entries of clean leaves from memory (they are read again on demand). Call
@@ -365,7 +392,7 @@ impl Tree {
     pub fn evict_clean(&mut self) {
         for slot in self.leaves.values_mut() {
             if !slot.dirty && slot.block != 0 {
-                slot.entries = None;
+                slot.entries = OnceLock::new();
             }
         }
     }
@@ -433,14 +460,8 @@ impl Tree {
                     entries: Arc::clone(&piece),
                 });
                 out.set.push((chunk_lo, block));
-                self.leaves.insert(
-                    chunk_lo,
-                    LeafSlot {
-                        block,
-                        entries: Some(piece),
-                        dirty: false,
-                    },
-                );
+                self.leaves
+                    .insert(chunk_lo, LeafSlot::with_entries(block, piece, false));
             }
         }
         self.fix_lowest(&mut out);
@@ -552,6 +573,27 @@ mod tests {
         }
     }
 
+    /// Writes `tree`'s dirty leaves to `io` (blocks from `alloc`); returns how many.
+    fn write_dirty(tree: &mut Tree, io: &BlockIo, alloc: &mut dyn FnMut() -> Result<u64>) -> usize {
+        let f = tree.flush_dirty(512, 1, alloc).expect("flush");
+        let bufs: Vec<_> = f
+            .leaves
+            .iter()
+            .map(|l| (l.block, Arc::new(l.encode(512))))
+            .collect();
+        io.write(bufs).expect("write");
+        f.leaves.len()
+    }
+
+    /// Writes `tree`'s interior nodes and loads it again from them (no leaf in memory).
+    fn reload(tree: &Tree, io: &BlockIo, alloc: &mut dyn FnMut() -> Result<u64>) -> Tree {
+        let (root, nodes) =
+            build_interior(tree.id, &tree.leaf_blocks(), 512, 1, 7, alloc).expect("build");
+        io.write(nodes.into_iter().map(|(b, d)| (b, Arc::new(d))).collect())
+            .expect("write");
+        Tree::load(tree.id, root, io, 7).expect("load")
+    }
+
     /// A leaf frozen by a commit is shared with the tree; a change after the freeze copies
     /// it (a leaf fork), so the frozen leaf still encodes what the commit froze.
     #[test]
@@ -617,24 +659,11 @@ mod tests {
                 model.insert(key, v);
             }
             if step % 250 == 0 {
-                let f = tree.flush_dirty(512, 1, &mut alloc).expect("flush");
-                let bufs: Vec<_> = f
-                    .leaves
-                    .iter()
-                    .map(|l| (l.block, Arc::new(l.encode(512))))
-                    .collect();
-                io.write(bufs).expect("write");
+                write_dirty(&mut tree, &io, &mut alloc);
                 tree.evict_clean();
             }
         }
-        let f = tree.flush_dirty(512, 1, &mut alloc).expect("flush");
-        io.write(
-            f.leaves
-                .iter()
-                .map(|l| (l.block, Arc::new(l.encode(512))))
-                .collect(),
-        )
-        .expect("write");
+        write_dirty(&mut tree, &io, &mut alloc);
         let all = tree
             .range(Key::MIN, Key::new(u64::MAX, u64::MAX), usize::MAX, &io)
             .expect("range");
@@ -645,12 +674,7 @@ mod tests {
                 .map(|(k, v)| (*k, v.clone()))
                 .collect::<Vec<_>>()
         );
-        let (root, nodes) =
-            build_interior(TreeId::Dirs, &tree.leaf_blocks(), 512, 1, 7, &mut alloc)
-                .expect("build");
-        io.write(nodes.into_iter().map(|(b, d)| (b, Arc::new(d))).collect())
-            .expect("write");
-        let mut again = Tree::load(TreeId::Dirs, root, &io, 7).expect("load");
+        let again = reload(&tree, &io, &mut alloc);
         let all2 = again
             .range(Key::MIN, Key::new(u64::MAX, u64::MAX), usize::MAX, &io)
             .expect("range");
@@ -665,5 +689,46 @@ mod tests {
                 Some(*k)
             );
         }
+    }
+
+    /// Lookups take `&self`: threads sharing one tree load its leaves on first use, in
+    /// parallel, and all see the stored values; each leaf ends up loaded once.
+    #[test]
+    fn parallel_lookups_load_leaves_through_shared_refs() {
+        let io = io();
+        let mut tree = Tree::empty(TreeId::Inodes, 7);
+        let mut next_block = 10u64;
+        let mut alloc = || {
+            next_block += 1;
+            Ok(next_block)
+        };
+        for i in 0..400u64 {
+            tree.insert(Key::new(i, 0), vec![i as u8; 40], &io)
+                .expect("insert");
+        }
+        let leaves = write_dirty(&mut tree, &io, &mut alloc);
+        assert!(leaves > 4, "{leaves} leaves");
+        let tree = reload(&tree, &io, &mut alloc);
+        assert_eq!(tree.loaded_leaves(), 0);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (tree, io) = (&tree, &io);
+                s.spawn(move || {
+                    for n in 0..400u64 {
+                        let i = (n * 7 + t * 101) % 400;
+                        assert_eq!(
+                            tree.get(Key::new(i, 0), io).expect("get"),
+                            Some(vec![i as u8; 40])
+                        );
+                        let (k, _) = tree
+                            .next(Key::new(i, 0), Key::new(u64::MAX, 0), io)
+                            .expect("next")
+                            .expect("an entry");
+                        assert_eq!(k, Key::new(i, 0));
+                    }
+                });
+            }
+        });
+        assert_eq!(tree.loaded_leaves(), leaves);
     }
 }

@@ -20,7 +20,7 @@ pub use read::{
 pub use write::{DirtyPage, Prepared, PreparedCell, prepare, write, write_prepared};
 
 /// The extent covering file block `fblock` of `inum`: (first file block, extent).
-pub fn find_extent(st: &mut State, inum: u64, fblock: u64) -> Result<Option<(u64, Extent)>> {
+pub fn find_extent(st: &State, inum: u64, fblock: u64) -> Result<Option<(u64, Extent)>> {
     let Some((key, value)) = st
         .extents
         .prev(Key::new(inum, fblock), Key::new(inum, 0), &st.io)?
@@ -58,7 +58,7 @@ fn extent_end(st: &State, key: Key, ext: &Extent) -> Result<u64> {
 /// Reads file block `fblock` of `inum` as it is now (dirty data first, then in-flight
 /// data, then the clean cache, then disk, holes as zeros). A checksum mismatch is EIO,
 /// logged with the inode, offset and block, and counted.
-pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> {
+pub fn read_block(st: &State, inum: u64, fblock: u64) -> Result<AlignedBuf> {
     if let Some(page) = st.pages.get(&(inum, fblock)) {
         return Ok(AlignedBuf::from_slice(page));
     }
@@ -89,8 +89,10 @@ pub fn read_block(st: &mut State, inum: u64, fblock: u64) -> Result<AlignedBuf> 
 }
 
 /// Counts and logs a data checksum mismatch; the error to return (EIO).
-fn checksum_error(st: &mut State, inum: u64, fblock: u64, phys: u64, want: u32, got: u32) -> Error {
-    st.stats.data_checksum_errors += 1;
+fn checksum_error(st: &State, inum: u64, fblock: u64, phys: u64, want: u32, got: u32) -> Error {
+    st.read
+        .checksum_errors
+        .fetch_add(1, crate::sync::atomic::Ordering::Relaxed);
     crate::events::report(
         crate::events::Level::Error,
         &format!(
@@ -113,7 +115,7 @@ pub(crate) struct Span {
 
 /// The extent covering `fblock`, or the hole around it up to the next extent (at least
 /// `fblock` itself, so a caller walking spans always moves on).
-pub(crate) fn span_at(st: &mut State, inum: u64, fblock: u64) -> Result<Span> {
+pub(crate) fn span_at(st: &State, inum: u64, fblock: u64) -> Result<Span> {
     if let Some((start, ext)) = find_extent(st, inum, fblock)? {
         let to = extent_end(st, Key::new(inum, start), &ext)?;
         return Ok(Span {
@@ -135,11 +137,7 @@ pub(crate) fn span_at(st: &mut State, inum: u64, fblock: u64) -> Result<Span> {
 /// What backs file block `fblock` of `inum` on disk: the extent covering it (its first file
 /// block and the extent), or a hole; and the file block where that answer ends (the
 /// extent's end, or the next extent's start; `u64::MAX` past the last extent).
-pub fn extent_or_hole(
-    st: &mut State,
-    inum: u64,
-    fblock: u64,
-) -> Result<(u64, Option<(u64, Extent)>)> {
+pub fn extent_or_hole(st: &State, inum: u64, fblock: u64) -> Result<(u64, Option<(u64, Extent)>)> {
     let span = span_at(st, inum, fblock)?;
     Ok((span.to, span.ext))
 }

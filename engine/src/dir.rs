@@ -10,7 +10,7 @@ const SCAN_BATCH: usize = 256;
 
 /// The entry named `name` among the positions `[start, end)` of `dir`.
 fn find_in(
-    st: &mut State,
+    st: &State,
     dir: u64,
     (start, end): (u64, u64),
     name: &[u8],
@@ -39,7 +39,7 @@ fn find_in(
 
 /// The entry named `name` in `dir`: (position, entry). Looks at the name's 256 base
 /// positions, then at its overflow positions (format::dirent).
-pub fn lookup(st: &mut State, dir: u64, name: &[u8]) -> Result<Option<(u64, Dirent)>> {
+pub fn lookup(st: &State, dir: u64, name: &[u8]) -> Result<Option<(u64, Dirent)>> {
     let hash = st.sb.name_hasher().hash(name);
     if let Some(found) = find_in(st, dir, dirent::base_range(hash), name)? {
         return Ok(Some(found));
@@ -48,7 +48,7 @@ pub fn lookup(st: &mut State, dir: u64, name: &[u8]) -> Result<Option<(u64, Dire
 }
 
 /// The smallest position in `[start, end)` of `dir` that no entry uses, scanning upward.
-fn first_gap(st: &mut State, dir: u64, (start, end): (u64, u64)) -> Result<Option<u64>> {
+fn first_gap(st: &State, dir: u64, (start, end): (u64, u64)) -> Result<Option<u64>> {
     let mut want = start;
     loop {
         let rows = st
@@ -130,7 +130,7 @@ pub fn remove(st: &mut State, dir: u64, pos: u64) -> Result<()> {
 }
 
 /// True when `dir` has no entries.
-pub fn is_empty(st: &mut State, dir: u64) -> Result<bool> {
+pub fn is_empty(st: &State, dir: u64) -> Result<bool> {
     Ok(st
         .dirs
         .next(Key::new(dir, 0), Key::new(dir + 1, 0), &st.io)?
@@ -138,7 +138,7 @@ pub fn is_empty(st: &mut State, dir: u64) -> Result<bool> {
 }
 
 /// Up to `max` entries of `dir` at positions >= `from`.
-pub fn list(st: &mut State, dir: u64, from: u64, max: usize) -> Result<Vec<(u64, Dirent)>> {
+pub fn list(st: &State, dir: u64, from: u64, max: usize) -> Result<Vec<(u64, Dirent)>> {
     let rows = st
         .dirs
         .range(Key::new(dir, from), Key::new(dir + 1, 0), max, &st.io)?;

@@ -6,7 +6,7 @@ use crate::state::State;
 use crate::{Errno, Result};
 
 /// The inode `inum`, or ENOENT.
-pub fn get(st: &mut State, inum: u64) -> Result<Inode> {
+pub fn get(st: &State, inum: u64) -> Result<Inode> {
     let key = Key::new(inum, 0);
     let bytes = st.inodes.get(key, &st.io)?.ok_or(Errno::NoEntry)?;
     Inode::decode(&bytes, st.inodes.leaf_block(key))

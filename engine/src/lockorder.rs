@@ -13,8 +13,12 @@ use std::ops::{Deref, DerefMut};
 pub enum Rank {
     /// `Shared::backend`: one commit (or unify, remount, label change) at a time.
     Backend = 10,
-    /// `Shared::state`: the in-memory state.
+    /// `Shared::state`: the in-memory state, held shared (readers) or exclusive (changes);
+    /// either way it counts as held (a thread never takes it twice, shared or not).
     State = 20,
+    /// `ReadState::tables` (engine::data::read): read streams and pending read-aheads,
+    /// taken under the state lock (shared) or alone, for a few map operations only.
+    ReadTables = 30,
 }
 
 #[cfg(debug_assertions)]
@@ -118,6 +122,22 @@ mod tests {
     fn backend_under_state_panics() {
         let _state = acquire(Rank::State);
         let _backend = acquire(Rank::Backend);
+    }
+
+    #[test]
+    fn read_tables_under_state_pass() {
+        let state = acquire(Rank::State);
+        let tables = acquire(Rank::ReadTables);
+        drop(tables);
+        drop(state);
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "lock order broken: taking State while holding ReadTables")]
+    fn state_under_read_tables_panics() {
+        let _tables = acquire(Rank::ReadTables);
+        let _state = acquire(Rank::State);
     }
 
     #[cfg(debug_assertions)]

@@ -371,7 +371,7 @@ fn read_delta_first(io: &BlockReader<'_>, fs_id: u64, block: u64, delta: u64) ->
 /// Loads the free-space map: (chunk → bitmap block, tree blocks, allocator).
 fn load_freemap(io: &BlockIo, sb: &Superblock) -> Result<(Vec<u64>, Vec<u64>, Allocator)> {
     let fs_id = sb.fs_id();
-    let mut tree = Tree::load(TreeId::Freemap, sb.root(TreeId::Freemap), io, fs_id)?;
+    let tree = Tree::load(TreeId::Freemap, sb.root(TreeId::Freemap), io, fs_id)?;
     let mut tree_blocks: Vec<u64> = tree.interior_blocks.clone();
     tree_blocks.extend(tree.leaf_blocks().into_iter().map(|(_, b)| b));
     let chunks = bitmap::chunk_count(sb.block_size, sb.block_count);
@@ -407,7 +407,7 @@ fn load_freemap(io: &BlockIo, sb: &Superblock) -> Result<(Vec<u64>, Vec<u64>, Al
 
 /// Loads the orphan list: (inodes, tree blocks).
 fn load_orphans(io: &BlockIo, sb: &Superblock) -> Result<(BTreeSet<u64>, Vec<u64>)> {
-    let mut tree = Tree::load(TreeId::Orphans, sb.root(TreeId::Orphans), io, sb.fs_id())?;
+    let tree = Tree::load(TreeId::Orphans, sb.root(TreeId::Orphans), io, sb.fs_id())?;
     let mut blocks = tree.interior_blocks.clone();
     blocks.extend(tree.leaf_blocks().into_iter().map(|(_, b)| b));
     let entries = tree.range(Key::MIN, Key::new(u64::MAX, u64::MAX), usize::MAX, io)?;

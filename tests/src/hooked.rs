@@ -1,7 +1,9 @@
 //! An in-memory device that calls a test's hook before each write submission and flush, so
 //! a test can slow a commit down or stop it at a chosen point without writing a device of
 //! its own (`tests/forking.rs` slows flushes, `tests/freeze.rs` holds one call,
-//! fuse-frontend/tests/inflight.rs stops a flush at a gate).
+//! fuse-frontend/tests/inflight.rs stops a flush at a gate). A read hook
+//! ([`HookedDevice::with_read_hook`]) sees each read batch's block offsets the same way
+//! (`tests/shared_reads.rs` holds a leaf load under the shared state lock).
 
 use std::sync::Arc;
 
@@ -21,10 +23,16 @@ pub enum Call {
 /// The hook: runs on the calling thread, before the call; it may block.
 pub type Hook = Arc<dyn Fn(Call) + Send + Sync>;
 
-/// A [`MemDevice`] whose submissions and flushes pass through a [`Hook`] first.
+/// The read hook: runs on the calling thread before each read batch, with the byte
+/// offsets it reads; it may block.
+pub type ReadHook = Arc<dyn Fn(&[u64]) + Send + Sync>;
+
+/// A [`MemDevice`] whose submissions and flushes (and reads, with a read hook) pass
+/// through a hook first.
 pub struct HookedDevice {
     pub inner: MemDevice,
     hook: Hook,
+    reads: Option<ReadHook>,
 }
 
 impl std::fmt::Debug for HookedDevice {
@@ -37,7 +45,20 @@ impl std::fmt::Debug for HookedDevice {
 
 impl HookedDevice {
     pub fn new(inner: MemDevice, hook: Hook) -> Self {
-        HookedDevice { inner, hook }
+        HookedDevice {
+            inner,
+            hook,
+            reads: None,
+        }
+    }
+
+    /// As [`HookedDevice::new`], and every read batch passes through `reads` first.
+    pub fn with_read_hook(inner: MemDevice, hook: Hook, reads: ReadHook) -> Self {
+        HookedDevice {
+            inner,
+            hook,
+            reads: Some(reads),
+        }
     }
 }
 
@@ -49,6 +70,10 @@ impl BlockDevice for HookedDevice {
         self.inner.alignment()
     }
     fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<()> {
+        if let Some(reads) = &self.reads {
+            let offsets: Vec<u64> = reqs.iter().map(|r| r.offset).collect();
+            reads(&offsets);
+        }
         self.inner.read_batch(reqs)
     }
     fn submit_writes(&self, reqs: Vec<WriteRequest>) -> Result<()> {
@@ -61,5 +86,94 @@ impl BlockDevice for HookedDevice {
     fn flush(&self) -> Result<()> {
         (self.hook)(Call::Flush);
         self.inner.flush()
+    }
+}
+
+#[derive(Debug)]
+struct GateState<T> {
+    armed: Option<T>,
+    /// Calls the hit test counted since arming (its own use: freeze.rs counts flushes).
+    count: u32,
+    holding: bool,
+    released: bool,
+}
+
+/// Stops one chosen call of a hook (the caller decides which: [`Gate::pass`]) until
+/// [`Gate::release`], so a test can act while a thread is held at a known point
+/// (`tests/freeze.rs` holds a commit's submission or flush, `tests/shared_reads.rs` a
+/// reader's leaf load).
+#[derive(Debug)]
+pub struct Gate<T> {
+    state: std::sync::Mutex<GateState<T>>,
+    changed: std::sync::Condvar,
+}
+
+impl<T: Copy> Default for Gate<T> {
+    fn default() -> Self {
+        Gate {
+            state: std::sync::Mutex::new(GateState {
+                armed: None,
+                count: 0,
+                holding: false,
+                released: false,
+            }),
+            changed: std::sync::Condvar::new(),
+        }
+    }
+}
+
+impl<T: Copy> Gate<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState<T>> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Arms the gate for `what`: the next call for which [`Gate::pass`]'s test holds stops.
+    pub fn arm(&self, what: T) {
+        *self.lock() = GateState {
+            armed: Some(what),
+            count: 0,
+            holding: false,
+            released: false,
+        };
+    }
+
+    /// Stops the caller here until released when the gate is armed and `hit(armed, count)`
+    /// says this is the call (then the gate disarms).
+    pub fn pass(&self, hit: impl FnOnce(T, &mut u32) -> bool) {
+        let mut g = self.lock();
+        let Some(what) = g.armed else {
+            return;
+        };
+        if !hit(what, &mut g.count) {
+            return;
+        }
+        g.armed = None;
+        g.holding = true;
+        self.changed.notify_all();
+        while !g.released {
+            g = self
+                .changed
+                .wait(g)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        g.holding = false;
+    }
+
+    /// True once a call is held; false when none was within `timeout`.
+    pub fn wait_holding(&self, timeout: std::time::Duration) -> bool {
+        let g = self.lock();
+        let (g, _) = self
+            .changed
+            .wait_timeout_while(g, timeout, |g| !g.holding)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.holding
+    }
+
+    /// Lets the held call go on.
+    pub fn release(&self) {
+        self.lock().released = true;
+        self.changed.notify_all();
     }
 }

@@ -5,8 +5,8 @@
 //! after it must show exactly that delta: none of what the frontend did meanwhile leaked
 //! into its leaves or pages. The same holds when the held commit also unifies.
 
+use std::sync::Arc;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use tuxfs_engine::dev::BlockDevice;
@@ -24,71 +24,19 @@ enum Stop {
     Flush(u32),
 }
 
-#[derive(Debug, Default)]
-struct GateState {
-    armed: Option<Stop>,
-    flushes: u32,
-    holding: bool,
-    released: bool,
-}
+/// Stops one chosen device call (the hook of a [`HookedDevice`]) until released.
+type Gate = tuxfs_tests::hooked::Gate<Stop>;
 
-/// Stops one chosen device call (the hook of a [`HookedDevice`]) until [`Gate::release`].
-#[derive(Debug, Default)]
-struct Gate {
-    state: Mutex<GateState>,
-    changed: Condvar,
-}
-
-impl Gate {
-    fn arm(&self, stop: Stop) {
-        let mut g = self.state.lock().expect("gate");
-        *g = GateState {
-            armed: Some(stop),
-            ..GateState::default()
-        };
-    }
-
-    /// Stops the caller here if this call is the armed one.
-    fn pass(&self, call: Call) {
-        let mut g = self.state.lock().expect("gate");
-        let hit = match (g.armed, call) {
-            (Some(Stop::Submit), Call::Submit) => true,
-            (Some(Stop::Flush(n)), Call::Flush) => {
-                g.flushes += 1;
-                g.flushes == n
-            }
-            _ => false,
-        };
-        if !hit {
-            return;
+/// The hook: holds the call `stop` names (flushes counted since arming).
+fn pass(gate: &Gate, call: Call) {
+    gate.pass(|stop, flushes| match (stop, call) {
+        (Stop::Submit, Call::Submit) => true,
+        (Stop::Flush(n), Call::Flush) => {
+            *flushes += 1;
+            *flushes == n
         }
-        g.armed = None;
-        g.holding = true;
-        self.changed.notify_all();
-        while !g.released {
-            g = self.changed.wait(g).expect("gate");
-        }
-        g.holding = false;
-    }
-
-    /// Waits until a call is held (at most 10 s).
-    fn wait_holding(&self) {
-        let g = self.state.lock().expect("gate");
-        let (g, timeout) = self
-            .changed
-            .wait_timeout_while(g, Duration::from_secs(10), |g| !g.holding)
-            .expect("gate");
-        assert!(
-            !timeout.timed_out() && g.holding,
-            "the commit never reached the gate"
-        );
-    }
-
-    fn release(&self) {
-        let mut g = self.state.lock().expect("gate");
-        g.released = true;
-        self.changed.notify_all();
-    }
+        _ => false,
+    });
 }
 
 const BS: usize = 4096;
@@ -111,7 +59,7 @@ fn frontend_goes_on(stop: Stop, unify_log_blocks: u64) {
     let gate = Arc::new(Gate::default());
     let hook = {
         let gate = gate.clone();
-        Arc::new(move |call| gate.pass(call))
+        Arc::new(move |call| pass(&gate, call))
     };
     let dev = Arc::new(HookedDevice::new(
         MemDevice::from_bytes(mem_device(4096, 8192).snapshot()),
@@ -131,7 +79,10 @@ fn frontend_goes_on(stop: Stop, unify_log_blocks: u64) {
         let fs = fs.clone();
         std::thread::spawn(move || fs.sync())
     };
-    gate.wait_holding();
+    assert!(
+        gate.wait_holding(Duration::from_secs(10)),
+        "the commit never reached the gate"
+    );
 
     // The frontend, in the next delta, while the commit is held.
     let (tx, rx) = mpsc::channel();

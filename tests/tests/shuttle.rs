@@ -18,6 +18,13 @@
 //!   hole is punched into another, and a reader loads outside the lock. The flushed delta
 //!   holds the bytes of the close, the live file the new ones, no stale page stays cached.
 //!
+//! - **readers under the shared state lock**: the state behind a shuttle `RwLock` taken as
+//!   engine::fs takes it since reads became shared: two readers plan and complete under the
+//!   lock held shared (together), loading without it, while a writer rewrites a block under
+//!   it exclusive and a commit closes and finishes under it exclusive (its I/O without it).
+//!   No reader returns a mix or a version older than one it was ordered after, and no stale
+//!   page stays cached.
+//!
 //! The engine itself is not built with its `shuttle` feature here (Cargo would unify the
 //! feature into every test of the workspace, whose threads are not shuttle's); the cache is
 //! compiled against the seam instead, and the state-level checks interleave at the state
@@ -59,9 +66,9 @@ mod dev {
 mod cache;
 
 use cache::{Page, PageCache};
-use sync::Mutex;
 use sync::atomic::{AtomicU64, Ordering};
 use sync::thread;
+use sync::{Mutex, RwLock};
 
 const BS: usize = 4096;
 
@@ -258,34 +265,107 @@ fn recover(dev: Arc<MemDevice>, writable: bool) -> State {
     st
 }
 
-/// Reads block `fblock` as `Filesystem::read` does: plan under the lock, load without it,
-/// complete under it, again when the inode changed meanwhile.
-fn read_unlocked(st: &Mutex<State>, ino: u64, fblock: u64) -> Vec<u8> {
+/// Reads block `fblock` as `Filesystem::read` does: plan under the state lock (`lock`
+/// takes it: the mutex, or the reader-writer lock shared), load without it, complete under
+/// it, again when the inode changed meanwhile.
+fn read_at<G: std::ops::Deref<Target = State>>(
+    lock: impl Fn() -> G,
+    ino: u64,
+    fblock: u64,
+) -> Vec<u8> {
     use tuxfs_engine::data::{ReadMode, complete_read, load, plan_read};
     for _ in 0..16 {
         let plan = {
-            let mut g = st.lock().expect("state");
+            let g = lock();
             let off = fblock * BS as u64;
-            plan_read(
-                &mut g,
-                ino,
-                off,
-                BS as u32,
-                3 * BS as u64,
-                ReadMode::Unlocked,
-            )
-            .expect("plan")
+            plan_read(&g, ino, off, BS as u32, 3 * BS as u64, ReadMode::Unlocked).expect("plan")
         };
         if plan.is_complete() {
             return plan.into_bytes();
         }
         let loaded = load(&plan);
-        let mut g = st.lock().expect("state");
-        if let Some(out) = complete_read(&mut g, plan, loaded).expect("complete") {
+        let g = lock();
+        if let Some(out) = complete_read(&g, plan, loaded).expect("complete") {
             return out;
         }
     }
     panic!("a read lost the race 16 times in a row")
+}
+
+/// [`read_at`] under the state mutex.
+fn read_unlocked(st: &Mutex<State>, ino: u64, fblock: u64) -> Vec<u8> {
+    read_at(|| st.lock().expect("state"), ino, fblock)
+}
+
+/// [`read_at`] under the reader-writer state lock held shared, as engine::fs reads now.
+fn read_shared(st: &RwLock<State>, ino: u64, fblock: u64) -> Vec<u8> {
+    read_at(|| st.read().expect("state"), ino, fblock)
+}
+
+/// Two readers under the shared lock racing a writer and a commit (module documentation).
+fn shared_readers(fx: &Fixture) {
+    let dev = Arc::new(MemDevice::from_bytes(fx.image.clone()));
+    let st = Arc::new(RwLock::new(recover(dev, true)));
+    let ino = fx.ino;
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (st, written) = (st.clone(), written.clone());
+        thread::spawn(move || {
+            let mut g = st.write().expect("state");
+            tuxfs_engine::data::write(&mut g, ino, 0, &[0xB2; BS]).expect("rewrite");
+            written.store(1, Ordering::SeqCst);
+        })
+    };
+    let committer = {
+        let st = st.clone();
+        thread::spawn(move || {
+            let ((frozen, unify), io) = {
+                let mut g = st.write().expect("state");
+                // As Shared::commit_open: nothing to commit when the writer has not run.
+                if !g.has_changes() {
+                    return;
+                }
+                let closed = tuxfs_engine::commit::close(&mut g).expect("close");
+                (closed, g.io.clone())
+            };
+            tuxfs_engine::commit::complete(&io, frozen, unify, &mut |step| {
+                step(&mut st.write().expect("state"))
+            })
+            .expect("complete");
+        })
+    };
+    let reader = |first: u64| {
+        let (st, written) = (st.clone(), written.clone());
+        thread::spawn(move || {
+            for fblock in [first, 2, 0] {
+                let was_written = written.load(Ordering::SeqCst) == 1;
+                let b = read_shared(&st, ino, fblock);
+                let new = fblock == 0 && b.iter().all(|&x| x == 0xB2);
+                let old = b.iter().all(|&x| x == 0x0A);
+                assert!(
+                    new || (old && !(fblock == 0 && was_written)),
+                    "block {fblock} read as {:#x}..{:#x} (written before the read: {was_written})",
+                    b[0],
+                    b[BS - 1]
+                );
+            }
+        })
+    };
+    let readers = [reader(0), reader(1)];
+    for t in readers.into_iter().chain([writer, committer]) {
+        t.join().expect("thread");
+    }
+    let g = st.read().expect("state");
+    for fblock in 0..3u64 {
+        if let Some(p) = g.read.cache.get(ino, fblock) {
+            let want = if fblock == 0 { 0xB2 } else { 0x0A };
+            assert!(
+                p.iter().all(|&x| x == want),
+                "a stale block {fblock} is cached ({:#x})",
+                p[0]
+            );
+        }
+    }
 }
 
 /// Page forking and the read path, at the state lock (see the module documentation).
@@ -305,7 +385,7 @@ fn forking_and_reads(fx: &Fixture) {
         thread::spawn(move || {
             let ((frozen, unify), io) = {
                 let mut g = st.lock().expect("state");
-                let now = tuxfs_engine::data::read_block(&mut g, ino, 0).expect("block 0");
+                let now = tuxfs_engine::data::read_block(&g, ino, 0).expect("block 0");
                 *closed_with.lock().expect("closed") = now.to_vec();
                 let closed = tuxfs_engine::commit::close(&mut g).expect("close");
                 (closed, g.io.clone())
@@ -355,9 +435,9 @@ fn forking_and_reads(fx: &Fixture) {
     for t in [committer, writer, puncher] {
         t.join().expect("thread");
     }
-    let mut g = st.lock().expect("state");
+    let g = st.lock().expect("state");
     // The live file: the last write, the hole; no stale copy in the clean cache.
-    let live = tuxfs_engine::data::read_block(&mut g, ino, 0).expect("block 0");
+    let live = tuxfs_engine::data::read_block(&g, ino, 0).expect("block 0");
     assert!(
         live.iter().all(|&x| x == 0xB2),
         "the live file lost the rewrite"
@@ -378,8 +458,8 @@ fn forking_and_reads(fx: &Fixture) {
     // The delta on the device: exactly the bytes block 0 had when it closed (a crash now
     // recovers them), whether the rewrite forked the page or came first.
     let want = closed_with.lock().expect("closed").clone();
-    let mut durable = recover(Arc::new(MemDevice::from_bytes(dev.snapshot())), false);
-    let got = tuxfs_engine::data::read_block(&mut durable, ino, 0).expect("durable block 0");
+    let durable = recover(Arc::new(MemDevice::from_bytes(dev.snapshot())), false);
+    let got = tuxfs_engine::data::read_block(&durable, ino, 0).expect("durable block 0");
     assert!(
         got[..] == want[..],
         "the flushed delta holds block 0 as {:#x}, it was {:#x} when the delta closed",
@@ -410,6 +490,13 @@ fn main() {
         seed,
         (n / 5).max(20),
         move || forking_and_reads(&fx),
+    );
+    let fx2 = Arc::new(fixture());
+    check(
+        "readers under the shared lock beside a writer and a commit",
+        seed,
+        (n / 5).max(20),
+        move || shared_readers(&fx2),
     );
     let forked = FORKED.load(std::sync::atomic::Ordering::Relaxed);
     println!("shuttle: {forked} schedules forked a page of the delta in flight");

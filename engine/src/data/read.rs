@@ -1,13 +1,21 @@
-//! The read path: plan under the state lock, load from the device without it, complete
-//! under the lock again.
+//! The read path: plan under the state lock held shared, load from the device without it,
+//! complete under the lock held shared again.
 //!
-//! 1. [`plan_read`] (locked) fills the reply from dirty pages, in-flight pages, the clean
+//! Plan and completion take `&State`: readers run them in parallel with each other and
+//! never beside a change (which holds the lock exclusive, engine::fs). What they record
+//! lives behind locks of its own in [`ReadState`]: the read streams and the pending
+//! read-ahead table behind one small mutex (`ReadTables`, lock rank `ReadTables`, taken
+//! only for a few map operations and never while loading), the counters as atomics, the
+//! clean cache behind its sharded locks (inserts by [`PageCache::insert_if_epoch`], which
+//! compares the epoch under the shard lock).
+//!
+//! 1. [`plan_read`] (locked shared) fills the reply from dirty pages, in-flight pages, the clean
 //!    cache and holes, and lists the blocks to load: those of the request that nothing
 //!    holds, plus read-ahead when the inode is being read sequentially. It notes the inode's
 //!    cache epoch.
 //! 2. [`load`] (no lock) reads them, one request per run of contiguous blocks (at most
 //!    [`MAX_REQUEST_BYTES`]), all in one batch, and verifies each block's CRC once.
-//! 3. [`complete_read`] (locked) checks the epoch: if a write, truncate, punch, unlink or
+//! 3. [`complete_read`] (locked shared) checks the epoch: if a write, truncate, punch, unlink or
 //!    commit touched the inode meanwhile, the loaded pages may be stale (or their blocks
 //!    freed and reused), so nothing is kept and the caller plans again. Otherwise it caches
 //!    the verified pages and copies the requested bytes; a requested block whose CRC did
@@ -15,7 +23,8 @@
 //!
 //! The reply is the file as of step 1 (the read is ordered at its plan).
 
-use crate::sync::{Arc, Condvar, Mutex};
+use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::collections::HashMap;
 
 use super::{Span, span_at};
@@ -24,6 +33,7 @@ use crate::dev::{AlignedBuf, ReadRequest};
 use crate::format::data_crc;
 use crate::format::extent::ExtentFlags;
 use crate::io::BlockIo;
+use crate::lockorder::{Rank, Ranked};
 use crate::state::State;
 use crate::{Error, Result};
 
@@ -85,17 +95,40 @@ impl Done {
     }
 }
 
-/// What the read path keeps in `State`.
+/// What readers record while planning, behind [`ReadState::tables`].
+#[derive(Debug, Default)]
+pub struct ReadTables {
+    pub streams: HashMap<u64, ReadStream>,
+    /// Read-aheads handed to the thread and not finished, per inode.
+    pub pending: HashMap<u64, Vec<Pending>>,
+}
+
+/// What the read path keeps in `State`. Readers change it through `&State` (the state lock
+/// held shared): the tables behind their own mutex, the counters atomic.
 #[derive(Debug)]
 pub struct ReadState {
     pub cache: Arc<PageCache>,
-    pub streams: HashMap<u64, ReadStream>,
     /// True when a read-ahead thread runs: unlocked reads hand their read-ahead to it.
+    /// Set at mount under the exclusive lock.
     pub async_readahead: bool,
-    /// Read-aheads handed to the thread and not finished, per inode.
-    pub pending: HashMap<u64, Vec<Pending>>,
+    /// Read streams and pending read-aheads ([`ReadState::tables`]).
+    tables: Mutex<ReadTables>,
     /// Blocks planned for read-ahead (counted in `FsStats`).
-    pub readahead_blocks: u64,
+    pub readahead_blocks: AtomicU64,
+    /// Data blocks whose CRC did not match when read (counted in `FsStats`).
+    pub checksum_errors: AtomicU64,
+}
+
+impl ReadState {
+    /// The read streams and pending read-aheads. Rank `ReadTables` (above the state lock):
+    /// held for a few map operations only, never while loading or taking another lock.
+    pub fn tables(&self) -> Ranked<MutexGuard<'_, ReadTables>> {
+        Ranked::take(Rank::ReadTables, || {
+            self.tables
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        })
+    }
 }
 
 impl Default for ReadState {
@@ -104,10 +137,10 @@ impl Default for ReadState {
             cache: Arc::new(PageCache::new(
                 crate::fs::MountOptions::default().data_cache_bytes,
             )),
-            streams: HashMap::new(),
             async_readahead: false,
-            pending: HashMap::new(),
-            readahead_blocks: 0,
+            tables: Mutex::new(ReadTables::default()),
+            readahead_blocks: AtomicU64::new(0),
+            checksum_errors: AtomicU64::new(0),
         }
     }
 }
@@ -193,7 +226,7 @@ pub struct Loaded {
 
 /// Where the committed bytes of `fblock` are: Some((block, crc)), or None for zeros.
 fn locate(
-    st: &mut State,
+    st: &State,
     inum: u64,
     fblock: u64,
     span: &mut Option<Span>,
@@ -223,7 +256,7 @@ fn locate(
 
 /// Step 1: plans a read of `size` bytes at `offset` of `inum`, stopping at `file_size`.
 pub fn plan_read(
-    st: &mut State,
+    st: &State,
     inum: u64,
     offset: u64,
     size: u32,
@@ -249,6 +282,18 @@ pub fn plan_read(
     plan.out = vec![0u8; (end - offset) as usize];
     let (first, last) = (offset / bs, (end - 1) / bs);
     let mut span = None;
+    // The read-aheads under way for this inode, as of now (one that starts later loads
+    // what this read loads too; both cache the same verified bytes).
+    let pending = if mode == ReadMode::Unlocked {
+        st.read
+            .tables()
+            .pending
+            .get(&inum)
+            .cloned()
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     for fblock in first..=last {
         let from = (fblock * bs).max(offset);
         let to = ((fblock + 1) * bs).min(end);
@@ -265,7 +310,7 @@ pub fn plan_read(
         } else if let Some((phys, crc)) = locate(st, inum, fblock, &mut span)? {
             if mode == ReadMode::Unlocked
                 && plan.wait.is_none()
-                && let Some(p) = pending_at(st, inum, fblock)
+                && let Some(p) = pending_at(&pending, fblock)
             {
                 plan.wait = Some(p.done.clone());
             }
@@ -306,11 +351,16 @@ pub fn plan_read(
         )?;
         if let (Some(a), Some(b)) = (ahead.loads.first(), ahead.loads.last()) {
             let done = Arc::new(Done::default());
-            st.read.pending.entry(inum).or_default().push(Pending {
-                from: a.fblock,
-                to: b.fblock + 1,
-                done: done.clone(),
-            });
+            st.read
+                .tables()
+                .pending
+                .entry(inum)
+                .or_default()
+                .push(Pending {
+                    from: a.fblock,
+                    to: b.fblock + 1,
+                    done: done.clone(),
+                });
             ahead.wait = Some(done);
             plan.ahead = Some(Box::new(ahead));
         }
@@ -320,22 +370,21 @@ pub fn plan_read(
     Ok(plan)
 }
 
-/// The read-ahead under way that covers `fblock` of `inum`.
-fn pending_at(st: &State, inum: u64, fblock: u64) -> Option<&Pending> {
-    st.read
-        .pending
-        .get(&inum)?
-        .iter()
-        .find(|p| p.from <= fblock && fblock < p.to)
+/// The read-ahead among `pending` (one inode's) that covers `fblock`.
+fn pending_at(pending: &[Pending], fblock: u64) -> Option<&Pending> {
+    pending.iter().find(|p| p.from <= fblock && fblock < p.to)
 }
 
 /// Forgets a read-ahead handed to the thread (it finished, or could not be handed over)
 /// and wakes its waiters.
-pub fn end_readahead(st: &mut State, inum: u64, done: &Arc<Done>) {
-    if let Some(list) = st.read.pending.get_mut(&inum) {
-        list.retain(|p| !Arc::ptr_eq(&p.done, done));
-        if list.is_empty() {
-            st.read.pending.remove(&inum);
+pub fn end_readahead(st: &State, inum: u64, done: &Arc<Done>) {
+    {
+        let mut tables = st.read.tables();
+        if let Some(list) = tables.pending.get_mut(&inum) {
+            list.retain(|p| !Arc::ptr_eq(&p.done, done));
+            if list.is_empty() {
+                tables.pending.remove(&inum);
+            }
         }
     }
     done.finish();
@@ -346,7 +395,7 @@ pub fn end_readahead(st: &mut State, inum: u64, done: &Arc<Done>) {
 /// blocks of the window after the request that nothing holds are loaded with it, once at
 /// least half the window is missing (so loads come in large batches).
 fn plan_readahead(
-    st: &mut State,
+    st: &State,
     plan: &mut ReadPlan,
     first: u64,
     end: u64,
@@ -355,19 +404,24 @@ fn plan_readahead(
 ) -> Result<()> {
     let inum = plan.inum;
     let max = (MAX_READAHEAD_BYTES / u64::from(st.bs())).max(1);
-    if st.read.streams.len() >= MAX_STREAMS && !st.read.streams.contains_key(&inum) {
-        st.read.streams.clear();
-    }
-    let s = st.read.streams.entry(inum).or_default();
-    // A read from the start of a file is the usual start of a stream.
-    let sequential = first == s.next || first == 0;
-    s.window = if sequential {
-        (s.window * 2).max(end - first).min(max)
-    } else {
-        0
+    let (window, pending) = {
+        let mut tables = st.read.tables();
+        if tables.streams.len() >= MAX_STREAMS && !tables.streams.contains_key(&inum) {
+            tables.streams.clear();
+        }
+        let s = tables.streams.entry(inum).or_default();
+        // A read from the start of a file is the usual start of a stream.
+        let sequential = first == s.next || first == 0;
+        s.window = if sequential {
+            (s.window * 2).max(end - first).min(max)
+        } else {
+            0
+        };
+        s.next = end;
+        let window = s.window;
+        let pending = tables.pending.get(&inum).cloned().unwrap_or_default();
+        (window, pending)
     };
-    s.next = end;
-    let window = s.window;
     let ra_end = end.saturating_add(window).min(file_blocks);
     if ra_end <= end {
         return Ok(());
@@ -376,7 +430,7 @@ fn plan_readahead(
         st.pages.contains_key(&(inum, b))
             || st.inflight.contains_key(&(inum, b))
             || st.read.cache.contains(inum, b)
-            || pending_at(st, inum, b).is_some()
+            || pending_at(&pending, b).is_some()
     };
     // Wait until a whole request's worth (or half the window, if smaller) is missing at the
     // end of the window, or the window reaches the end of the file: loads come in large
@@ -402,7 +456,7 @@ fn plan_readahead(
                 crc,
                 dest: None,
             });
-            st.read.readahead_blocks += 1;
+            st.read.readahead_blocks.fetch_add(1, Ordering::Relaxed);
         }
     }
     Ok(())
@@ -487,10 +541,11 @@ fn bounce_buffer(len: usize) -> AlignedBuf {
     AlignedBuf::zeroed(len)
 }
 
-/// Step 3: finishes a read under the lock. `None` when the inode changed since the plan
-/// (plan again); otherwise the reply, or EIO when a requested block failed its CRC.
+/// Step 3: finishes a read under the lock (held shared). `None` when the inode changed
+/// since the plan (plan again); otherwise the reply, or EIO when a requested block failed
+/// its CRC.
 pub fn complete_read(
-    st: &mut State,
+    st: &State,
     mut plan: ReadPlan,
     loaded: Result<Loaded>,
 ) -> Result<Option<Vec<u8>>> {
@@ -506,8 +561,9 @@ pub fn complete_read(
                 if let Some((at, within, n)) = l.dest {
                     plan.out[at..at + n].copy_from_slice(&page[within..within + n]);
                 }
-                // The epoch was checked above under the state lock; checking it again under
-                // the shard's lock keeps this right once loads complete without that lock.
+                // The epoch was checked above under the state lock, which every invalidation
+                // holds exclusive; checking it again under the shard's lock keeps this
+                // right for inserts that no lock orders with it (the read-ahead thread).
                 st.read
                     .cache
                     .insert_if_epoch(inum, l.fblock, page, l.dest.is_some(), plan.epoch);
@@ -526,7 +582,7 @@ pub fn complete_read(
 }
 
 /// A whole read under the lock (symlinks, and readers that lost the race too often).
-pub fn read(st: &mut State, inum: u64, offset: u64, size: u32, file_size: u64) -> Result<Vec<u8>> {
+pub fn read(st: &State, inum: u64, offset: u64, size: u32, file_size: u64) -> Result<Vec<u8>> {
     let plan = plan_read(st, inum, offset, size, file_size, ReadMode::Locked)?;
     if plan.is_complete() {
         return Ok(plan.into_bytes());

@@ -89,7 +89,7 @@ impl AtimePolicy {
 
 /// Whether an access to `ino` now would change its atime (so the caller can skip taking
 /// a delta for nothing).
-pub(super) fn wants_update(st: &mut State, ino: u64, policy: AtimePolicy) -> Result<bool> {
+pub(super) fn wants_update(st: &State, ino: u64, policy: AtimePolicy) -> Result<bool> {
     if policy.mode == AtimeMode::NoAtime || st.read_only || st.failed.is_some() {
         return Ok(false);
     }

@@ -49,7 +49,7 @@ pub(super) fn next_generation(st: &mut State) -> u32 {
 }
 
 /// The inode `ino` when a handle may reach it: it exists and has a name.
-fn reachable(st: &mut State, ino: u64) -> Result<Inode> {
+fn reachable(st: &State, ino: u64) -> Result<Inode> {
     let i = inode::get(st, ino)?;
     if i.nlink == 0 {
         return Err(Errno::NoEntry.into());
@@ -58,13 +58,13 @@ fn reachable(st: &mut State, ino: u64) -> Result<Inode> {
 }
 
 /// LOOKUP of "." on `ino`, which may be any kind of file.
-fn lookup_self(st: &mut State, ino: u64) -> Result<Attr> {
+fn lookup_self(st: &State, ino: u64) -> Result<Attr> {
     reachable(st, ino)?;
     posix::getattr(st, ino)
 }
 
 /// LOOKUP of ".." on directory `ino`.
-fn lookup_parent(st: &mut State, ino: u64) -> Result<Attr> {
+fn lookup_parent(st: &State, ino: u64) -> Result<Attr> {
     let i = reachable(st, ino)?;
     if !i.is_dir() {
         return Err(Errno::NotDir.into());
@@ -76,14 +76,14 @@ impl Filesystem {
     /// The inode `ino` itself, found by number alone (FUSE's LOOKUP of "." when the kernel
     /// decodes a file handle). ENOENT when it was freed or has no name left.
     pub fn lookup_self(&self, ino: u64) -> Result<Attr> {
-        self.with(|st| lookup_self(st, ino))
+        self.view(|st| lookup_self(st, ino))
     }
 
     /// The parent of directory `ino` (FUSE's LOOKUP of ".." when the kernel connects a
     /// decoded directory handle to the tree); the root is its own parent. ENOTDIR for
     /// anything but a directory, ENOENT when `ino` is gone.
     pub fn lookup_parent(&self, ino: u64) -> Result<Attr> {
-        self.with(|st| lookup_parent(st, ino))
+        self.view(|st| lookup_parent(st, ino))
     }
 
     /// Decodes a file handle (`ino`, `generation`): the inode's attributes, or

@@ -310,7 +310,7 @@ fn apply(i: &mut Inode, change: &FlagsChange, who: FlagsCaller) -> Result<()> {
 impl Filesystem {
     /// The flags (FS_*_FL) and project id of `ino` (FS_IOC_GETFLAGS, FS_IOC_FSGETXATTR).
     pub fn file_flags(&self, ino: u64) -> Result<FileFlags> {
-        self.with(|st| {
+        self.view(|st| {
             let i = inode::get(st, ino)?;
             Ok(FileFlags {
                 flags: to_fs_flags(i.flags),
@@ -334,7 +334,7 @@ impl Filesystem {
     /// Whether `ino` may be opened as `how` says: EPERM for writing to an immutable file,
     /// and for writing without O_APPEND or truncating an append-only one.
     pub fn check_open(&self, ino: u64, how: OpenIntent) -> Result<()> {
-        self.with(|st| {
+        self.view(|st| {
             let f = inode::get(st, ino)?.flags;
             let writes = how.write || how.truncate;
             refuse_if(f.contains(InodeFlags::IMMUTABLE) && writes)?;
@@ -353,7 +353,7 @@ impl Filesystem {
     ) -> Result<T> {
         let out = self.change(f)?;
         let dirsync = InodeFlags::DIRSYNC | InodeFlags::SYNC;
-        let sync = self.with(|st| {
+        let sync = self.view(|st| {
             for &d in dirs {
                 // A directory removed meanwhile has nothing left to make durable.
                 if inode::get(st, d).is_ok_and(|i| i.flags.intersects(dirsync)) {
@@ -373,7 +373,7 @@ impl Filesystem {
     pub(super) fn sync_if_flagged(&self, ino: u64) -> Result<()> {
         // The change succeeded: an inode gone meanwhile (an orphan freed) has nothing to sync.
         let sync = self
-            .with(|st| Ok(inode::get(st, ino).is_ok_and(|i| i.flags.contains(InodeFlags::SYNC))))?;
+            .view(|st| Ok(inode::get(st, ino).is_ok_and(|i| i.flags.contains(InodeFlags::SYNC))))?;
         if sync { self.sync_open_delta() } else { Ok(()) }
     }
 }

@@ -2,8 +2,10 @@
 //! use. POSIX semantics live here (link counts, timestamps, rename rules, sparse files,
 //! truncate, orphans), not in the FUSE adapter.
 //!
-//! **Concurrency (this version).** One lock guards the in-memory state; a commit holds it
-//! only to close a delta (a freeze: engine::commit::close) and to finish it, so the
+//! **Concurrency (this version).** One reader-writer lock guards the in-memory state:
+//! operations that change nothing (lookup, getattr, readdir, readlink, getxattr, statfs,
+//! seek, a read's plan and completion) take it shared and run in parallel; every change
+//! takes it exclusive. A commit holds it exclusive only to close a delta (a freeze: engine::commit::close) and to finish it, so the
 //! frontend goes on in the next delta while a delta is encoded, written, flushed and
 //! unified. The writeback scheduler thread commits on age; writers commit when dirty data
 //! passes the limit; fsync and sync callers that arrive while a commit runs share it (group
@@ -41,7 +43,7 @@ mod writeback;
 mod xattr;
 
 use crate::sync::atomic::{AtomicU64, Ordering};
-use crate::sync::{Arc, Mutex, MutexGuard};
+use crate::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 pub use runtime::{Reconfigure, check_label};
 pub use types::*;
@@ -76,7 +78,9 @@ pub struct XattrFlags {
 /// What the writeback thread and the frontend share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub state: Mutex<State>,
+    /// The in-memory state: shared by operations that change nothing ([`Shared::read`]),
+    /// exclusive for every change ([`Shared::lock`]).
+    pub state: RwLock<State>,
     /// The backend: one commit at a time, so delta D+1 is written only after D's flush
     /// returned (the recovery argument depends on it). Taken before `state`, never after.
     pub backend: Mutex<()>,
@@ -135,12 +139,12 @@ impl Shared {
         })
     }
 
-    /// Takes the state lock (after `backend` when both are held; checked in debug builds,
-    /// engine::lockorder).
-    pub(crate) fn lock(&self) -> Ranked<MutexGuard<'_, State>> {
+    /// Takes the state lock exclusive (after `backend` when both are held; checked in debug
+    /// builds, engine::lockorder).
+    pub(crate) fn lock(&self) -> Ranked<RwLockWriteGuard<'_, State>> {
         // A panic while holding the lock leaves the state as it was at the panic; the
         // filesystem then refuses writes (failed) rather than propagating the poison.
-        Ranked::take(Rank::State, || match self.state.lock() {
+        Ranked::take(Rank::State, || match self.state.write() {
             Ok(g) => g,
             Err(poisoned) => {
                 let mut g = poisoned.into_inner();
@@ -149,6 +153,32 @@ impl Shared {
                         Some("an operation panicked while holding the filesystem lock".into());
                 }
                 g
+            }
+        })
+    }
+
+    /// Takes the state lock shared, for operations that change nothing: any number of
+    /// them run together, never beside a change. Same rank as [`Shared::lock`] (a thread
+    /// never holds both, nor takes it shared twice). After a panic under the exclusive
+    /// lock, the first reader marks the filesystem failed as [`Shared::lock`] would.
+    pub(crate) fn read(&self) -> Ranked<RwLockReadGuard<'_, State>> {
+        Ranked::take(Rank::State, || match self.state.read() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                let failed = poisoned.into_inner().failed.is_some();
+                if !failed {
+                    let mut g = self
+                        .state
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if g.failed.is_none() {
+                        g.failed =
+                            Some("an operation panicked while holding the filesystem lock".into());
+                    }
+                }
+                self.state
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
             }
         })
     }
@@ -220,7 +250,7 @@ impl Filesystem {
         }
         let shared = Arc::new(Shared {
             open_delta: AtomicU64::new(st.delta),
-            state: Mutex::new(st),
+            state: RwLock::new(st),
             backend: Mutex::new(()),
             commit_interval_ms: AtomicU64::new(
                 u64::try_from(opts.commit_interval.as_millis()).unwrap_or(u64::MAX),
@@ -275,23 +305,24 @@ impl Filesystem {
     /// Why the filesystem went read-only after a write failure, if it did (then nothing more
     /// is written, and `unmount` commits nothing).
     pub fn failure(&self) -> Option<String> {
-        self.shared.lock().failed.clone()
+        self.shared.read().failed.clone()
     }
 
     /// Filesystem block size in bytes.
     pub fn block_size(&self) -> u32 {
-        self.shared.lock().bs()
+        self.shared.read().bs()
     }
 
     /// Counters: deltas, bytes written, unifies, commit latency.
     pub fn stats(&self) -> FsStats {
-        let st = self.shared.lock();
+        let st = self.shared.read();
         let cache = st.read.cache.stats();
         FsStats {
             data_cache_hits: cache.hits,
             data_cache_misses: cache.misses,
             data_cache_bytes: cache.bytes,
-            data_readahead_blocks: st.read.readahead_blocks,
+            data_readahead_blocks: st.read.readahead_blocks.load(Ordering::Relaxed),
+            data_checksum_errors: st.read.checksum_errors.load(Ordering::Relaxed),
             ..st.stats.clone()
         }
     }
@@ -305,7 +336,17 @@ impl Filesystem {
         }
     }
 
-    /// Runs `f` on the state, refusing after unmount.
+    /// Runs `f`, which changes nothing, on the state held shared (in parallel with other
+    /// such operations), refusing after unmount.
+    fn view<T>(&self, f: impl FnOnce(&State) -> Result<T>) -> Result<T> {
+        let st = self.shared.read();
+        if st.unmounted {
+            return Err(Errno::Io.into());
+        }
+        f(&st)
+    }
+
+    /// Runs `f` on the state held exclusive, refusing after unmount.
     fn with<T>(&self, f: impl FnOnce(&mut State) -> Result<T>) -> Result<T> {
         let mut st = self.shared.lock();
         if st.unmounted {
@@ -334,7 +375,7 @@ impl Filesystem {
             })
         };
         let (out, over) = match attempt() {
-            Err(e) if e.errno() == Errno::NoSpace && self.with(|st| Ok(st.has_changes()))? => {
+            Err(e) if e.errno() == Errno::NoSpace && self.view(|st| Ok(st.has_changes()))? => {
                 self.commit()?;
                 self.shared.lock().stats.space_pressure_commits += 1;
                 attempt()?
@@ -355,7 +396,7 @@ impl Filesystem {
         let target = self.shared.open_delta.load(Ordering::Acquire);
         let _backend = self.shared.lock_backend();
         {
-            let st = self.shared.lock();
+            let st = self.shared.read();
             if st.unmounted {
                 return Err(Errno::Io.into());
             }
@@ -372,13 +413,13 @@ impl Filesystem {
     }
 
     pub fn statfs(&self) -> Result<StatFs> {
-        self.with(|st| Ok(posix::statfs(st)))
+        self.view(|st| Ok(posix::statfs(st)))
     }
     pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr> {
-        self.with(|st| posix::lookup(st, parent, name))
+        self.view(|st| posix::lookup(st, parent, name))
     }
     pub fn getattr(&self, ino: u64) -> Result<Attr> {
-        self.with(|st| posix::getattr(st, ino))
+        self.view(|st| posix::getattr(st, ino))
     }
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> Result<Attr> {
         let attr = self.change(|st| posix::setattr(st, ino, set))?;
@@ -518,7 +559,7 @@ impl Filesystem {
         })
     }
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
-        self.with(|st| posix::readlink(st, ino))
+        self.view(|st| posix::readlink(st, ino))
     }
     /// Opens an inode (counts opens so that unlinked open files live until released).
     pub fn open(&self, ino: u64) -> Result<()> {
@@ -560,7 +601,7 @@ impl Filesystem {
     fn accessed(&self, ino: u64) {
         let policy = self.atime_policy();
         if matches!(
-            self.with(|st| atime::wants_update(st, ino, policy)),
+            self.view(|st| atime::wants_update(st, ino, policy)),
             Ok(true)
         ) {
             let _ = self.change(|st| atime::touch(st, ino, policy));
@@ -570,7 +611,7 @@ impl Filesystem {
     fn read_data(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
         let (mut attempts, mut waits) = (0, 0);
         while attempts < READ_ATTEMPTS && waits < READ_WAITS {
-            let mut plan = self.with(|st| posix::read_plan(st, ino, offset, size))?;
+            let mut plan = self.view(|st| posix::read_plan(st, ino, offset, size))?;
             self.hand_readahead(&mut plan);
             if let Some(done) = plan.take_wait() {
                 // A read-ahead is loading a block this read needs: wait for it, not load twice.
@@ -583,11 +624,11 @@ impl Filesystem {
                 return Ok(plan.into_bytes());
             }
             let loaded = crate::data::load(&plan);
-            if let Some(out) = self.with(|st| crate::data::complete_read(st, plan, loaded))? {
+            if let Some(out) = self.view(|st| crate::data::complete_read(st, plan, loaded))? {
                 return Ok(out);
             }
         }
-        self.with(|st| posix::read(st, ino, offset, size))
+        self.view(|st| posix::read(st, ino, offset, size))
     }
 
     /// Gives a plan's read-ahead to the read-ahead threads (or forgets it when they have
@@ -604,7 +645,7 @@ impl Filesystem {
             Err(_) => false,
         };
         if !sent {
-            crate::data::end_readahead(&mut self.shared.lock(), inum, &done);
+            crate::data::end_readahead(&self.shared.read(), inum, &done);
         }
     }
     /// Writes `data` at `offset` (at the end of the file when `append`); returns bytes written.
@@ -625,7 +666,7 @@ impl Filesystem {
     }
     /// lseek(2) SEEK_DATA / SEEK_HOLE on `ino` from `offset`.
     pub fn seek(&self, ino: u64, offset: i64, whence: SeekWhence) -> Result<u64> {
-        self.with(|st| space::seek(st, ino, offset, whence))
+        self.view(|st| space::seek(st, ino, offset, whence))
     }
     /// copy_file_range(2): copies up to `len` bytes (at most [`COPY_MAX_BYTES`] per call)
     /// in the engine; returns the bytes copied.
@@ -642,7 +683,7 @@ impl Filesystem {
     }
     /// Returns when every change made before the call is durable.
     pub fn fsync(&self, ino: u64, _datasync: bool) -> Result<()> {
-        self.with(|st| crate::inode::get(st, ino).map(|_| ()))?;
+        self.view(|st| crate::inode::get(st, ino).map(|_| ()))?;
         self.sync_open_delta()
     }
     /// fsync that does not wait: returns at once and calls `done` with what [`fsync`]
@@ -658,12 +699,12 @@ impl Filesystem {
         _datasync: bool,
         done: impl FnOnce(Result<()>) + Send + 'static,
     ) {
-        if let Err(e) = self.with(|st| crate::inode::get(st, ino).map(|_| ())) {
+        if let Err(e) = self.view(|st| crate::inode::get(st, ino).map(|_| ())) {
             return done(Err(e));
         }
         let target = self.shared.open_delta.load(Ordering::Acquire);
         {
-            let st = self.shared.lock();
+            let st = self.shared.read();
             // As sync_open_delta: after unmount or a failed write, EIO.
             if st.unmounted || st.failed.is_some() {
                 return done(Err(Errno::Io.into()));
@@ -690,13 +731,13 @@ impl Filesystem {
     }
     /// Entries after cookie `offset` (0 = from the start; "." is cookie 1 and ".." 2).
     pub fn readdir(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
-        let out = self.with(|st| posix::readdir(st, ino, offset, max))?;
+        let out = self.view(|st| posix::readdir(st, ino, offset, max))?;
         self.accessed(ino);
         Ok(out)
     }
     /// readdir with each entry's attributes.
     pub fn readdir_plus(&self, ino: u64, offset: u64, max: usize) -> Result<Vec<(DirEntry, Attr)>> {
-        let out = self.with(|st| {
+        let out = self.view(|st| {
             let entries = posix::readdir(st, ino, offset, max)?;
             entries
                 .into_iter()
@@ -724,7 +765,7 @@ impl Filesystem {
     }
     /// The value of xattr `name`, read by `caller` (namespace rules: engine::fs::xattr).
     pub fn getxattr_as(&self, ino: u64, name: &[u8], caller: Caller) -> Result<Vec<u8>> {
-        self.with(|st| xattr::getxattr(st, ino, name, caller))
+        self.view(|st| xattr::getxattr(st, ino, name, caller))
     }
     /// Sets xattr `name` for `caller`; values up to 64 KiB, spilling out of the inode
     /// record into spill blocks when needed.
@@ -740,7 +781,7 @@ impl Filesystem {
     }
     /// The xattr names `caller` may see (`trusted.*` only for the superuser).
     pub fn listxattr_as(&self, ino: u64, caller: Caller) -> Result<Vec<Vec<u8>>> {
-        self.with(|st| xattr::listxattr(st, ino, caller))
+        self.view(|st| xattr::listxattr(st, ino, caller))
     }
     /// Removes xattr `name` for `caller`.
     pub fn removexattr_as(&self, ino: u64, name: &[u8], caller: Caller) -> Result<()> {

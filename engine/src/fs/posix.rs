@@ -66,12 +66,12 @@ pub(super) fn attr_of(st: &State, ino: u64, i: &Inode) -> Attr {
     }
 }
 
-pub(super) fn getattr(st: &mut State, ino: u64) -> Result<Attr> {
+pub(super) fn getattr(st: &State, ino: u64) -> Result<Attr> {
     let i = inode::get(st, ino)?;
     Ok(attr_of(st, ino, &i))
 }
 
-pub(super) fn dir_inode(st: &mut State, ino: u64) -> Result<Inode> {
+pub(super) fn dir_inode(st: &State, ino: u64) -> Result<Inode> {
     let i = inode::get(st, ino)?;
     if !i.is_dir() {
         return Err(Errno::NotDir.into());
@@ -94,7 +94,7 @@ pub(super) fn statfs(st: &State) -> StatFs {
     }
 }
 
-pub(super) fn lookup(st: &mut State, parent: u64, name: &[u8]) -> Result<Attr> {
+pub(super) fn lookup(st: &State, parent: u64, name: &[u8]) -> Result<Attr> {
     if name.len() > NAME_MAX {
         return Err(Errno::NameTooLong.into());
     }
@@ -254,7 +254,7 @@ fn inline_data_max(st: &State) -> usize {
         .min(512)
 }
 
-pub(super) fn readlink(st: &mut State, ino: u64) -> Result<Vec<u8>> {
+pub(super) fn readlink(st: &State, ino: u64) -> Result<Vec<u8>> {
     let i = inode::get(st, ino)?;
     if i.file_type() != S_IFLNK {
         return Err(Errno::Invalid.into());
@@ -403,7 +403,7 @@ pub(super) fn link(st: &mut State, ino: u64, new_parent: u64, new_name: &[u8]) -
 }
 
 /// True when `ancestor` is `dir` or one of its ancestors.
-fn is_ancestor(st: &mut State, ancestor: u64, mut dir: u64) -> Result<bool> {
+fn is_ancestor(st: &State, ancestor: u64, mut dir: u64) -> Result<bool> {
     for _ in 0..=st.inode_count + 1 {
         if dir == ancestor {
             return Ok(true);
@@ -633,14 +633,14 @@ fn truncate(st: &mut State, ino: u64, i: &mut Inode, size: u64) -> Result<()> {
 
 /// Whether file block `fblock` of `ino` is a hole: no dirty or in-flight page and no
 /// extent (an unwritten extent counts as allocated).
-fn is_hole(st: &mut State, ino: u64, fblock: u64) -> Result<bool> {
+fn is_hole(st: &State, ino: u64, fblock: u64) -> Result<bool> {
     if st.pages.contains_key(&(ino, fblock)) || st.inflight.contains_key(&(ino, fblock)) {
         return Ok(false);
     }
     Ok(data::find_extent(st, ino, fblock)?.is_none())
 }
 
-pub(super) fn read(st: &mut State, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+pub(super) fn read(st: &State, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
     let i = inode::get(st, ino)?;
     if i.is_dir() {
         return Err(Errno::IsDir.into());
@@ -649,12 +649,7 @@ pub(super) fn read(st: &mut State, ino: u64, offset: u64, size: u32) -> Result<V
 }
 
 /// Plans a read (see engine::data::read): the reply, or the blocks still to load.
-pub(super) fn read_plan(
-    st: &mut State,
-    ino: u64,
-    offset: u64,
-    size: u32,
-) -> Result<data::ReadPlan> {
+pub(super) fn read_plan(st: &State, ino: u64, offset: u64, size: u32) -> Result<data::ReadPlan> {
     let i = inode::get(st, ino)?;
     if i.is_dir() {
         return Err(Errno::IsDir.into());
@@ -719,7 +714,7 @@ pub(super) fn write_prepared(
 /// Readdir cookies: "." is 1, ".." is 2, an entry at position p is p + 3.
 const COOKIE_BASE: u64 = 3;
 
-pub(super) fn readdir(st: &mut State, ino: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
+pub(super) fn readdir(st: &State, ino: u64, offset: u64, max: usize) -> Result<Vec<DirEntry>> {
     let d = dir_inode(st, ino)?;
     let mut out = Vec::new();
     if offset < 1 && out.len() < max {

@@ -41,11 +41,11 @@ fn run(shared: &Shared, rx: &Receiver<Job>) {
     while let Ok((plan, done)) = rx.recv() {
         let inum = plan.inum();
         let loaded = crate::data::load(&plan);
-        let mut st = shared.lock();
+        let st = shared.read();
         if !st.unmounted {
             // A failed read-ahead is dropped: the read of those blocks reports the error.
-            let _ = crate::data::complete_read(&mut st, plan, loaded);
+            let _ = crate::data::complete_read(&st, plan, loaded);
         }
-        crate::data::end_readahead(&mut st, inum, &done);
+        crate::data::end_readahead(&st, inum, &done);
     }
 }

@@ -43,7 +43,7 @@ impl Filesystem {
     /// Whether changes are refused because the filesystem is read-only (mounted so, or
     /// switched by [`Filesystem::set_read_only`]).
     pub fn is_read_only(&self) -> bool {
-        self.shared.lock().read_only
+        self.shared.read().read_only
     }
 
     /// Switches to read-only (commits everything, unifies and marks the image clean, then
@@ -118,12 +118,12 @@ impl Filesystem {
 
     /// The filesystem's UUID.
     pub fn uuid(&self) -> [u8; 16] {
-        self.shared.lock().sb.uuid
+        self.shared.read().sb.uuid
     }
 
     /// The filesystem's label (the superblock's).
     pub fn label(&self) -> String {
-        self.shared.lock().sb.label.clone()
+        self.shared.read().sb.label.clone()
     }
 
     /// Sets the label and makes it durable at once (a commit and a unify write the

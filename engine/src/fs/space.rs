@@ -165,7 +165,7 @@ fn partial_blocks(bs: u64, start: u64, end: u64) -> Vec<(u64, u64, u64)> {
 
 /// Whether file block `b` holds data (a dirty or in-flight page, or a written extent), and
 /// the block where that answer may change.
-pub(super) fn classify(st: &mut State, ino: u64, b: u64) -> Result<(bool, u64)> {
+pub(super) fn classify(st: &State, ino: u64, b: u64) -> Result<(bool, u64)> {
     if st.pages.contains_key(&(ino, b)) || st.inflight.contains_key(&(ino, b)) {
         return Ok((true, b + 1));
     }
@@ -323,7 +323,7 @@ fn insert(st: &mut State, ino: u64, i: &mut Inode, offset: u64, len: u64) -> Res
 /// SEEK_DATA / SEEK_HOLE from `offset`. Dirty and in-flight pages are data; unwritten
 /// extents without them are holes (as ext4 answers). ENXIO at or past the end of file, and
 /// for SEEK_DATA when only holes follow.
-pub(super) fn seek(st: &mut State, ino: u64, offset: i64, whence: SeekWhence) -> Result<u64> {
+pub(super) fn seek(st: &State, ino: u64, offset: i64, whence: SeekWhence) -> Result<u64> {
     let i = inode::get(st, ino)?;
     if i.is_dir() {
         return Err(Errno::IsDir.into());

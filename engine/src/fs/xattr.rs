@@ -185,14 +185,14 @@ pub(super) fn store(
     Ok(())
 }
 
-pub(super) fn getxattr(st: &mut State, ino: u64, name: &[u8], c: Caller) -> Result<Vec<u8>> {
+pub(super) fn getxattr(st: &State, ino: u64, name: &[u8], c: Caller) -> Result<Vec<u8>> {
     let checked = namespace(name)?;
     let i = inode::get(st, ino)?;
     permitted(checked, &i, c, false)?;
     find(st, ino, &i, name)?.ok_or_else(|| Errno::NoData.into())
 }
 
-pub(super) fn listxattr(st: &mut State, ino: u64, c: Caller) -> Result<Vec<Vec<u8>>> {
+pub(super) fn listxattr(st: &State, ino: u64, c: Caller) -> Result<Vec<Vec<u8>>> {
     let i = inode::get(st, ino)?;
     let mut names: Vec<Vec<u8>> = all(st, ino, &i)?.into_iter().map(|e| e.name).collect();
     if c.uid != 0 {
