@@ -1,0 +1,130 @@
+//! Opening a tuxfs image the way a mount uses it: O_DIRECT where it works.
+//!
+//! [`open_image`] opens the image with [`crate::dev::open_file`] and, when O_DIRECT is in
+//! force, checks the filesystem's block size against the alignment direct I/O needs on the
+//! host file or device ([`BlockDevice::alignment`]): every request of the engine is whole
+//! blocks at block offsets, so a block size that is not a multiple of the alignment (a
+//! 1 KiB-block image on a disk of 4 KiB sectors) cannot be read or written that way. Such
+//! an image is opened again without O_DIRECT, with one logged line, rather than refused.
+//! [`Filesystem::mount`](super::Filesystem::mount) refuses the combination itself, so a
+//! device opened some other way fails with a clear error instead of at its first request.
+
+use std::path::Path;
+
+use crate::Result;
+use crate::dev::{BlockDevice, OpenOptions, open_file};
+use crate::events::{Level, report};
+
+/// Opens `path` with `opts`; under O_DIRECT, falls back to buffered I/O (and says so) when
+/// the image's block size does not fit the alignment O_DIRECT needs there.
+pub fn open_image(path: &Path, opts: &OpenOptions) -> Result<Box<dyn BlockDevice>> {
+    let dev = open_file(path, opts)?;
+    let align = dev.alignment();
+    if align <= 1 {
+        return Ok(dev);
+    }
+    // Not a tuxfs image (or a damaged one): the mount that follows says what is wrong.
+    let Ok((sb, _)) = crate::recovery::read_superblock(dev.as_ref()) else {
+        return Ok(dev);
+    };
+    if block_size_fits(sb.block_size, align) {
+        return Ok(dev);
+    }
+    report(
+        Level::Warning,
+        &format!(
+            "{}: block size {} is not a multiple of the {align}-byte alignment O_DIRECT needs \
+             there; using buffered I/O",
+            path.display(),
+            sb.block_size
+        ),
+    );
+    drop(dev);
+    let buffered = OpenOptions {
+        direct: false,
+        ..opts.clone()
+    };
+    open_file(path, &buffered)
+}
+
+/// True when whole blocks of `block_size` at block offsets satisfy an I/O alignment of
+/// `align` bytes.
+pub(crate) fn block_size_fits(block_size: u32, align: usize) -> bool {
+    align <= 1 || (block_size as usize).is_multiple_of(align)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::mem::MemDevice;
+    use crate::dev::{ReadRequest, WriteRequest};
+    use crate::fs::{Filesystem, MountOptions};
+    use crate::format::inode::Timestamp;
+    use crate::mkfs::{MkfsParams, format_device};
+    use crate::sync::Arc;
+
+    #[test]
+    fn fits() {
+        assert!(block_size_fits(1024, 512));
+        assert!(block_size_fits(4096, 4096));
+        assert!(block_size_fits(65536, 4096));
+        assert!(block_size_fits(1024, 1));
+        assert!(!block_size_fits(1024, 4096));
+        assert!(!block_size_fits(2048, 4096));
+    }
+
+    /// A memory device that demands `align`-byte requests, like a disk of 4 KiB sectors
+    /// under O_DIRECT.
+    #[derive(Debug)]
+    struct Sectored {
+        inner: MemDevice,
+        align: usize,
+    }
+
+    impl BlockDevice for Sectored {
+        fn size_bytes(&self) -> u64 {
+            self.inner.size_bytes()
+        }
+        fn alignment(&self) -> usize {
+            self.align
+        }
+        fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<()> {
+            for r in reqs.iter() {
+                crate::dev::check_range(self.size_bytes(), self.align, r.offset, r.buf.len())?;
+            }
+            self.inner.read_batch(reqs)
+        }
+        fn submit_writes(&self, reqs: Vec<WriteRequest>) -> Result<()> {
+            self.inner.submit_writes(reqs)
+        }
+        fn wait_writes(&self) -> Result<()> {
+            self.inner.wait_writes()
+        }
+        fn flush(&self) -> Result<()> {
+            self.inner.flush()
+        }
+    }
+
+    #[test]
+    fn mount_refuses_blocks_smaller_than_the_alignment() {
+        let params = MkfsParams {
+            block_size: 1024,
+            block_count: 8192,
+            label: String::new(),
+            uuid: [1; 16],
+            hash_seed: [2; 16],
+            now: Timestamp::default(),
+            uid: 0,
+            gid: 0,
+        };
+        let inner = MemDevice::new(8 << 20);
+        format_device(&inner, &params, false).expect("mkfs");
+        let dev = Arc::new(Sectored { inner, align: 4096 });
+        let err = Filesystem::mount(dev, MountOptions::default()).expect_err("must refuse");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("block size 1024") && msg.contains("4096"),
+            "{msg}"
+        );
+    }
+}
