@@ -195,6 +195,45 @@ fn sync_conformance_direct() {
 }
 
 #[test]
+fn uring_coalesces_contiguous_writes_into_few_requests() {
+    use super::uring::{MAX_IOVECS, MAX_WRITE_BYTES, coalesce};
+    let req = |offset: u64, len: usize| WriteRequest {
+        offset,
+        data: Arc::new(AlignedBuf::from_slice(&vec![offset as u8; len])),
+    };
+    // Out of order, with a gap, an empty request and a repeated offset.
+    let reqs = vec![
+        req(8192, 4096),
+        req(0, 4096),
+        req(4096, 4096),
+        req(65536, 4096),
+        req(12288, 0),
+        req(65536, 4096),
+    ];
+    let runs = coalesce(reqs);
+    let shape: Vec<(u64, usize)> = runs.iter().map(|(o, b)| (*o, b.len())).collect();
+    assert_eq!(shape, [(0, 3), (65536, 1), (65536, 1)]);
+    assert_eq!(runs[0].1[2][0], 8192u64 as u8, "buffers in device order");
+    // Bounded by bytes and by buffers.
+    let blocks = (MAX_WRITE_BYTES / 4096 + 3) as u64;
+    let runs = coalesce((0..blocks).map(|b| req(b * 4096, 4096)).collect());
+    assert!(runs.iter().all(|(_, b)| b.len() * 4096 <= MAX_WRITE_BYTES));
+    assert_eq!(runs.len(), 2);
+    let runs = coalesce((0..MAX_IOVECS as u64 + 1).map(|b| req(b * 512, 512)).collect());
+    assert_eq!(runs.len(), 2);
+
+    // Through the device, buffered and O_DIRECT: a long contiguous batch reads back whole.
+    for direct in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let dev = open(dir.path(), DeviceKind::Uring, direct, 4);
+        let blocks: Vec<u64> = (0..(DEV_BYTES / BLOCK as u64).min(600)).collect();
+        write_blocks(&*dev, &blocks, 5);
+        dev.flush().expect("flush");
+        check_blocks(&*dev, &blocks, 5);
+    }
+}
+
+#[test]
 fn uring_drops_each_write_buffer_at_completion() {
     let dir = tempfile::tempdir().expect("tempdir");
     let dev = open(dir.path(), DeviceKind::Uring, false, 4);

@@ -1,0 +1,120 @@
+//! Story: a program reads a large file from start to end, cold, through the engine, on a
+//! device with some latency (as an O_DIRECT image is: the host reads nothing ahead). The
+//! engine's own read-ahead must keep several device requests in flight: it hands the
+//! device read-ahead batches of several full-size requests at once
+//! (`READAHEAD_BATCH_BYTES` of `MAX_REQUEST_BYTES` requests), and its two read-ahead
+//! threads keep more than one batch in flight. Every byte read is checked.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tuxfs_engine::Result;
+use tuxfs_engine::data::{MAX_REQUEST_BYTES, READAHEAD_BATCH_BYTES};
+use tuxfs_engine::dev::mem::MemDevice;
+use tuxfs_engine::dev::{BlockDevice, ReadRequest, WriteRequest};
+use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
+use tuxfs_tests::fixture::mem_device;
+
+const BS: u32 = 4096;
+/// The file read: several times the largest read-ahead window.
+const FILE_BYTES: usize = 48 << 20;
+/// What each read(2) asks for, as a FUSE read of the mount does.
+const READ_BYTES: u32 = 1 << 20;
+/// The latency every read batch pays, as one round trip to a disk does.
+const LATENCY: Duration = Duration::from_millis(2);
+
+/// A memory device whose read batches take [`LATENCY`] and are counted: the requests of
+/// the largest batch, and the most requests in flight at once over all threads.
+#[derive(Debug)]
+struct Slow {
+    inner: Arc<MemDevice>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    max_batch: AtomicUsize,
+}
+
+impl BlockDevice for Slow {
+    fn size_bytes(&self) -> u64 {
+        self.inner.size_bytes()
+    }
+    fn alignment(&self) -> usize {
+        self.inner.alignment()
+    }
+    fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<()> {
+        let n = reqs.len();
+        self.max_batch.fetch_max(n, Ordering::SeqCst);
+        let now = self.in_flight.fetch_add(n, Ordering::SeqCst) + n;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(LATENCY);
+        let res = self.inner.read_batch(reqs);
+        self.in_flight.fetch_sub(n, Ordering::SeqCst);
+        res
+    }
+    fn submit_writes(&self, reqs: Vec<WriteRequest>) -> Result<()> {
+        self.inner.submit_writes(reqs)
+    }
+    fn wait_writes(&self) -> Result<()> {
+        self.inner.wait_writes()
+    }
+    fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn byte_at(i: usize) -> u8 {
+    (i / 4093 + i % 251) as u8
+}
+
+#[test]
+fn a_cold_sequential_read_keeps_several_requests_in_flight() {
+    let mem = mem_device(BS, 32768);
+    let fs = Filesystem::mount(mem.clone() as Arc<dyn BlockDevice>, MountOptions::default())
+        .expect("mount");
+    let f = fs
+        .create(1, b"big", 0o644, Caller::default())
+        .expect("create");
+    let data: Vec<u8> = (0..FILE_BYTES).map(byte_at).collect();
+    for (i, chunk) in data.chunks(4 << 20).enumerate() {
+        fs.write(f.ino, (i * (4 << 20)) as u64, chunk, false)
+            .expect("write");
+    }
+    fs.unmount().expect("unmount");
+    drop(fs);
+
+    // Cold: nothing of the file is cached after the remount.
+    let dev = Arc::new(Slow {
+        inner: mem,
+        in_flight: AtomicUsize::new(0),
+        max_in_flight: AtomicUsize::new(0),
+        max_batch: AtomicUsize::new(0),
+    });
+    let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, MountOptions::default())
+        .expect("remount");
+    let mut offset = 0usize;
+    while offset < FILE_BYTES {
+        let got = fs
+            .read(f.ino, offset as u64, READ_BYTES)
+            .expect("read");
+        assert_eq!(got.len(), READ_BYTES as usize, "short read at {offset}");
+        if got[..] != data[offset..offset + got.len()] {
+            panic!("wrong bytes in the read at offset {offset}");
+        }
+        offset += got.len();
+    }
+    let per_batch = (READAHEAD_BATCH_BYTES / MAX_REQUEST_BYTES) as usize;
+    let (batch, in_flight) = (
+        dev.max_batch.load(Ordering::SeqCst),
+        dev.max_in_flight.load(Ordering::SeqCst),
+    );
+    assert!(
+        batch >= per_batch,
+        "the largest read batch had {batch} requests, want at least {per_batch}"
+    );
+    assert!(
+        in_flight > per_batch,
+        "at most {in_flight} requests were in flight at once, want more than one batch \
+         ({per_batch})"
+    );
+    fs.unmount().expect("unmount");
+}
