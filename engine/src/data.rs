@@ -15,8 +15,8 @@ mod read;
 use crate::{Errno, Error, Result};
 pub use prealloc::{clean_unwritten_blocks, count_blocks, preallocate, shift_blocks, split_at};
 pub use read::{
-    Done, Loaded, MAX_READAHEAD_BYTES, MAX_REQUEST_BYTES, READAHEAD_BATCH_BYTES, ReadMode, ReadPlan, ReadState,
-    ReadStream, complete_read, end_readahead, load, plan_read, read,
+    Done, Loaded, MAX_READAHEAD_BYTES, MAX_REQUEST_BYTES, READAHEAD_BATCH_BYTES, ReadMode,
+    ReadPlan, ReadState, ReadStream, complete_read, end_readahead, load, plan_read, read,
 };
 
 /// The extent covering file block `fblock` of `inum`: (first file block, extent).

@@ -918,7 +918,11 @@ mod tests {
     #[test]
     fn direct_io_defaults_on() {
         assert!(parse(&["img", "mnt"]).unwrap().direct_io);
-        assert!(!parse(&["-o", "direct_io=off", "img", "mnt"]).unwrap().direct_io);
+        assert!(
+            !parse(&["-o", "direct_io=off", "img", "mnt"])
+                .unwrap()
+                .direct_io
+        );
         let s = parse(&["-o", "direct_io=off,direct_io=on", "img", "mnt"]).unwrap();
         assert!(s.direct_io);
         assert!(parse(&["-o", "remount,direct_io=off", "img", "mnt"]).is_err());

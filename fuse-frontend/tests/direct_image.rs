@@ -69,14 +69,14 @@ fn the_image_is_opened_with_o_direct_by_default_and_buffered_when_asked() {
         return;
     };
     if !offers_direct_io(m.scratch()) {
-        skip(&format!(
-            "{} offers no O_DIRECT",
-            m.scratch().display()
-        ));
+        skip(&format!("{} offers no O_DIRECT", m.scratch().display()));
         return;
     }
     let flags = image_fd_flags(m.pid(), &m.image);
-    assert!(!flags.is_empty(), "the daemon holds no descriptor of the image");
+    assert!(
+        !flags.is_empty(),
+        "the daemon holds no descriptor of the image"
+    );
     assert!(has_direct(&flags), "no O_DIRECT among {flags:?}");
     assert!(!m.log().contains("buffered I/O"), "{}", m.log());
     round_trip(&mut m);
@@ -87,8 +87,14 @@ fn the_image_is_opened_with_o_direct_by_default_and_buffered_when_asked() {
         return;
     };
     let flags = image_fd_flags(m.pid(), &m.image);
-    assert!(!flags.is_empty(), "the daemon holds no descriptor of the image");
-    assert!(!has_direct(&flags), "O_DIRECT among {flags:?} with direct_io=off");
+    assert!(
+        !flags.is_empty(),
+        "the daemon holds no descriptor of the image"
+    );
+    assert!(
+        !has_direct(&flags),
+        "O_DIRECT among {flags:?} with direct_io=off"
+    );
     round_trip(&mut m);
     m.finish();
 }

@@ -93,9 +93,7 @@ fn a_cold_sequential_read_keeps_several_requests_in_flight() {
         .expect("remount");
     let mut offset = 0usize;
     while offset < FILE_BYTES {
-        let got = fs
-            .read(f.ino, offset as u64, READ_BYTES)
-            .expect("read");
+        let got = fs.read(f.ino, offset as u64, READ_BYTES).expect("read");
         assert_eq!(got.len(), READ_BYTES as usize, "short read at {offset}");
         if got[..] != data[offset..offset + got.len()] {
             panic!("wrong bytes in the read at offset {offset}");

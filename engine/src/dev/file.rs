@@ -148,6 +148,9 @@ impl Backing {
             (true, true) => sector,
             (true, false) => file_align,
         };
+        // O_DIRECT cannot reach a tail shorter than the alignment: the device ends before
+        // it. No filesystem uses it (its blocks are multiples of the alignment).
+        let size = size / alignment as u64 * alignment as u64;
         let path = path.to_path_buf();
         Ok(Backing {
             file,
@@ -452,6 +455,34 @@ mod tests {
             let dev = open_file(&path, &opts).expect("open");
             assert!(format!("{dev:?}").contains(name), "{dev:?}");
         }
+    }
+
+    #[test]
+    fn direct_size_drops_an_unaligned_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("img");
+        std::fs::write(&path, vec![3u8; (1 << 20) + 100]).expect("image");
+        let direct = OpenOptions {
+            direct: true,
+            ..OpenOptions::default()
+        };
+        let dev = open_file(&path, &direct).expect("open");
+        let align = dev.alignment() as u64;
+        if align == 1 {
+            println!("skipped: {} gives no O_DIRECT", dir.path().display());
+            return;
+        }
+        assert_eq!(dev.size_bytes(), 1 << 20, "{dev:?}");
+        let last = dev.size_bytes() - align;
+        assert!(
+            read_at(&*dev, last, align as usize).expect("last unit")[..]
+                .iter()
+                .all(|&b| b == 3)
+        );
+        assert!(read_at(&*dev, dev.size_bytes(), align as usize).is_err());
+        drop(dev);
+        let dev = open_file(&path, &OpenOptions::default()).expect("open buffered");
+        assert_eq!(dev.size_bytes(), (1 << 20) + 100);
     }
 
     #[test]

@@ -10,8 +10,8 @@ use super::record::RecordingDevice;
 use super::sync::SyncDevice;
 use super::uring::UringDevice;
 use super::{
-    AlignedBuf, BlockDevice, DeviceKind, OpenOptions, ReadRequest, WriteRequest, open_file, read_at,
-    write_at,
+    AlignedBuf, BlockDevice, DeviceKind, OpenOptions, ReadRequest, WriteRequest, open_file,
+    read_at, write_at,
 };
 use crate::Error;
 
@@ -219,7 +219,11 @@ fn uring_coalesces_contiguous_writes_into_few_requests() {
     let runs = coalesce((0..blocks).map(|b| req(b * 4096, 4096)).collect());
     assert!(runs.iter().all(|(_, b)| b.len() * 4096 <= MAX_WRITE_BYTES));
     assert_eq!(runs.len(), 2);
-    let runs = coalesce((0..MAX_IOVECS as u64 + 1).map(|b| req(b * 512, 512)).collect());
+    let runs = coalesce(
+        (0..MAX_IOVECS as u64 + 1)
+            .map(|b| req(b * 512, 512))
+            .collect(),
+    );
     assert_eq!(runs.len(), 2);
 
     // Through the device, buffered and O_DIRECT: a long contiguous batch reads back whole.
@@ -426,7 +430,10 @@ fn direct_alignment_is_the_filesystems() {
     let data = AlignedBuf::from_slice(&[0x5a; 1024]);
     write_at(&*dev, 1024, data.clone()).expect("1 KiB O_DIRECT write");
     dev.flush().expect("flush");
-    assert_eq!(read_at(&*dev, 1024, 1024).expect("1 KiB O_DIRECT read"), data);
+    assert_eq!(
+        read_at(&*dev, 1024, 1024).expect("1 KiB O_DIRECT read"),
+        data
+    );
 }
 
 #[test]

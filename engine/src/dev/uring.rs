@@ -634,7 +634,11 @@ impl BlockDevice for UringDevice {
             let len = data.iter().map(|d| d.len()).sum();
             let slot = st.take_slot(Op::Write {
                 offset,
-                iov: Iovecs(Vec::with_capacity(if data.len() > 1 { data.len() } else { 0 })),
+                iov: Iovecs(Vec::with_capacity(if data.len() > 1 {
+                    data.len()
+                } else {
+                    0
+                })),
                 data,
                 len,
                 done: 0,
