@@ -6,17 +6,19 @@
 //! threads keep more than one batch in flight. Every byte read is checked.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tuxfs_engine::Result;
 use tuxfs_engine::data::{MAX_REQUEST_BYTES, READAHEAD_BATCH_BYTES};
+use tuxfs_engine::dev::BlockDevice;
 use tuxfs_engine::dev::mem::MemDevice;
-use tuxfs_engine::dev::{BlockDevice, ReadRequest, WriteRequest};
 use tuxfs_engine::fs::{Caller, Filesystem, MountOptions};
-use tuxfs_tests::fixture::mem_device;
+use tuxfs_engine::mkfs::format_device;
+use tuxfs_tests::fixture::mkfs_params;
+use tuxfs_tests::hooked::HookedDevice;
 
 const BS: u32 = 4096;
+const BLOCKS: u64 = 32768;
 /// The file read: several times the largest read-ahead window.
 const FILE_BYTES: usize = 48 << 20;
 /// What each read(2) asks for, as a FUSE read of the mount does.
@@ -24,42 +26,36 @@ const READ_BYTES: u32 = 1 << 20;
 /// The latency every read batch pays, as one round trip to a disk does.
 const LATENCY: Duration = Duration::from_millis(2);
 
-/// A memory device whose read batches take [`LATENCY`] and are counted: the requests of
-/// the largest batch, and the most requests in flight at once over all threads.
-#[derive(Debug)]
-struct Slow {
-    inner: Arc<MemDevice>,
+/// What the read hook saw while `measuring`: the requests of the largest batch, and the
+/// most requests in flight at once over all threads.
+#[derive(Default)]
+struct Counts {
+    measuring: AtomicBool,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     max_batch: AtomicUsize,
 }
 
-impl BlockDevice for Slow {
-    fn size_bytes(&self) -> u64 {
-        self.inner.size_bytes()
-    }
-    fn alignment(&self) -> usize {
-        self.inner.alignment()
-    }
-    fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<()> {
-        let n = reqs.len();
-        self.max_batch.fetch_max(n, Ordering::SeqCst);
-        let now = self.in_flight.fetch_add(n, Ordering::SeqCst) + n;
-        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
-        std::thread::sleep(LATENCY);
-        let res = self.inner.read_batch(reqs);
-        self.in_flight.fetch_sub(n, Ordering::SeqCst);
-        res
-    }
-    fn submit_writes(&self, reqs: Vec<WriteRequest>) -> Result<()> {
-        self.inner.submit_writes(reqs)
-    }
-    fn wait_writes(&self) -> Result<()> {
-        self.inner.wait_writes()
-    }
-    fn flush(&self) -> Result<()> {
-        self.inner.flush()
-    }
+/// A memory device whose read batches take [`LATENCY`] and are counted in `counts`.
+fn slow_device(counts: &Arc<Counts>) -> Arc<HookedDevice> {
+    let mem = MemDevice::new((u64::from(BS) * BLOCKS) as usize);
+    format_device(&mem, &mkfs_params(BS, BLOCKS), false).expect("mkfs");
+    let c = counts.clone();
+    let dev = HookedDevice::new(mem, Arc::new(|_| {})).with_read_hook(Arc::new(
+        move |n, read: &mut dyn FnMut() -> tuxfs_engine::Result<()>| {
+            if !c.measuring.load(Ordering::SeqCst) {
+                return read();
+            }
+            c.max_batch.fetch_max(n, Ordering::SeqCst);
+            let now = c.in_flight.fetch_add(n, Ordering::SeqCst) + n;
+            c.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(LATENCY);
+            let res = read();
+            c.in_flight.fetch_sub(n, Ordering::SeqCst);
+            res
+        },
+    ));
+    Arc::new(dev)
 }
 
 fn byte_at(i: usize) -> u8 {
@@ -68,8 +64,9 @@ fn byte_at(i: usize) -> u8 {
 
 #[test]
 fn a_cold_sequential_read_keeps_several_requests_in_flight() {
-    let mem = mem_device(BS, 32768);
-    let fs = Filesystem::mount(mem.clone() as Arc<dyn BlockDevice>, MountOptions::default())
+    let counts = Arc::new(Counts::default());
+    let dev = slow_device(&counts);
+    let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, MountOptions::default())
         .expect("mount");
     let f = fs
         .create(1, b"big", 0o644, Caller::default())
@@ -83,14 +80,9 @@ fn a_cold_sequential_read_keeps_several_requests_in_flight() {
     drop(fs);
 
     // Cold: nothing of the file is cached after the remount.
-    let dev = Arc::new(Slow {
-        inner: mem,
-        in_flight: AtomicUsize::new(0),
-        max_in_flight: AtomicUsize::new(0),
-        max_batch: AtomicUsize::new(0),
-    });
     let fs = Filesystem::mount(dev.clone() as Arc<dyn BlockDevice>, MountOptions::default())
         .expect("remount");
+    counts.measuring.store(true, Ordering::SeqCst);
     let mut offset = 0usize;
     while offset < FILE_BYTES {
         let got = fs.read(f.ino, offset as u64, READ_BYTES).expect("read");
@@ -102,8 +94,8 @@ fn a_cold_sequential_read_keeps_several_requests_in_flight() {
     }
     let per_batch = (READAHEAD_BATCH_BYTES / MAX_REQUEST_BYTES) as usize;
     let (batch, in_flight) = (
-        dev.max_batch.load(Ordering::SeqCst),
-        dev.max_in_flight.load(Ordering::SeqCst),
+        counts.max_batch.load(Ordering::SeqCst),
+        counts.max_in_flight.load(Ordering::SeqCst),
     );
     assert!(
         batch >= per_batch,

@@ -57,7 +57,6 @@ pub(crate) fn block_size_fits(block_size: u32, align: usize) -> bool {
 mod tests {
     use super::*;
     use crate::dev::mem::MemDevice;
-    use crate::dev::{ReadRequest, WriteRequest};
     use crate::format::inode::Timestamp;
     use crate::fs::{Filesystem, MountOptions};
     use crate::mkfs::{MkfsParams, format_device};
@@ -71,38 +70,6 @@ mod tests {
         assert!(block_size_fits(1024, 1));
         assert!(!block_size_fits(1024, 4096));
         assert!(!block_size_fits(2048, 4096));
-    }
-
-    /// A memory device that demands `align`-byte requests, like a disk of 4 KiB sectors
-    /// under O_DIRECT.
-    #[derive(Debug)]
-    struct Sectored {
-        inner: MemDevice,
-        align: usize,
-    }
-
-    impl BlockDevice for Sectored {
-        fn size_bytes(&self) -> u64 {
-            self.inner.size_bytes()
-        }
-        fn alignment(&self) -> usize {
-            self.align
-        }
-        fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<()> {
-            for r in reqs.iter() {
-                crate::dev::check_range(self.size_bytes(), self.align, r.offset, r.buf.len())?;
-            }
-            self.inner.read_batch(reqs)
-        }
-        fn submit_writes(&self, reqs: Vec<WriteRequest>) -> Result<()> {
-            self.inner.submit_writes(reqs)
-        }
-        fn wait_writes(&self) -> Result<()> {
-            self.inner.wait_writes()
-        }
-        fn flush(&self) -> Result<()> {
-            self.inner.flush()
-        }
     }
 
     fn params(block_size: u32, block_count: u64) -> MkfsParams {
@@ -164,9 +131,10 @@ mod tests {
     #[test]
     fn mount_refuses_blocks_smaller_than_the_alignment() {
         let params = params(1024, 8192);
-        let inner = MemDevice::new(8 << 20);
-        format_device(&inner, &params, false).expect("mkfs");
-        let dev = Arc::new(Sectored { inner, align: 4096 });
+        let mem = MemDevice::new(8 << 20);
+        format_device(&mem, &params, false).expect("mkfs");
+        // As a disk of 4 KiB sectors under O_DIRECT.
+        let dev = Arc::new(mem.with_alignment(4096));
         let err = Filesystem::mount(dev, MountOptions::default()).expect_err("must refuse");
         let msg = err.to_string();
         assert!(
