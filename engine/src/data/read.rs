@@ -30,15 +30,18 @@ use crate::{Error, Result};
 /// Largest single device request of the read path.
 pub const MAX_REQUEST_BYTES: u64 = 1 << 20;
 
-/// Largest read-ahead window. Under O_DIRECT the host does no read-ahead of its own, so the
-/// window must cover what the device delivers while a batch is in flight: 16 MiB is four
-/// batches of [`READAHEAD_BATCH_BYTES`]. It is also bounded by a quarter of the clean cache
-/// (`plan_readahead`), so read-ahead never evicts itself before it is read.
-pub const MAX_READAHEAD_BYTES: u64 = 16 << 20;
+/// Largest read-ahead window: two batches of [`READAHEAD_BATCH_BYTES`], so up to four
+/// requests in flight. A larger window (16 MiB was measured) costs more than it gains here:
+/// every read checks each block of the window after it under the state lock
+/// (`plan_readahead`). It is also bounded by a quarter of the clean cache, so read-ahead
+/// never evicts itself before it is read.
+pub const MAX_READAHEAD_BYTES: u64 = 4 << 20;
 
-/// Read-ahead is handed over once this much of the window is missing: one batch of four
-/// [`MAX_REQUEST_BYTES`] requests in flight together (two read-ahead threads: up to eight).
-pub const READAHEAD_BATCH_BYTES: u64 = 4 << 20;
+/// Read-ahead is handed over once this much of the window is missing: one batch of two
+/// [`MAX_REQUEST_BYTES`] requests in flight together, and with the read-ahead threads
+/// (engine::fs::readahead) as many batches as the window holds. Larger batches keep as many in flight but
+/// make a reader that caught up wait for a whole batch to be loaded and cached.
+pub const READAHEAD_BATCH_BYTES: u64 = 2 << 20;
 
 /// Inodes whose read streams are remembered at most (past it the table starts over).
 const MAX_STREAMS: usize = 4096;
@@ -477,8 +480,8 @@ pub fn load(plan: &ReadPlan) -> Result<Loaded> {
 }
 
 /// Request-sized buffers a thread keeps between loads at most (allocating and faulting in
-/// a fresh megabyte per request costs more than the copy out of it): one read-ahead batch.
-const BOUNCE_KEPT: usize = (READAHEAD_BATCH_BYTES / MAX_REQUEST_BYTES) as usize;
+/// a fresh megabyte per request costs more than the copy out of it): two read-ahead batches.
+const BOUNCE_KEPT: usize = 2 * (READAHEAD_BATCH_BYTES / MAX_REQUEST_BYTES) as usize;
 
 thread_local! {
     static BOUNCE: std::cell::RefCell<Vec<AlignedBuf>> = const { std::cell::RefCell::new(Vec::new()) };
