@@ -14,8 +14,8 @@ mod write;
 use crate::{Errno, Error, Result};
 pub use prealloc::{clean_unwritten_blocks, count_blocks, preallocate, shift_blocks, split_at};
 pub use read::{
-    Done, Loaded, MAX_READAHEAD_BYTES, MAX_REQUEST_BYTES, ReadMode, ReadPlan, ReadState,
-    ReadStream, complete_read, end_readahead, load, plan_read, read,
+    Done, Loaded, MAX_READAHEAD_BYTES, MAX_REQUEST_BYTES, READAHEAD_BATCH_BYTES, ReadMode,
+    ReadPlan, ReadState, ReadStream, complete_read, end_readahead, load, plan_read, read,
 };
 pub use write::{DirtyPage, Prepared, PreparedCell, prepare, write, write_prepared};
 

@@ -36,7 +36,10 @@ use crate::{Error, Result};
 /// Reads both superblock slots and returns the newest that verifies, with its slot.
 pub fn read_superblock(dev: &dyn BlockDevice) -> Result<(Superblock, u64)> {
     let size = dev.size_bytes();
-    let len = size.min(2 * u64::from(BLOCK_SIZE_MAX)) / 512 * 512;
+    // Whole units of the device's alignment (O_DIRECT), and of 512 bytes: an image whose
+    // size is not a multiple of it has an unusable tail, never read.
+    let unit = dev.alignment().max(512) as u64;
+    let len = size.min(2 * u64::from(BLOCK_SIZE_MAX)) / unit * unit;
     if len < 2 * u64::from(BLOCK_SIZE_MIN) {
         return Err(Error::NotTuxfs {
             what: format!("the device is only {size} bytes"),

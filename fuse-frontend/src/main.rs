@@ -79,9 +79,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tuxfs_engine::dev::logwrites::LogWritesDevice;
-use tuxfs_engine::dev::{BlockDevice, DeviceKind, OpenOptions, open_file};
+use tuxfs_engine::dev::{BlockDevice, DeviceKind, OpenOptions};
 use tuxfs_engine::events::Level;
-use tuxfs_engine::fs::Filesystem;
+use tuxfs_engine::fs::{Filesystem, open_image};
 use tuxfs_fuse::adapter::Adapter;
 use tuxfs_fuse::closable::ClosableDevice;
 use tuxfs_fuse::daemon::{self, OnDestroy, Ready};
@@ -313,11 +313,11 @@ fn serve(
 ) -> Result<(), String> {
     // Before the engine starts its writeback thread, so that no thread but ours sees them.
     let signals = daemon::block_signals()?;
-    let device = open_file(
+    let device = open_image(
         image,
         &OpenOptions {
             kind: DeviceKind::Auto,
-            direct: false,
+            direct: settings.direct_io,
             read_only: settings.read_only,
             ..OpenOptions::default()
         },

@@ -73,6 +73,9 @@ pub const THREADS_MAX: usize = 64;
                   once the commit is durable; `fstrim MOUNTPOINT` does it for all free space.\n\
                   remount: change a running mount instead of mounting (what mount(8) passes \
                   for `mount -o remount,...`): ro/rw, commit=, cache= and the kernel's flags.\n\
+                  direct_io=on|off: open the image with O_DIRECT (default on; buffered, with \
+                  a logged line, where its filesystem refuses O_DIRECT or the block size is \
+                  below the alignment it needs).\n\
                   nofuseblk: mount plain fuse even as root (no loop device; umount then \
                   returns before the final commit: wait for the daemon to exit).\n\
                   log=FILE: append the daemon's messages (mount, unmount, checksum errors, \
@@ -153,6 +156,9 @@ pub struct Settings {
     pub atime_mode: Option<tuxfs_engine::fs::AtimeMode>,
     /// `nodiratime` / `diratime`.
     pub nodiratime: Option<bool>,
+    /// `direct_io=on|off`: open the image with O_DIRECT (default on; buffered where the
+    /// image's filesystem or block size does not allow it, with one logged line).
+    pub direct_io: bool,
     /// `remount`: change a running mount (see [`crate::remount`]) instead of mounting.
     pub remount: bool,
     /// Options given that cannot change on a running mount (refused with `remount`).
@@ -201,6 +207,7 @@ impl Settings {
             discard: false,
             atime_mode: None,
             nodiratime: None,
+            direct_io: true,
             remount: false,
             fixed_at_mount: Vec::new(),
         };
@@ -311,6 +318,11 @@ impl Settings {
             ("log_writes", Some(v)) => self.log_writes = Some(PathBuf::from(non_empty(key, v)?)),
             ("stats", Some(v)) => self.stats = Some(PathBuf::from(non_empty(key, v)?)),
             ("nofuseblk", None) => self.fuseblk = false,
+            ("direct_io", Some("on")) => self.direct_io = true,
+            ("direct_io", Some("off")) => self.direct_io = false,
+            ("direct_io", _) => {
+                return Err(format!("{opt}: give direct_io=on or direct_io=off"));
+            }
             ("discard", None) => self.discard = true,
             ("nodiscard", None) => self.discard = false,
             ("log", Some(v)) => self.log = Some(PathBuf::from(non_empty(key, v)?)),
@@ -464,7 +476,7 @@ pub fn default_threads() -> usize {
 
 /// Options that only apply when mounting: a remount refuses them (the kernel's FUSE options
 /// that mount(8) repeats from /proc/self/mountinfo are let through, see `apply`).
-const FIXED_AT_MOUNT: [&str; 19] = [
+const FIXED_AT_MOUNT: [&str; 20] = [
     "threads",
     "attr_timeout",
     "entry_timeout",
@@ -484,6 +496,7 @@ const FIXED_AT_MOUNT: [&str; 19] = [
     "nocache_symlinks",
     "max_background",
     "dirty_ratio",
+    "direct_io",
 ];
 
 /// Block size a `fuseblk` mount tells the kernel (`blksize=`): the page size.
@@ -903,6 +916,19 @@ mod tests {
     }
 
     #[test]
+    fn direct_io_defaults_on() {
+        assert!(parse(&["img", "mnt"]).unwrap().direct_io);
+        assert!(
+            !parse(&["-o", "direct_io=off", "img", "mnt"])
+                .unwrap()
+                .direct_io
+        );
+        let s = parse(&["-o", "direct_io=off,direct_io=on", "img", "mnt"]).unwrap();
+        assert!(s.direct_io);
+        assert!(parse(&["-o", "remount,direct_io=off", "img", "mnt"]).is_err());
+    }
+
+    #[test]
     fn bad_options_are_refused() {
         for bad in [
             "bogus",
@@ -917,6 +943,8 @@ mod tests {
             "ro=1",
             "log_writes",
             "log_writes=",
+            "direct_io",
+            "direct_io=yes",
         ] {
             let err = parse(&["-o", bad, "img", "mnt"]).unwrap_err();
             assert!(!err.is_empty(), "{bad}");

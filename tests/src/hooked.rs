@@ -1,9 +1,10 @@
 //! An in-memory device that calls a test's hook before each write submission and flush, so
 //! a test can slow a commit down or stop it at a chosen point without writing a device of
 //! its own (`tests/forking.rs` slows flushes, `tests/freeze.rs` holds one call,
-//! fuse-frontend/tests/inflight.rs stops a flush at a gate). A read hook
-//! ([`HookedDevice::with_read_hook`]) sees each read batch's block offsets the same way
-//! (`tests/shared_reads.rs` holds a leaf load under the shared state lock).
+//! fuse-frontend/tests/inflight.rs stops a flush at a gate), and optionally runs a read hook
+//! around each read batch, with the batch's byte offsets (`tests/shared_reads.rs` holds a
+//! leaf load under the shared state lock, `tests/readahead_depth.rs` delays and counts
+//! batches).
 
 use std::sync::Arc;
 
@@ -23,16 +24,16 @@ pub enum Call {
 /// The hook: runs on the calling thread, before the call; it may block.
 pub type Hook = Arc<dyn Fn(Call) + Send + Sync>;
 
-/// The read hook: runs on the calling thread before each read batch, with the byte
-/// offsets it reads; it may block.
-pub type ReadHook = Arc<dyn Fn(&[u64]) + Send + Sync>;
+/// Runs around each `read_batch`: it gets the byte offsets of the batch's requests and the
+/// read itself, which it must call once and whose result it returns; it may block.
+pub type ReadHook = Arc<dyn Fn(&[u64], &mut dyn FnMut() -> Result<()>) -> Result<()> + Send + Sync>;
 
-/// A [`MemDevice`] whose submissions and flushes (and reads, with a read hook) pass
-/// through a hook first.
+/// A [`MemDevice`] whose submissions and flushes pass through a [`Hook`] first (and read
+/// batches through a [`ReadHook`], when given one).
 pub struct HookedDevice {
     pub inner: MemDevice,
     hook: Hook,
-    reads: Option<ReadHook>,
+    read_hook: Option<ReadHook>,
 }
 
 impl std::fmt::Debug for HookedDevice {
@@ -48,17 +49,14 @@ impl HookedDevice {
         HookedDevice {
             inner,
             hook,
-            reads: None,
+            read_hook: None,
         }
     }
 
-    /// As [`HookedDevice::new`], and every read batch passes through `reads` first.
-    pub fn with_read_hook(inner: MemDevice, hook: Hook, reads: ReadHook) -> Self {
-        HookedDevice {
-            inner,
-            hook,
-            reads: Some(reads),
-        }
+    /// The same device with `read_hook` around every read batch.
+    pub fn with_read_hook(mut self, read_hook: ReadHook) -> Self {
+        self.read_hook = Some(read_hook);
+        self
     }
 }
 
@@ -70,11 +68,13 @@ impl BlockDevice for HookedDevice {
         self.inner.alignment()
     }
     fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<()> {
-        if let Some(reads) = &self.reads {
-            let offsets: Vec<u64> = reqs.iter().map(|r| r.offset).collect();
-            reads(&offsets);
+        match &self.read_hook {
+            None => self.inner.read_batch(reqs),
+            Some(hook) => {
+                let offsets: Vec<u64> = reqs.iter().map(|r| r.offset).collect();
+                hook(&offsets, &mut || self.inner.read_batch(reqs))
+            }
         }
-        self.inner.read_batch(reqs)
     }
     fn submit_writes(&self, reqs: Vec<WriteRequest>) -> Result<()> {
         (self.hook)(Call::Submit);

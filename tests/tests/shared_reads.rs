@@ -48,13 +48,20 @@ fn setup() -> (Arc<Filesystem>, Arc<Gate>, Vec<u64>) {
     let gate = Arc::new(Gate::default());
     let reads = {
         let gate = gate.clone();
-        Arc::new(move |_: &[u64]| pass(&gate))
+        Arc::new(
+            move |_: &[u64], read: &mut dyn FnMut() -> tuxfs_engine::Result<()>| {
+                pass(&gate);
+                read()
+            },
+        )
     };
-    let dev = Arc::new(HookedDevice::with_read_hook(
-        MemDevice::from_bytes(mem_device(4096, 8192).snapshot()),
-        Arc::new(|_| {}),
-        reads,
-    ));
+    let dev = Arc::new(
+        HookedDevice::new(
+            MemDevice::from_bytes(mem_device(4096, 8192).snapshot()),
+            Arc::new(|_| {}),
+        )
+        .with_read_hook(reads),
+    );
     let opts = MountOptions {
         leaf_cache_bytes: 0,
         atime: AtimePolicy {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tuxfs_engine::dev::{BlockDevice, DeviceKind, OpenOptions, open_file};
-use tuxfs_engine::fs::{Filesystem, MountOptions};
+use tuxfs_engine::fs::{Filesystem, MountOptions, open_image};
 
 use super::cleanup::{self, Guard, Undo};
 use crate::daemon::{self, BoxErr, Mounted};
@@ -277,18 +277,24 @@ impl Session {
                 self.mount_options = "O_DIRECT, io_uring, queue depth 32".into();
             }
             Kind::Engine => {
-                // As tuxfs-mount opens its image: io_uring when available, buffered.
-                let dev = open_file(
+                // As tuxfs-mount opens its image by default (`direct_io=on`): io_uring when
+                // available, O_DIRECT where the image's filesystem allows it.
+                let dev = open_image(
                     &self.backing,
                     &OpenOptions {
                         kind: DeviceKind::Auto,
-                        direct: false,
+                        direct: true,
                         ..OpenOptions::default()
                     },
                 )?;
+                let how = if dev.alignment() > 1 {
+                    "O_DIRECT"
+                } else {
+                    "buffered"
+                };
                 let fs = Filesystem::mount(Arc::from(dev), MountOptions::default())?;
                 self.access = Access::Engine(fs);
-                self.mount_options = "MountOptions::default()".into();
+                self.mount_options = format!("MountOptions::default(), {how}");
             }
             Kind::Tuxfs | Kind::Fuse2fs => {
                 let mut cmd = if self.kind == Kind::Tuxfs {

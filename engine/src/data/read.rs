@@ -40,8 +40,18 @@ use crate::{Error, Result};
 /// Largest single device request of the read path.
 pub const MAX_REQUEST_BYTES: u64 = 1 << 20;
 
-/// Largest read-ahead window.
+/// Largest read-ahead window: two batches of [`READAHEAD_BATCH_BYTES`], so up to four
+/// requests in flight. A larger window (16 MiB was measured) costs more than it gains here:
+/// every read checks each block of the window after it under the state lock
+/// (`plan_readahead`). It is also bounded by a quarter of the clean cache, so read-ahead
+/// never evicts itself before it is read.
 pub const MAX_READAHEAD_BYTES: u64 = 4 << 20;
+
+/// Read-ahead is handed over once this much of the window is missing: one batch of two
+/// [`MAX_REQUEST_BYTES`] requests in flight together, and with the read-ahead threads
+/// (engine::fs::readahead) as many batches as the window holds. Larger batches keep as many in flight but
+/// make a reader that caught up wait for a whole batch to be loaded and cached.
+pub const READAHEAD_BATCH_BYTES: u64 = 2 << 20;
 
 /// Inodes whose read streams are remembered at most (past it the table starts over).
 const MAX_STREAMS: usize = 4096;
@@ -403,7 +413,7 @@ fn plan_readahead(
     mut span: Option<Span>,
 ) -> Result<()> {
     let inum = plan.inum;
-    let max = (MAX_READAHEAD_BYTES / u64::from(st.bs())).max(1);
+    let max = (MAX_READAHEAD_BYTES.min(st.read.cache.budget() / 4) / u64::from(st.bs())).max(1);
     let (window, pending) = {
         let mut tables = st.read.tables();
         if tables.streams.len() >= MAX_STREAMS && !tables.streams.contains_key(&inum) {
@@ -439,7 +449,7 @@ fn plan_readahead(
     while start < ra_end && held(st, start) {
         start += 1;
     }
-    let batch = (MAX_REQUEST_BYTES / u64::from(st.bs()))
+    let batch = (READAHEAD_BATCH_BYTES / u64::from(st.bs()))
         .min(window / 2)
         .max(1);
     if plan.loads.is_empty() && ra_end - start < batch && ra_end < file_blocks {
@@ -515,7 +525,7 @@ pub fn load(plan: &ReadPlan) -> Result<Loaded> {
     BOUNCE.with(|pool| {
         let mut pool = pool.borrow_mut();
         for buf in bufs {
-            if pool.len() < BOUNCE_KEPT && buf.len() as u64 == MAX_REQUEST_BYTES {
+            if pool.len() < BOUNCE_KEPT && buf.capacity() as u64 == MAX_REQUEST_BYTES {
                 pool.push(buf);
             }
         }
@@ -524,21 +534,25 @@ pub fn load(plan: &ReadPlan) -> Result<Loaded> {
 }
 
 /// Request-sized buffers a thread keeps between loads at most (allocating and faulting in
-/// a fresh megabyte per request costs more than the copy out of it).
-const BOUNCE_KEPT: usize = 4;
+/// a fresh megabyte per request costs more than the copy out of it): two read-ahead batches.
+const BOUNCE_KEPT: usize = 2 * (READAHEAD_BATCH_BYTES / MAX_REQUEST_BYTES) as usize;
 
 thread_local! {
     static BOUNCE: std::cell::RefCell<Vec<AlignedBuf>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A buffer of `len` bytes for a device read: a kept one when `len` is the request size.
+/// A buffer of `len` bytes for a device read: a kept one, shortened to `len`, or a new one
+/// of the request size that can be kept afterwards (runs are at most a request long).
 fn bounce_buffer(len: usize) -> AlignedBuf {
-    if len as u64 == MAX_REQUEST_BYTES
-        && let Some(buf) = BOUNCE.with(|pool| pool.borrow_mut().pop())
-    {
-        return buf;
+    let request = MAX_REQUEST_BYTES as usize;
+    if len > request {
+        return AlignedBuf::zeroed(len);
     }
-    AlignedBuf::zeroed(len)
+    let mut buf = BOUNCE
+        .with(|pool| pool.borrow_mut().pop())
+        .unwrap_or_else(|| AlignedBuf::zeroed(request));
+    buf.set_len(len);
+    buf
 }
 
 /// Step 3: finishes a read under the lock (held shared). `None` when the inode changed

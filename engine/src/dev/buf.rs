@@ -8,10 +8,13 @@ use std::ptr::NonNull;
 /// Alignment of every buffer: a page, which satisfies O_DIRECT on every device we target.
 pub const BUF_ALIGN: usize = 4096;
 
-/// A zero-initialised byte buffer whose address is aligned to [`BUF_ALIGN`].
+/// A zero-initialised byte buffer whose address is aligned to [`BUF_ALIGN`]. Its length
+/// may be set anywhere up to the capacity it was made with ([`AlignedBuf::set_len`]), so
+/// one allocation can serve requests of several sizes.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     len: usize,
+    cap: usize,
 }
 
 // SAFETY: AlignedBuf owns its allocation exclusively, like Vec<u8>; sharing `&AlignedBuf`
@@ -34,7 +37,7 @@ impl AlignedBuf {
         let Some(ptr) = NonNull::new(raw) else {
             alloc::handle_alloc_error(layout)
         };
-        AlignedBuf { ptr, len }
+        AlignedBuf { ptr, len, cap: len }
     }
 
     /// A buffer holding a copy of `bytes` (copied once, not zeroed first).
@@ -51,12 +54,32 @@ impl AlignedBuf {
         AlignedBuf {
             ptr,
             len: bytes.len(),
+            cap: bytes.len(),
         }
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Bytes the allocation holds (the largest length [`AlignedBuf::set_len`] accepts).
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Makes the buffer `len` bytes long, within its capacity. The bytes keep what they
+    /// held (every byte of the capacity was initialised when the buffer was made).
+    ///
+    /// # Panics
+    /// When `len` is more than the capacity.
+    pub fn set_len(&mut self, len: usize) {
+        assert!(
+            len <= self.cap,
+            "AlignedBuf::set_len({len}) beyond its capacity of {}",
+            self.cap
+        );
+        self.len = len;
     }
 
     /// True when the buffer holds no bytes.
@@ -67,8 +90,8 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with the same layout.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
+        // SAFETY: allocated in `zeroed` or `from_slice` with the layout of `cap` bytes.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.cap)) }
     }
 }
 
@@ -118,6 +141,16 @@ mod tests {
             assert_eq!(b.as_ptr() as usize % BUF_ALIGN, 0);
             assert!(b.iter().all(|&x| x == 0));
         }
+    }
+
+    #[test]
+    fn set_len_within_capacity_keeps_the_bytes() {
+        let mut b = AlignedBuf::from_slice(&[1, 2, 3, 4]);
+        b.set_len(2);
+        assert_eq!((&b[..], b.capacity()), (&[1, 2][..], 4));
+        b.set_len(4);
+        assert_eq!(&b[..], &[1, 2, 3, 4]);
+        assert!(std::panic::catch_unwind(move || b.set_len(5)).is_err());
     }
 
     #[test]

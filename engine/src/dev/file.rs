@@ -4,6 +4,15 @@
 //! otherwise ([`DeviceKind::Auto`]), or the one asked for. Both share a [`Backing`]: the open
 //! file, its size, and the alignment O_DIRECT imposes. The device's `Debug` output names the
 //! implementation and whether O_DIRECT is in force, so callers can log what they got.
+//!
+//! **O_DIRECT and its alignment.** A regular file gets O_DIRECT only when its filesystem
+//! says how direct I/O must be aligned (`statx` with `STATX_DIOALIGN`, Linux 6.1 and
+//! later): the device's alignment is then the larger of the offset and memory alignments
+//! it reports (512 on ext4 over a virtio disk). A filesystem that refuses O_DIRECT at open
+//! (EINVAL), or accepts it without reporting an alignment (tmpfs, whose "direct" I/O is a
+//! copy through its page cache anyway), or asks for a memory alignment larger than
+//! [`BUF_ALIGN`] gets buffered I/O and one logged line. A block device's alignment is its
+//! logical sector size.
 
 use std::fs::File;
 use std::io;
@@ -11,6 +20,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::buf::BUF_ALIGN;
 use super::sync::SyncDevice;
 use super::uring::UringDevice;
 use super::{BlockDevice, check_range};
@@ -59,11 +69,6 @@ impl Default for OpenOptions {
 /// Queue depth when none is given: enough to keep an NVMe drive or a virtio disk busy.
 pub const DEFAULT_QUEUE_DEPTH: u32 = 32;
 
-/// Alignment used under O_DIRECT for regular files. The file system's real requirement
-/// (usually its block size or the disk's sector) is at most a page on every target we have,
-/// so a page is always accepted.
-const FILE_DIRECT_ALIGN: usize = 4096;
-
 // Block-device ioctls from <linux/fs.h>; the libc crate does not export them.
 /// `_IOR(0x12, 114, size_t)`: device size in bytes.
 const BLKGETSIZE64: libc::Ioctl = 0x8008_1272_u32 as libc::Ioctl;
@@ -106,11 +111,30 @@ pub struct Backing {
 impl Backing {
     /// Opens `path`, creating or growing it as `opts.create_size` asks.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Backing> {
-        let (file, direct) = open_maybe_direct(path, opts)?;
+        let (mut file, mut direct) = open_maybe_direct(path, opts)?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         let is_block = meta.file_type().is_block_device();
+        let mut file_align = 1;
+        if direct && !is_block {
+            match dio_alignment(&file) {
+                Ok(align) => file_align = align,
+                Err(why) => {
+                    crate::events::report(
+                        crate::events::Level::Warning,
+                        &format!(
+                            "O_DIRECT not usable on {} ({why}); using buffered I/O",
+                            path.display()
+                        ),
+                    );
+                    drop(file);
+                    file = open_flags(path, opts, 0)
+                        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+                    direct = false;
+                }
+            }
+        }
         if !is_block && !opts.read_only {
             grow_to(&file, path, meta.len(), opts.create_size)?;
         }
@@ -122,8 +146,11 @@ impl Backing {
         let alignment = match (direct, is_block) {
             (false, _) => 1,
             (true, true) => sector,
-            (true, false) => FILE_DIRECT_ALIGN,
+            (true, false) => file_align,
         };
+        // O_DIRECT cannot reach a tail shorter than the alignment: the device ends before
+        // it. No filesystem uses it (its blocks are multiples of the alignment).
+        let size = size / alignment as u64 * alignment as u64;
         let path = path.to_path_buf();
         Ok(Backing {
             file,
@@ -283,6 +310,52 @@ fn open_maybe_direct(path: &Path, opts: &OpenOptions) -> Result<(File, bool)> {
     }
 }
 
+/// The alignment direct I/O on `file` needs (offsets, lengths and buffer addresses), from
+/// `statx(STATX_DIOALIGN)`; why not, when its filesystem does not report one or it is more
+/// than the device buffers give ([`BUF_ALIGN`]).
+fn dio_alignment(file: &File) -> std::result::Result<usize, String> {
+    // SAFETY: statx is plain old data; all-zero bytes are a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let empty = c"";
+    // SAFETY: the path is a valid NUL-terminated string, the descriptor is owned by `file`
+    // and `stx` is a live local the kernel fills.
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("statx: {}", io::Error::last_os_error()));
+    }
+    dio_alignment_of(
+        stx.stx_mask & libc::STATX_DIOALIGN != 0,
+        stx.stx_dio_mem_align,
+        stx.stx_dio_offset_align,
+    )
+}
+
+/// The decision of [`dio_alignment`] from what statx reported.
+fn dio_alignment_of(
+    reported: bool,
+    mem_align: u32,
+    offset_align: u32,
+) -> std::result::Result<usize, String> {
+    if !reported || offset_align == 0 || mem_align == 0 {
+        return Err("its filesystem reports no direct-I/O alignment".into());
+    }
+    let align = mem_align.max(offset_align) as usize;
+    if !align.is_power_of_two() || align > BUF_ALIGN {
+        return Err(format!(
+            "it needs {align}-byte alignment, device buffers have {BUF_ALIGN}"
+        ));
+    }
+    Ok(align)
+}
+
 fn open_flags(path: &Path, opts: &OpenOptions, flags: i32) -> io::Result<File> {
     let create = opts.create_size.is_some() && !opts.read_only;
     std::fs::OpenOptions::new()
@@ -382,6 +455,48 @@ mod tests {
             let dev = open_file(&path, &opts).expect("open");
             assert!(format!("{dev:?}").contains(name), "{dev:?}");
         }
+    }
+
+    #[test]
+    fn direct_size_drops_an_unaligned_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("img");
+        std::fs::write(&path, vec![3u8; (1 << 20) + 100]).expect("image");
+        let direct = OpenOptions {
+            direct: true,
+            ..OpenOptions::default()
+        };
+        let dev = open_file(&path, &direct).expect("open");
+        let align = dev.alignment() as u64;
+        if align == 1 {
+            println!("skipped: {} gives no O_DIRECT", dir.path().display());
+            return;
+        }
+        assert_eq!(dev.size_bytes(), 1 << 20, "{dev:?}");
+        let last = dev.size_bytes() - align;
+        assert!(
+            read_at(&*dev, last, align as usize).expect("last unit")[..]
+                .iter()
+                .all(|&b| b == 3)
+        );
+        assert!(read_at(&*dev, dev.size_bytes(), align as usize).is_err());
+        drop(dev);
+        let dev = open_file(&path, &OpenOptions::default()).expect("open buffered");
+        assert_eq!(dev.size_bytes(), (1 << 20) + 100);
+    }
+
+    #[test]
+    fn dio_alignment_decision() {
+        assert_eq!(dio_alignment_of(true, 512, 512), Ok(512));
+        assert_eq!(dio_alignment_of(true, 4, 4096), Ok(4096));
+        assert_eq!(dio_alignment_of(true, 1024, 512), Ok(1024));
+        // Not reported (tmpfs, kernels before 6.1), or zero: no direct I/O.
+        assert!(dio_alignment_of(false, 512, 512).is_err());
+        assert!(dio_alignment_of(true, 0, 0).is_err());
+        assert!(dio_alignment_of(true, 512, 0).is_err());
+        // More than device buffers are aligned to, or not a power of two.
+        assert!(dio_alignment_of(true, 8192, 512).is_err());
+        assert!(dio_alignment_of(true, 512, 3000).is_err());
     }
 
     #[test]

@@ -10,6 +10,8 @@ use crate::Result;
 pub struct MemDevice {
     image: Mutex<Vec<u8>>,
     size: u64,
+    /// Alignment it demands of requests (1 unless [`MemDevice::with_alignment`]).
+    align: usize,
 }
 
 impl MemDevice {
@@ -24,7 +26,15 @@ impl MemDevice {
         MemDevice {
             image: Mutex::new(image),
             size,
+            align: 1,
         }
+    }
+
+    /// The same device demanding `align`-byte aligned offsets and lengths, as a disk of
+    /// `align`-byte sectors does under O_DIRECT.
+    pub fn with_alignment(mut self, align: usize) -> MemDevice {
+        self.align = align.max(1);
+        self
     }
 
     /// A copy of the current bytes.
@@ -50,12 +60,12 @@ impl BlockDevice for MemDevice {
     }
 
     fn alignment(&self) -> usize {
-        1
+        self.align
     }
 
     fn read_batch(&self, reqs: &mut [ReadRequest<'_>]) -> Result<()> {
         for r in reqs.iter() {
-            check_range(self.size, 1, r.offset, r.buf.len())?;
+            check_range(self.size, self.align, r.offset, r.buf.len())?;
         }
         let image = self.lock();
         for r in reqs.iter_mut() {
@@ -67,7 +77,7 @@ impl BlockDevice for MemDevice {
 
     fn submit_writes(&self, reqs: Vec<WriteRequest>) -> Result<()> {
         for r in &reqs {
-            check_range(self.size, 1, r.offset, r.data.len())?;
+            check_range(self.size, self.align, r.offset, r.data.len())?;
         }
         let mut image = self.lock();
         for r in &reqs {

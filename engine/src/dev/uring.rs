@@ -22,6 +22,14 @@
 //! forked page. A read's buffer is borrowed by `read_batch`, which does not return until
 //! every read it submitted has completed. `Drop` drains the ring before the table goes.
 //!
+//! **Coalescing.** `submit_writes` sorts a batch by offset and sends each run of requests
+//! that are contiguous on the device as one vectored write (at most [`MAX_WRITE_BYTES`] and
+//! [`MAX_IOVECS`] buffers): a commit's data pages are mostly consecutive blocks, and under
+//! O_DIRECT one 4 KiB write per block would cost a device request each. The requests of one
+//! batch are in flight together, so their order on the device was never defined; sorting
+//! changes nothing a caller may rely on. Every buffer of a merged write stays in its slot
+//! until that write's completion, as for a single one.
+//!
 //! **Invariant (bounded queue).** At most `queue_depth` operations are in flight, which is
 //! never more than the submission queue holds, so pushing an SQE for a free slot (or
 //! re-pushing one for a short transfer) cannot find the queue full.
@@ -40,16 +48,26 @@ use crate::{Error, Result};
 /// through the short-transfer path (the SQE length field is 32 bits).
 const MAX_TRANSFER_BYTES: usize = 1 << 30;
 
+/// Largest write made by merging contiguous requests of one batch: the size the raw
+/// device is measured with, beyond which larger requests gain nothing here.
+pub const MAX_WRITE_BYTES: usize = 1 << 20;
+
+/// Buffers one merged write carries at most (well under the kernel's `IOV_MAX` of 1024).
+pub const MAX_IOVECS: usize = 256;
+
 /// How often an operation completing with EINTR or EAGAIN is retried before it counts as
 /// failed: such results are transient, but an unbounded retry could spin forever.
 const MAX_RETRIES: u8 = 16;
 
 /// One operation in flight.
 enum Op {
-    /// A write of `data[done..]` at `offset + done`.
+    /// A write of the concatenation of `data`, `len` bytes, at `offset`; `done` bytes so
+    /// far. Several buffers are sent as one vectored write through `iov`.
     Write {
         offset: u64,
-        data: Arc<AlignedBuf>,
+        data: Vec<Arc<AlignedBuf>>,
+        iov: Iovecs,
+        len: usize,
         done: usize,
         retries: u8,
     },
@@ -63,6 +81,17 @@ enum Op {
     /// The flush barrier's fdatasync.
     Fsync,
 }
+
+/// The iovec array of a vectored write in flight, pointing into the buffers of the same
+/// `Op::Write`.
+struct Iovecs(Vec<libc::iovec>);
+
+// SAFETY: the pointers are into `AlignedBuf`s held (through `Arc`) by the same operation,
+// which are `Send + Sync`; the array is only read, by the kernel and by `push_write` under
+// the device's mutex.
+unsafe impl Send for Iovecs {}
+// SAFETY: as above.
+unsafe impl Sync for Iovecs {}
 
 /// A read completion, handed back to the `read_batch` call that owns it (`batch`), which
 /// alone knows the buffers.
@@ -248,23 +277,50 @@ impl State {
         );
     }
 
-    /// (Re)submits the remaining part of the write in `slot`.
+    /// (Re)submits the remaining part of the write in `slot`: one buffer as a plain write,
+    /// several as a vectored write of what is left of them.
     fn push_write(&mut self, ring: &IoUring, slot: usize) {
+        let fd = self.fd;
         let Some(Op::Write {
-            offset, data, done, ..
-        }) = &self.slots[slot]
+            offset,
+            data,
+            iov,
+            done,
+            ..
+        }) = &mut self.slots[slot]
         else {
             return;
         };
-        let len = (data.len() - done).min(MAX_TRANSFER_BYTES) as u32;
-        // SAFETY (pointer arithmetic): done < data.len(), so the pointer stays inside the buffer.
-        let ptr = unsafe { data.as_ptr().add(*done) };
-        let entry = opcode::Write::new(self.fd, ptr, len)
-            .offset(offset + *done as u64)
-            .build();
-        // SAFETY: the Arc holding the buffer sits in `slots[slot]` and is removed only when
-        // this SQE's completion is reaped (`on_write_done`) or the device is dropped after
-        // draining, so the kernel never reads freed memory.
+        let at = *offset + *done as u64;
+        let entry = if let [one] = data.as_slice() {
+            let len = (one.len() - *done).min(MAX_TRANSFER_BYTES) as u32;
+            // SAFETY (pointer arithmetic): done < one.len(), so the pointer stays inside
+            // the buffer.
+            let ptr = unsafe { one.as_ptr().add(*done) };
+            opcode::Write::new(fd, ptr, len).offset(at).build()
+        } else {
+            iov.0.clear();
+            let mut skip = *done;
+            for buf in data.iter() {
+                if skip >= buf.len() {
+                    skip -= buf.len();
+                    continue;
+                }
+                iov.0.push(libc::iovec {
+                    // SAFETY (pointer arithmetic): skip < buf.len().
+                    iov_base: unsafe { buf.as_ptr().add(skip) } as *mut libc::c_void,
+                    iov_len: buf.len() - skip,
+                });
+                skip = 0;
+            }
+            opcode::Writev::new(fd, iov.0.as_ptr(), iov.0.len() as u32)
+                .offset(at)
+                .build()
+        };
+        // SAFETY: the Arcs holding the buffers, and the iovec array pointing into them, sit
+        // in `slots[slot]` and are removed only when this SQE's completion is reaped
+        // (`on_write_done`) or the device is dropped after draining, so the kernel never
+        // reads freed memory.
         unsafe { self.push(ring, &entry.user_data(slot as u64)) };
     }
 
@@ -325,9 +381,10 @@ impl State {
     fn on_write_done(&mut self, ring: &IoUring, slot: usize, result: i32) {
         let Some(Op::Write {
             offset,
-            data,
+            len,
             done,
             retries,
+            ..
         }) = &mut self.slots[slot]
         else {
             return;
@@ -335,13 +392,13 @@ impl State {
         let finished = match progress(result, retries) {
             Progress::Advance(n) => {
                 *done += n;
-                Ok(*done >= data.len())
+                Ok(*done >= *len)
             }
             Progress::Retry => Ok(false),
             Progress::Fail(e) => {
                 let at = *offset + *done as u64;
                 Err(Error::io(
-                    format!("writing {} bytes at offset {at}", data.len() - *done),
+                    format!("writing {} bytes at offset {at}", *len - *done),
                     e,
                 ))
             }
@@ -561,7 +618,7 @@ impl BlockDevice for UringDevice {
         }
         let mut st = self.lock();
         st.fail.check()?;
-        for req in reqs.into_iter().filter(|r| !r.data.is_empty()) {
+        for (offset, data) in coalesce(reqs) {
             while st.free.is_empty() {
                 // Hand what is queued to the kernel before waiting for a slot.
                 st.submit(&self.ring).map_err(|e| st.ring_failed(e))?;
@@ -574,9 +631,16 @@ impl BlockDevice for UringDevice {
             if st.fail.has_failed() {
                 return st.submit(&self.ring).map_err(|e| st.ring_failed(e));
             }
+            let len = data.iter().map(|d| d.len()).sum();
             let slot = st.take_slot(Op::Write {
-                offset: req.offset,
-                data: req.data,
+                offset,
+                iov: Iovecs(Vec::with_capacity(if data.len() > 1 {
+                    data.len()
+                } else {
+                    0
+                })),
+                data,
+                len,
                 done: 0,
                 retries: 0,
             });
@@ -638,6 +702,30 @@ impl BlockDevice for UringDevice {
         drained.map_err(|e| st.ring_failed(e))?;
         self.backing.discard(offset, len)
     }
+}
+
+/// Sorts a batch of writes by offset (stable: equal offsets keep their order) and groups
+/// each run that is contiguous on the device, up to [`MAX_WRITE_BYTES`] and [`MAX_IOVECS`]
+/// buffers, into one write: (offset, buffers in order). Empty requests are dropped.
+pub(crate) fn coalesce(mut reqs: Vec<WriteRequest>) -> Vec<(u64, Vec<Arc<AlignedBuf>>)> {
+    reqs.retain(|r| !r.data.is_empty());
+    reqs.sort_by_key(|r| r.offset);
+    let mut out: Vec<(u64, Vec<Arc<AlignedBuf>>, usize)> = Vec::new();
+    for r in reqs {
+        let len = r.data.len();
+        match out.last_mut() {
+            Some((offset, bufs, total))
+                if *offset + *total as u64 == r.offset
+                    && *total + len <= MAX_WRITE_BYTES
+                    && bufs.len() < MAX_IOVECS =>
+            {
+                bufs.push(r.data);
+                *total += len;
+            }
+            _ => out.push((r.offset, vec![r.data], len)),
+        }
+    }
+    out.into_iter().map(|(o, b, _)| (o, b)).collect()
 }
 
 /// True while an fsync is in flight.

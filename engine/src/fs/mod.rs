@@ -21,6 +21,8 @@ pub mod flags;
 pub use direct::{DIRECT_IO_ALIGN_BYTES, killed_mode};
 mod atime;
 pub use atime::{AtimeMode, AtimePolicy};
+mod image;
+pub use image::open_image;
 mod posix;
 mod readahead;
 pub use posix::now;
@@ -215,6 +217,16 @@ impl Filesystem {
         if unknown_ro != 0 && !opts.read_only {
             return Err(crate::Error::Unsupported {
                 what: format!("read-only-compatible features {unknown_ro:#x}: mount read-only"),
+            });
+        }
+        if !image::block_size_fits(sb.block_size, dev.alignment()) {
+            return Err(crate::Error::Unsupported {
+                what: format!(
+                    "block size {} on a device that needs {}-byte aligned I/O (O_DIRECT): \
+                     open the image without O_DIRECT",
+                    sb.block_size,
+                    dev.alignment()
+                ),
             });
         }
         let need = sb.block_count * u64::from(sb.block_size);

@@ -12,9 +12,12 @@ use crate::data::{Done, ReadPlan};
 /// A read-ahead to run, and what to signal when it finished.
 pub(crate) type Job = (ReadPlan, Arc<Done>);
 
-/// Threads taking jobs from one queue: while one caches what it loaded, the other's load
-/// keeps the device busy.
-const THREADS: usize = 2;
+/// Threads taking jobs from one queue: while one caches what it loaded, the others' loads
+/// keep the device busy. Each job is one batch of up to `READAHEAD_BATCH_BYTES` (two 1 MiB
+/// requests), so the threads keep every batch the window holds in flight (and streams of
+/// several files): under O_DIRECT nothing else reads ahead. They wait on the device, not on
+/// the CPU.
+const THREADS: usize = 4;
 
 /// The running threads: dropping `tx` (then joining) stops them once the queue is empty.
 #[derive(Debug)]
