@@ -34,6 +34,9 @@ use crate::session::SessionEventLoop;
 pub(crate) struct RequestWithSender<'a> {
     /// Channel sender for sending the reply
     ch: ChannelSender,
+    /// tuxfs change: the ring entry the request came in, which the reply goes back through.
+    #[cfg(target_os = "linux")]
+    uring: Option<crate::uring::EntryReply>,
     /// Parsed request
     pub(crate) request: ll::AnyRequest<'a>,
 }
@@ -49,7 +52,19 @@ impl<'a> RequestWithSender<'a> {
             }
         };
 
-        Some(Self { ch, request })
+        Some(Self {
+            ch,
+            #[cfg(target_os = "linux")]
+            uring: None,
+            request,
+        })
+    }
+
+    /// tuxfs change: replies go back through this io_uring entry.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn via_uring(mut self, entry: crate::uring::EntryReply) -> Self {
+        self.uring = Some(entry);
+        self
     }
 
     /// Dispatch request to the given filesystem.
@@ -589,6 +604,10 @@ impl<'a> RequestWithSender<'a> {
     /// Create a reply object for this request that can be passed to the filesystem
     /// implementation and makes sure that a request is replied exactly once
     pub(crate) fn reply<T: Reply>(&self) -> T {
+        #[cfg(target_os = "linux")]
+        if let Some(entry) = &self.uring {
+            return Reply::new(self.request.unique(), ReplySender::Uring(entry.clone()));
+        }
         Reply::new(self.request.unique(), ReplySender::Channel(self.ch.clone()))
     }
 
