@@ -80,7 +80,11 @@ mod tests {
         std::fs::write(&param, "Y\n").unwrap();
         assert_eq!(check_kernel(&param), Ok(()));
         let missing = dir.path().join("missing");
-        assert!(check_kernel(&missing).unwrap_err().contains("does not exist"));
+        assert!(
+            check_kernel(&missing)
+                .unwrap_err()
+                .contains("does not exist")
+        );
     }
 
     #[test]

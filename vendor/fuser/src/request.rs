@@ -325,7 +325,7 @@ impl<'a> RequestWithSender<'a> {
                     x.offset(),
                     ReplyDirectory::new(
                         self.request.unique(),
-                        ReplySender::Channel(self.ch.clone()),
+                        self.reply_sender(),
                         x.size() as usize,
                     ),
                 );
@@ -510,7 +510,7 @@ impl<'a> RequestWithSender<'a> {
                     x.offset(),
                     ReplyDirectoryPlus::new(
                         self.request.unique(),
-                        ReplySender::Channel(self.ch.clone()),
+                        self.reply_sender(),
                         x.size() as usize,
                     ),
                 );
@@ -604,11 +604,16 @@ impl<'a> RequestWithSender<'a> {
     /// Create a reply object for this request that can be passed to the filesystem
     /// implementation and makes sure that a request is replied exactly once
     pub(crate) fn reply<T: Reply>(&self) -> T {
+        Reply::new(self.request.unique(), self.reply_sender())
+    }
+
+    /// Where this request's reply goes: its io_uring entry (tuxfs change) or /dev/fuse.
+    fn reply_sender(&self) -> ReplySender {
         #[cfg(target_os = "linux")]
         if let Some(entry) = &self.uring {
-            return Reply::new(self.request.unique(), ReplySender::Uring(entry.clone()));
+            return ReplySender::Uring(entry.clone());
         }
-        Reply::new(self.request.unique(), ReplySender::Channel(self.ch.clone()))
+        ReplySender::Channel(self.ch.clone())
     }
 
     /// Returns a Request reference for this request
