@@ -202,7 +202,7 @@ fn a_uring_mount_serves_the_workload_through_the_ring_as_dev_fuse_does() {
     };
     assert!(
         ring > 500,
-        "only {ring} requests came through the ring (seed {seed})"
+        "only {ring} requests came through the ring (replay with the TUXFS_SEED printed above)"
     );
     if std::env::var("TUXFS_TEST_URING").is_ok_and(|v| v == "1") {
         // Every mount uses the ring then: there is no /dev/fuse mount to compare with.
@@ -214,7 +214,7 @@ fn a_uring_mount_serves_the_workload_through_the_ring_as_dev_fuse_does() {
     assert_eq!(none, 0, "a mount without -o uring used the ring");
     assert_eq!(
         uring_log, dev_log,
-        "the workload saw different results (seed {seed})"
+        "the workload saw different results (replay with the TUXFS_SEED printed above)"
     );
     common::assert_same(&dev_tree, &uring_tree);
 }

@@ -619,38 +619,3 @@ fn reply_error(entry: &Entry, reply: &EntryReply, errno: i32) {
     header[8..16].copy_from_slice(&unique.to_ne_bytes());
     let _ = reply.send(&[IoSlice::new(&header)]);
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0"), Some(1));
-        assert_eq!(parse_cpu_list("0-1"), Some(2));
-        assert_eq!(parse_cpu_list("0-3,6"), Some(7));
-        assert_eq!(parse_cpu_list(""), None);
-        assert_eq!(parse_cpu_list("x"), None);
-    }
-
-    #[test]
-    fn a_reply_fills_the_header_and_the_payload() {
-        let entry = Entry::new(8192).unwrap();
-        let header = [16u8 + 5, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0];
-        entry.write_reply(&[&header, b"he", b"llo"], 8192);
-        assert_eq!(entry.read_u32(PAYLOAD_SZ_AT), 5);
-        assert_eq!(entry.read_u64(8), 7);
-        // SAFETY: 5 bytes at PAYLOAD_AT were just written.
-        let payload = unsafe { std::slice::from_raw_parts(entry.mem.add(PAYLOAD_AT), 5) };
-        assert_eq!(payload, b"hello");
-    }
-
-    #[test]
-    fn a_reply_too_large_becomes_eio() {
-        let entry = Entry::new(4).unwrap();
-        let header = [0u8; 16];
-        entry.write_reply(&[&header, b"hello"], 4);
-        assert_eq!(entry.read_u32(PAYLOAD_SZ_AT), 0);
-        assert_eq!(entry.read_u32(4) as i32, -libc::EIO);
-    }
-}
