@@ -128,8 +128,13 @@ fn parse_cpu_list(text: &str) -> Option<usize> {
 struct EntryState {
     /// The request is being dispatched on the queue thread: a reply is kept in `stash`.
     dispatching: bool,
-    stash: Option<Vec<u8>>,
+    /// A reply is waiting in `stash` (whose memory is reused from request to request).
+    stashed: bool,
+    stash: Vec<u8>,
 }
+
+/// A stash grown past this by a large reply gives its memory back.
+const STASH_KEEP_BYTES: usize = 64 << 10;
 
 /// One entry's memory: header at 0, payload at [`PAYLOAD_AT`].
 struct Entry {
@@ -308,11 +313,11 @@ impl EntryReply {
         let entry = &self.queue.entries[usize::from(self.index)];
         let mut state = entry.state.lock();
         if state.dispatching {
-            let mut copy = Vec::with_capacity(data.iter().map(|d| d.len()).sum());
+            state.stash.clear();
             for d in data {
-                copy.extend_from_slice(d);
+                state.stash.extend_from_slice(d);
             }
-            state.stash = Some(copy);
+            state.stashed = true;
             return Ok(());
         }
         let slices: Vec<&[u8]> = data.iter().map(|d| &**d).collect();
@@ -520,8 +525,12 @@ fn serve<FS: Filesystem>(
                 let entry = &queue.entries[i];
                 let mut state = entry.state.lock();
                 state.dispatching = false;
-                if let Some(stash) = state.stash.take() {
-                    entry.write_reply(&[&stash], queue.payload_bytes);
+                if state.stashed {
+                    state.stashed = false;
+                    entry.write_reply(&[&state.stash], queue.payload_bytes);
+                    if state.stash.capacity() > STASH_KEEP_BYTES {
+                        state.stash = Vec::new();
+                    }
                     to_commit.push(index);
                 }
             }
