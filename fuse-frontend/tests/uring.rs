@@ -40,13 +40,13 @@ impl UringOn {
             }
         };
         if held.0 == 0 {
-            if now != "Y" {
-                if let Err(e) = std::fs::write(ENABLE_URING, "Y") {
-                    skip(&format!(
-                        "cannot turn on {ENABLE_URING} (it is {now}; root needed): {e}"
-                    ));
-                    return None;
-                }
+            if now != "Y"
+                && let Err(e) = std::fs::write(ENABLE_URING, "Y")
+            {
+                skip(&format!(
+                    "cannot turn on {ENABLE_URING} (it is {now}; root needed): {e}"
+                ));
+                return None;
             }
             held.1 = Some(now);
         }
@@ -235,4 +235,45 @@ fn unmount_waits_for_the_final_commit_through_the_ring() {
     m.remount();
     assert!(std::fs::read(m.path("f")).unwrap() == data);
     m.finish();
+}
+
+#[test]
+fn with_the_module_parameter_off_uring_is_refused_with_what_to_set() {
+    // Waits until no other test here holds the parameter on, and holds the lock so that
+    // none turns it on meanwhile.
+    let held = loop {
+        let held = PARAM.lock().unwrap_or_else(|e| e.into_inner());
+        if held.0 == 0 {
+            break held;
+        }
+        drop(held);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let Ok(before) = std::fs::read_to_string(ENABLE_URING) else {
+        skip(&format!("this kernel has no {ENABLE_URING}"));
+        return;
+    };
+    if let Err(e) = std::fs::write(ENABLE_URING, "N") {
+        skip(&format!("cannot set {ENABLE_URING} (root needed): {e}"));
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (image, dir) = (tmp.path().join("image"), tmp.path().join("mnt"));
+    std::fs::create_dir(&dir).unwrap();
+    common::mkfs(&image, 64 * MIB);
+    let out = std::process::Command::new(common::TUXFS_MOUNT)
+        .args(["-f", "-o", "uring"])
+        .arg(&image)
+        .arg(&dir)
+        .output()
+        .expect("run tuxfs-mount");
+    let _ = std::fs::write(ENABLE_URING, before.trim());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mounted with the ring off: {stderr}");
+    assert!(
+        stderr.contains("enable_uring is N") && stderr.contains("echo Y >"),
+        "{stderr}"
+    );
+    assert!(!common::is_mountpoint(&dir));
+    drop(held);
 }
