@@ -460,6 +460,10 @@ impl fuser::Filesystem for Adapter {
         crate::requests::COUNTS.record(opcode);
     }
 
+    fn uring_request_received(&self, _opcode: u32) {
+        crate::uring::URING_REQUESTS.record();
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Each setter returns the nearest acceptable value when ours is refused; take it.
         if let Err(nearest) = config.set_max_write(MAX_WRITE_BYTES) {

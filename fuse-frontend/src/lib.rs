@@ -34,3 +34,4 @@ pub mod options;
 pub mod readpool;
 pub mod remount;
 pub mod requests;
+pub mod uring;

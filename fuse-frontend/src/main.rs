@@ -131,6 +131,9 @@ fn run(settings: &Settings, ready: &mut Ready) -> Result<(), String> {
     let log_file = check_output_files(settings)?;
     let image = prepare_image(settings)?;
     let mountpoint = check_mountpoint(&settings.mountpoint)?;
+    if settings.uring {
+        tuxfs_fuse::uring::check_kernel(Path::new(tuxfs_fuse::uring::ENABLE_URING))?;
+    }
     // Held until the session is destroyed (see `Closing`); shared with the daemon child
     // across fork, and the parent exits as soon as the mount is up.
     let lock = daemon::lock_image(&image)?;
@@ -224,7 +227,12 @@ fn check_mountpoint(mountpoint: &Path) -> Result<PathBuf, String> {
 /// Writes the filesystem's figures to the stats file (atomically: a temporary file renamed
 /// over it) and, in the foreground, to stderr. Failures are reported, never fatal.
 fn report_stats(fs: &Filesystem, file: Option<&Path>, foreground: bool) {
-    let text = format!("{}{}", fs.stats(), tuxfs_fuse::requests::COUNTS);
+    let text = format!(
+        "{}{}{}",
+        fs.stats(),
+        tuxfs_fuse::requests::COUNTS,
+        tuxfs_fuse::uring::URING_REQUESTS
+    );
     if foreground {
         eprint!("tuxfs-mount: figures:\n{text}");
     }

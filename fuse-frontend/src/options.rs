@@ -163,6 +163,8 @@ pub struct Settings {
     pub remount: bool,
     /// Options given that cannot change on a running mount (refused with `remount`).
     pub fixed_at_mount: Vec<String>,
+    /// `uring`: serve requests through FUSE over io_uring (crate::uring).
+    pub uring: bool,
 }
 
 impl Settings {
@@ -210,6 +212,7 @@ impl Settings {
             direct_io: true,
             remount: false,
             fixed_at_mount: Vec::new(),
+            uring: false,
         };
         // Known before the other options are read: it decides which of them are accepted.
         settings.remount = cli
@@ -325,6 +328,8 @@ impl Settings {
             }
             ("discard", None) => self.discard = true,
             ("nodiscard", None) => self.discard = false,
+            ("uring", None) => self.uring = true,
+            ("nouring", None) => self.uring = false,
             ("log", Some(v)) => self.log = Some(PathBuf::from(non_empty(key, v)?)),
             ("cache", Some(v)) => {
                 let bytes = tuxfs_mkfs::parse_size(v).map_err(|e| format!("cache={v}: {e}"))?;
@@ -398,6 +403,7 @@ impl Settings {
         // With several workers, each gets its own /dev/fuse clone so requests spread over
         // them instead of all threads waking on one descriptor.
         config.clone_fd = self.threads > 1;
+        config.uring_depth = self.uring.then_some(crate::uring::QUEUE_DEPTH);
         config
     }
 
@@ -476,7 +482,7 @@ pub fn default_threads() -> usize {
 
 /// Options that only apply when mounting: a remount refuses them (the kernel's FUSE options
 /// that mount(8) repeats from /proc/self/mountinfo are let through, see `apply`).
-const FIXED_AT_MOUNT: [&str; 20] = [
+const FIXED_AT_MOUNT: [&str; 22] = [
     "threads",
     "attr_timeout",
     "entry_timeout",
@@ -497,6 +503,8 @@ const FIXED_AT_MOUNT: [&str; 20] = [
     "max_background",
     "dirty_ratio",
     "direct_io",
+    "uring",
+    "nouring",
 ];
 
 /// Block size a `fuseblk` mount tells the kernel (`blksize=`): the page size.
@@ -951,5 +959,20 @@ mod tests {
         }
         assert!(parse(&["img"]).is_err());
         assert!(parse(&["--create", "12Q", "img", "mnt"]).is_err());
+    }
+
+    #[test]
+    fn uring_asks_fuser_for_the_ring_and_is_fixed_at_mount() {
+        let s = parse(&["img", "mnt"]).unwrap();
+        assert!(!s.uring);
+        assert_eq!(s.fuser_config("img", None).uring_depth, None);
+        let s = parse(&["-o", "uring", "img", "mnt"]).unwrap();
+        assert!(s.uring);
+        assert_eq!(
+            s.fuser_config("img", None).uring_depth,
+            Some(crate::uring::QUEUE_DEPTH)
+        );
+        assert!(!parse(&["-o", "uring,nouring", "img", "mnt"]).unwrap().uring);
+        assert!(parse(&["-o", "remount,uring", "img", "mnt"]).is_err());
     }
 }

@@ -15,7 +15,6 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use common::{Mount, get_xattr, set_xattr};
 
@@ -34,26 +33,9 @@ fn counted_mount(name: &str, extra: &[&str]) -> Option<(Mount, tempfile::TempDir
 
 /// The daemon's request counts now (`fuse_NAME` lines, without the prefix).
 fn requests(m: &Mount, stats: &Path) -> BTreeMap<String, u64> {
-    let _ = std::fs::remove_file(stats);
-    m.signal(libc::SIGUSR1);
-    let start = Instant::now();
-    let text = loop {
-        // The daemon writes FILE.tmp and renames it: the file is whole once it exists.
-        if let Ok(t) = std::fs::read_to_string(stats) {
-            break t;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no figures after SIGUSR1"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    text.lines()
-        .filter_map(|l| l.strip_prefix("fuse_"))
-        .filter_map(|l| {
-            let (name, value) = l.split_once(' ')?;
-            Some((name.to_string(), value.trim().parse().ok()?))
-        })
+    common::figures(m, stats)
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("fuse_")?.to_string(), v)))
         .collect()
 }
 

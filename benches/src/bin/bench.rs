@@ -43,7 +43,8 @@ struct Args {
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
     /// Targets, comma-separated (default: every one whose tools are installed):
-    /// raw,engine,tuxfs,ext4,fuse2fs,btrfs,xfs.
+    /// raw,engine,tuxfs,tuxfs-uring,ext4,fuse2fs,btrfs,xfs
+    /// (tuxfs-uring: `tuxfs-mount -o uring`, only when fuse.enable_uring is on).
     #[arg(long)]
     targets: Option<String>,
     /// Workloads, comma-separated (default all; see docs/BENCHMARKS.md for the names).

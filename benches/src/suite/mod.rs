@@ -232,7 +232,7 @@ pub fn applies(w: Workload, kind: Kind) -> bool {
                 | Unlink
                 | CrashMount
         ),
-        Kind::Tuxfs | Kind::Fuse2fs => true,
+        Kind::Tuxfs | Kind::TuxfsUring | Kind::Fuse2fs => true,
         Kind::Ext4 | Kind::Btrfs | Kind::Xfs => !matches!(w, DaemonMemory | CrashMount),
     }
 }

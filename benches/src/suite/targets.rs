@@ -28,6 +28,8 @@ pub enum Kind {
     Raw,
     Engine,
     Tuxfs,
+    /// tuxfs mounted with `-o uring` (FUSE over io_uring; needs fuse.enable_uring=Y).
+    TuxfsUring,
     Ext4,
     Fuse2fs,
     Btrfs,
@@ -36,10 +38,11 @@ pub enum Kind {
 
 impl Kind {
     /// Every target, in table order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Raw,
         Kind::Engine,
         Kind::Tuxfs,
+        Kind::TuxfsUring,
         Kind::Ext4,
         Kind::Fuse2fs,
         Kind::Btrfs,
@@ -51,6 +54,7 @@ impl Kind {
             Kind::Raw => "raw",
             Kind::Engine => "engine",
             Kind::Tuxfs => "tuxfs",
+            Kind::TuxfsUring => "tuxfs-uring",
             Kind::Ext4 => "ext4",
             Kind::Fuse2fs => "fuse2fs",
             Kind::Btrfs => "btrfs",
@@ -65,7 +69,7 @@ impl Kind {
     /// The external programs this target needs.
     fn programs(self) -> &'static [&'static str] {
         match self {
-            Kind::Raw | Kind::Engine | Kind::Tuxfs => &[],
+            Kind::Raw | Kind::Engine | Kind::Tuxfs | Kind::TuxfsUring => &[],
             Kind::Ext4 => &["mkfs.ext4", "losetup"],
             Kind::Fuse2fs => &["mkfs.ext4", "fuse2fs"],
             Kind::Btrfs => &["mkfs.btrfs", "losetup"],
@@ -75,6 +79,13 @@ impl Kind {
 
     /// Why this target cannot run here, if it cannot.
     pub fn missing(self) -> Option<String> {
+        if self == Kind::TuxfsUring {
+            let param = "/sys/module/fuse/parameters/enable_uring";
+            let on = std::fs::read_to_string(param).is_ok_and(|v| v.trim() == "Y");
+            if !on {
+                return Some(format!("FUSE over io_uring is off ({param} is not Y)"));
+            }
+        }
         let gone: Vec<&str> = self
             .programs()
             .iter()
@@ -93,7 +104,7 @@ impl Kind {
 
     /// A FUSE daemon serves this target.
     pub fn has_daemon(self) -> bool {
-        matches!(self, Kind::Tuxfs | Kind::Fuse2fs)
+        matches!(self, Kind::Tuxfs | Kind::TuxfsUring | Kind::Fuse2fs)
     }
 
     fn kernel_fs(self) -> Option<&'static str> {
@@ -223,7 +234,7 @@ impl Session {
         let forced = self.image.is_none();
         match self.kind {
             Kind::Raw => Ok(()),
-            Kind::Engine | Kind::Tuxfs => {
+            Kind::Engine | Kind::Tuxfs | Kind::TuxfsUring => {
                 let mut cmd = Command::new(daemon::tool("mkfs-tuxfs")?);
                 run(cmd.arg("--force").arg(&self.backing))
             }
@@ -296,10 +307,13 @@ impl Session {
                 self.access = Access::Engine(fs);
                 self.mount_options = format!("MountOptions::default(), {how}");
             }
-            Kind::Tuxfs | Kind::Fuse2fs => {
-                let mut cmd = if self.kind == Kind::Tuxfs {
+            Kind::Tuxfs | Kind::TuxfsUring | Kind::Fuse2fs => {
+                let mut cmd = if self.kind != Kind::Fuse2fs {
                     let mut c = Command::new(daemon::tool("tuxfs-mount")?);
                     c.arg("-f").arg(&self.backing).arg(&self.mnt);
+                    if self.kind == Kind::TuxfsUring {
+                        c.args(["-o", "uring"]);
+                    }
                     c
                 } else {
                     let mut c = Command::new("fuse2fs");
@@ -375,7 +389,7 @@ impl Session {
                 // Dropping the last handle without unmount leaves the image as a crash.
                 self.access = Access::Dir(self.mnt.clone());
             }
-            Kind::Tuxfs | Kind::Fuse2fs => {
+            Kind::Tuxfs | Kind::TuxfsUring | Kind::Fuse2fs => {
                 if let Some((m, unmount, kill)) = self.daemon.take() {
                     m.kill()?;
                     unmount.forget();

@@ -211,6 +211,10 @@ impl Mount {
         for o in &self.options {
             cmd.arg("-o").arg(o);
         }
+        // TUXFS_TEST_URING=1 runs every mount through FUSE over io_uring (docs/TESTING.md).
+        if std::env::var("TUXFS_TEST_URING").is_ok_and(|v| v == "1") {
+            cmd.arg("-o").arg("uring");
+        }
         let child = cmd
             .arg(&self.image)
             .arg(&self.dir)
@@ -595,6 +599,31 @@ pub fn remove_xattr(path: &Path, name: &[u8]) -> std::io::Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// The daemon's figures now (`-o stats=FILE` lines, `NAME VALUE`), asking for them with
+/// SIGUSR1.
+pub fn figures(m: &Mount, stats: &Path) -> BTreeMap<String, u64> {
+    let _ = std::fs::remove_file(stats);
+    m.signal(libc::SIGUSR1);
+    let start = Instant::now();
+    let text = loop {
+        // The daemon writes FILE.tmp and renames it: the file is whole once it exists.
+        if let Ok(t) = std::fs::read_to_string(stats) {
+            break t;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no figures after SIGUSR1"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// splitmix64: a tiny seeded PRNG, so every randomized test replays from its printed seed.

@@ -103,6 +103,9 @@ mod request;
 mod request_param;
 mod session;
 mod time;
+// tuxfs change: FUSE over io_uring (TUXFS_CHANGES.md entry 13).
+#[cfg(target_os = "linux")]
+mod uring;
 
 /// We generally support async reads
 #[cfg(not(target_os = "macos"))]
@@ -419,6 +422,13 @@ pub trait Filesystem: Send + Sync + 'static {
     /// `allow_root` / owner check). The default does nothing. (tuxfs change: the daemon
     /// counts its requests per opcode.)
     fn request_received(&self, opcode: u32) {
+        let _ = opcode;
+    }
+
+    /// Called for every request that arrived through a FUSE-over-io_uring queue (besides
+    /// `request_received`, and for DESTROY too). The default does nothing. (tuxfs change:
+    /// the daemon counts them, so tests see the ring is used.)
+    fn uring_request_received(&self, opcode: u32) {
         let _ = opcode;
     }
 

@@ -34,6 +34,9 @@ use crate::session::SessionEventLoop;
 pub(crate) struct RequestWithSender<'a> {
     /// Channel sender for sending the reply
     ch: ChannelSender,
+    /// tuxfs change: the ring entry the request came in, which the reply goes back through.
+    #[cfg(target_os = "linux")]
+    uring: Option<crate::uring::EntryReply>,
     /// Parsed request
     pub(crate) request: ll::AnyRequest<'a>,
 }
@@ -49,7 +52,19 @@ impl<'a> RequestWithSender<'a> {
             }
         };
 
-        Some(Self { ch, request })
+        Some(Self {
+            ch,
+            #[cfg(target_os = "linux")]
+            uring: None,
+            request,
+        })
+    }
+
+    /// tuxfs change: replies go back through this io_uring entry.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn via_uring(mut self, entry: crate::uring::EntryReply) -> Self {
+        self.uring = Some(entry);
+        self
     }
 
     /// Dispatch request to the given filesystem.
@@ -310,7 +325,7 @@ impl<'a> RequestWithSender<'a> {
                     x.offset(),
                     ReplyDirectory::new(
                         self.request.unique(),
-                        ReplySender::Channel(self.ch.clone()),
+                        self.reply_sender(),
                         x.size() as usize,
                     ),
                 );
@@ -495,7 +510,7 @@ impl<'a> RequestWithSender<'a> {
                     x.offset(),
                     ReplyDirectoryPlus::new(
                         self.request.unique(),
-                        ReplySender::Channel(self.ch.clone()),
+                        self.reply_sender(),
                         x.size() as usize,
                     ),
                 );
@@ -593,7 +608,16 @@ impl<'a> RequestWithSender<'a> {
     /// Create a reply object for this request that can be passed to the filesystem
     /// implementation and makes sure that a request is replied exactly once
     pub(crate) fn reply<T: Reply>(&self) -> T {
-        Reply::new(self.request.unique(), ReplySender::Channel(self.ch.clone()))
+        Reply::new(self.request.unique(), self.reply_sender())
+    }
+
+    /// Where this request's reply goes: its io_uring entry (tuxfs change) or /dev/fuse.
+    fn reply_sender(&self) -> ReplySender {
+        #[cfg(target_os = "linux")]
+        if let Some(entry) = &self.uring {
+            return ReplySender::Uring(entry.clone());
+        }
+        ReplySender::Channel(self.ch.clone())
     }
 
     /// Returns a Request reference for this request

@@ -148,6 +148,9 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// tuxfs change: the FUSE-over-io_uring queues, when INIT negotiated them.
+    #[cfg(target_os = "linux")]
+    uring: Option<Vec<crate::uring::Prepared>>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -197,6 +200,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -227,6 +232,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -265,6 +272,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            #[cfg(target_os = "linux")]
+            uring,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -299,6 +308,9 @@ impl<FS: Filesystem> Session<FS> {
                 channels.push(ch.clone());
             }
         }
+        // tuxfs change: a channel for the io_uring queue threads' event loops.
+        #[cfg(target_os = "linux")]
+        let uring_ch = ch.clone();
         channels.push(ch);
 
         let mut threads = Vec::with_capacity(n_threads);
@@ -319,6 +331,24 @@ impl<FS: Filesystem> Session<FS> {
             );
         }
 
+        // tuxfs change: one thread per FUSE-over-io_uring queue, besides the /dev/fuse loops
+        // (which still get FORGET, INTERRUPT and what comes before the ring is ready).
+        #[cfg(target_os = "linux")]
+        let uring_threads = match uring {
+            Some(prepared) => {
+                use std::os::fd::AsRawFd;
+                let fd = uring_ch.as_fd().as_raw_fd();
+                crate::uring::start(prepared, fd, |thread_name| SessionEventLoop {
+                    thread_name,
+                    filesystem: filesystem.clone(),
+                    ch: uring_ch.clone(),
+                    allowed,
+                    session_owner,
+                })?
+            }
+            None => Vec::new(),
+        };
+
         let mut reply: io::Result<()> = Ok(());
         for thread in threads {
             let res = match thread.join() {
@@ -334,6 +364,21 @@ impl<FS: Filesystem> Session<FS> {
             }
         }
 
+        // tuxfs change: the connection is gone once the /dev/fuse loops have ended; stop the
+        // queue threads (a reply still held elsewhere keeps only its queue's memory).
+        #[cfg(target_os = "linux")]
+        {
+            for (queue, _) in &uring_threads {
+                queue.stop();
+            }
+            for (_, thread) in uring_threads {
+                if thread.join().is_err() && reply.is_ok() {
+                    reply = Err(io::Error::other("io_uring queue thread panicked"));
+                }
+            }
+            drop(uring_ch);
+        }
+
         let Some(filesystem) = Arc::get_mut(&mut filesystem) else {
             return Err(io::Error::other(
                 "BUG: must have one refcount for filesystem",
@@ -343,6 +388,44 @@ impl<FS: Filesystem> Session<FS> {
         filesystem.destroy();
 
         reply
+    }
+
+    /// tuxfs change: asks for FUSE_OVER_IO_URING when the configuration wants it and the
+    /// kernel offers it, after making the queues (so a failure leaves /dev/fuse in use).
+    #[cfg(target_os = "linux")]
+    fn negotiate_uring(&mut self, offered: InitFlags, config: &mut KernelConfig) {
+        let Some(depth) = self.config.uring_depth else {
+            return;
+        };
+        if !offered.contains(InitFlags::FUSE_OVER_IO_URING) {
+            warn!(
+                "FUSE over io_uring asked for, but the kernel does not offer it (module \
+                 parameter fuse.enable_uring off?): requests go through /dev/fuse"
+            );
+            return;
+        }
+        let page = page_size::get();
+        let payload_bytes = (config.max_write as usize)
+            .max(usize::from(config.max_pages()) * page)
+            .max(8192);
+        let setup = crate::uring::UringSetup {
+            depth: depth.max(1),
+            payload_bytes,
+        };
+        match crate::uring::prepare(setup, &self.ch.sender()) {
+            Ok(prepared) => {
+                config.requested |= InitFlags::FUSE_OVER_IO_URING;
+                info!(
+                    "FUSE over io_uring: {} queues of {} entries",
+                    prepared.len(),
+                    setup.depth
+                );
+                self.uring = Some(prepared);
+            }
+            Err(e) => warn!(
+                "FUSE over io_uring: cannot make the queues ({e}): requests go through /dev/fuse"
+            ),
+        }
     }
 
     fn handshake(&mut self) -> io::Result<()> {
@@ -482,6 +565,9 @@ impl<FS: Filesystem> Session<FS> {
                 config.max_write
             );
 
+            // tuxfs change: FUSE over io_uring, when asked for and offered.
+            #[cfg(target_os = "linux")]
+            self.negotiate_uring(init.capabilities(), &mut config);
             // tuxfs change: remember whether SETXATTR will carry the extended header.
             self.filesystem.setxattr_ext.store(
                 (init.capabilities() & config.requested).contains(InitFlags::FUSE_SETXATTR_EXT),

@@ -18,6 +18,9 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    /// tuxfs change: serve requests through FUSE over io_uring, with this many entries per
+    /// queue, when the kernel offers it at INIT (Linux only; `None`: /dev/fuse only).
+    pub uring_depth: Option<u16>,
 }
 
 /// Mount options accepted by the FUSE filesystem type
