@@ -233,6 +233,28 @@ impl Adapter {
         }
     }
 
+    /// Runs `work` once the kernel has written back every dirty page of `ino`: an inode
+    /// invalidation launders them (WRITE requests, which the FUSE workers or the ring's
+    /// queue threads serve meanwhile) before it returns. Both run on a read-pool thread,
+    /// never on the thread that received the request: with one worker (`threads=1`), or
+    /// one ring queue per CPU (`uring`), waiting there for those WRITEs would deadlock.
+    fn after_kernel_writeback(&self, ino: INodeNo, work: impl FnOnce() + Send + 'static) {
+        let notifier = self.notifier.get().cloned();
+        self.reads.run(Box::new(move || {
+            // ENOENT: the kernel holds no inode by that number, so no page either.
+            if let Some(n) = notifier
+                && let Err(e) = n.inval_inode(ino, 0, 0)
+                && e.raw_os_error() != Some(libc::ENOENT)
+            {
+                tuxfs_engine::events::report(
+                    tuxfs_engine::events::Level::Warning,
+                    &format!("writing back the kernel's pages of inode {}: {e}", ino.0),
+                );
+            }
+            work();
+        }));
+    }
+
     /// Where the session's notifier will be, set by whoever creates the session.
     pub fn with_notifier(mut self, slot: Arc<std::sync::OnceLock<fuser::Notifier>>) -> Self {
         self.notifier = slot;
@@ -1146,18 +1168,20 @@ impl fuser::Filesystem for Adapter {
             libc::SEEK_HOLE => SeekWhence::Hole,
             _ => return reply.error(Errno::EINVAL),
         };
+        let answer = {
+            let fs = Arc::clone(&self.fs);
+            move || match fs.seek(ino.0, offset, whence) {
+                Ok(at) => reply.offset(at as i64),
+                Err(e) => reply.error(errno::to_fuser(&e)),
+            }
+        };
         // The kernel sends FUSE_LSEEK without writing back its dirty pages (unlike punch,
         // zero range and copy), and with the writeback cache those hold data the engine
-        // has not seen: invalidating the inode's pages makes the kernel write every dirty
-        // one back first (launder) before this answer is computed.
-        if self.writeback_cache
-            && let Some(n) = self.notifier.get()
-        {
-            let _ = n.inval_inode(ino, 0, 0);
-        }
-        match self.fs.seek(ino.0, offset, whence) {
-            Ok(at) => reply.offset(at as i64),
-            Err(e) => reply.error(errno::to_fuser(&e)),
+        // has not seen: the kernel must write every dirty one back before the answer.
+        if self.writeback_cache {
+            self.after_kernel_writeback(ino, answer);
+        } else {
+            answer();
         }
     }
 
@@ -1208,33 +1232,13 @@ impl fuser::Filesystem for Adapter {
         };
         // chattr +i or +a: pages written through a descriptor opened before are still
         // dirty in the kernel's page cache (writeback cache), and the flag would refuse them
-        // at writeback, losing data ext4 keeps. So the kernel writes them back first: an
-        // inode invalidation launders every dirty page of the file (WRITEs, served by the
-        // other workers) before it returns. It runs on a thread of its own that then sets
-        // the flag and replies, so this worker goes back to serving those WRITEs (with one
-        // worker, waiting here would deadlock).
-        if crate::fileattr::sets_guard(&self.fs, ino.0, cmd, in_data)
-            && let Some(notifier) = self.notifier.get().cloned()
-        {
+        // at writeback, losing data ext4 keeps. So the kernel writes them back first.
+        if crate::fileattr::sets_guard(&self.fs, ino.0, cmd, in_data) {
             let fs = Arc::clone(&self.fs);
             let in_data = in_data.to_vec();
-            let spawned = std::thread::Builder::new()
-                .name("tuxfs-chattr".into())
-                .spawn(move || {
-                    if let Err(e) = notifier.inval_inode(ino, 0, 0) {
-                        tuxfs_engine::events::report(
-                            tuxfs_engine::events::Level::Warning,
-                            &format!("writing back inode {} before chattr: {e}", ino.0),
-                        );
-                    }
-                    answer_ioctl(&fs, who, ino.0, cmd, &in_data, out_size, reply);
-                });
-            if let Err(e) = spawned {
-                tuxfs_engine::events::report(
-                    tuxfs_engine::events::Level::Error,
-                    &format!("chattr thread: {e}"),
-                );
-            }
+            self.after_kernel_writeback(ino, move || {
+                answer_ioctl(&fs, who, ino.0, cmd, &in_data, out_size, reply)
+            });
             return;
         }
         answer_ioctl(&self.fs, who, ino.0, cmd, in_data, out_size, reply);
