@@ -1015,8 +1015,8 @@ impl fuser::Filesystem for Adapter {
             .fsync_then(ino.0, datasync, move |outcome| reply_empty(reply, outcome));
     }
 
-    // sync(2) and syncfs(2) (FUSE_SYNCFS, sent by Linux 6.18 to a fuseblk mount and to a
-    // plain one alike): the kernel has written back every dirty page of the mount first, so
+    // sync(2) and syncfs(2) (FUSE_SYNCFS, which Linux 6.18 sends to a fuseblk mount only,
+    // not to a plain fuse one): the kernel has written back every dirty page of the mount first, so
     // making the open delta durable makes everything durable. Answered from the writeback
     // thread, like fsync.
     fn syncfs(&self, _req: &Request, ino: INodeNo, reply: ReplyEmpty) {

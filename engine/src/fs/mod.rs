@@ -322,7 +322,7 @@ impl Filesystem {
 
     /// Filesystem block size in bytes.
     pub fn block_size(&self) -> u32 {
-        self.shared.read().bs()
+        self.block_size
     }
 
     /// Counters: deltas, bytes written, unifies, commit latency.
